@@ -1,0 +1,38 @@
+# PayStream: `make up` installs and starts the whole pipeline, `make test` tests it.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+STACK := python3 stack/stackctl.py
+VENV := .venv/bin
+
+.PHONY: help install up down clean status env test test-unit lint bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: ## install what is missing (apt, Maven Central, PyPI), cached under .cache/
+	@bash stack/install.sh
+
+up: install ## install, start every component, print where each listens and a demo merchant key
+	@$(STACK) up
+	@$(STACK) status >/dev/null || { $(STACK) status; exit 1; }
+
+down: ## stop every process `make up` started, keeping the data
+	@$(STACK) down
+
+clean: ## stop everything and remove all data (.stack/)
+	@$(STACK) clean
+
+status: ## one line per component; exits 0 only when all are up
+	@$(STACK) status
+
+env: ## print `export NAME=value` for every endpoint (eval "$$(make -s env)")
+	@$(STACK) env
+
+test: ## run the whole suite against the running stack (make up first)
+	@eval "$$($(STACK) env)" && $(VENV)/pytest
+
+test-unit: ## only the tests that need no running stack
+	@$(VENV)/pytest tests/unit
+
+lint: ## ruff and mypy
+	@$(VENV)/ruff check . && $(VENV)/mypy

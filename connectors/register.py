@@ -1,0 +1,114 @@
+"""Registers a Debezium connector with Kafka Connect and waits until it runs.
+
+Usage: python3 connectors/register.py [--connect-url URL] [--timeout S] FILE.json...
+
+The connector is named after its file (connectors/payments.json ->
+"paystream-payments"). Registration is `PUT /connectors/<name>/config`, which
+creates or updates in place, so running it twice leaves one connector.
+Standard library only: `make up` runs it before the virtualenv matters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+CONNECTOR_PREFIX = "paystream-"
+
+
+class RegistrationError(RuntimeError):
+    """Connect did not come up, refused the config, or the connector failed."""
+
+
+def connector_name(path: Path) -> str:
+    return CONNECTOR_PREFIX + path.stem
+
+
+def _request(method: str, url: str, body: dict | None = None) -> tuple[int, object]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json",
+                                          "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        payload = err.read()
+        try:
+            return err.code, json.loads(payload)
+        except ValueError:
+            return err.code, payload.decode(errors="replace")
+
+
+def wait_for_connect(connect_url: str, deadline: float) -> None:
+    while True:
+        try:
+            status, _ = _request("GET", f"{connect_url}/connector-plugins")
+            if status == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RegistrationError(f"Kafka Connect did not answer at {connect_url}")
+        time.sleep(0.5)
+
+
+def connector_state(connect_url: str, name: str) -> dict:
+    status, body = _request("GET", f"{connect_url}/connectors/{name}/status")
+    return body if status == 200 and isinstance(body, dict) else {}
+
+
+def register(connect_url: str, path: Path, *, timeout: float = 120.0) -> str:
+    """PUT the config, then poll /status until the connector and its tasks run."""
+    deadline = time.monotonic() + timeout
+    name = connector_name(path)
+    config = json.loads(path.read_text())
+    wait_for_connect(connect_url, deadline)
+    while True:
+        # Connect answers 409 while its group rebalances; retry until the deadline.
+        status, body = _request("PUT", f"{connect_url}/connectors/{name}/config", config)
+        if status in (200, 201):
+            break
+        if status != 409 or time.monotonic() > deadline:
+            raise RegistrationError(f"PUT {name} config: HTTP {status}: {body}")
+        time.sleep(0.5)
+    while True:
+        state = connector_state(connect_url, name)
+        connector = state.get("connector", {}).get("state")
+        tasks = [t.get("state") for t in state.get("tasks", [])]
+        if connector == "RUNNING" and tasks and all(t == "RUNNING" for t in tasks):
+            return name
+        failed = [t for t in state.get("tasks", []) if t.get("state") == "FAILED"]
+        if connector == "FAILED" or failed:
+            trace = (failed[0] if failed else state["connector"]).get("trace", "")
+            raise RegistrationError(f"{name} failed: {trace[:2000]}")
+        if time.monotonic() > deadline:
+            raise RegistrationError(f"{name} not RUNNING after {timeout:.0f}s: {state}")
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="+", type=Path, help="connector config JSON files")
+    parser.add_argument("--connect-url",
+                        default=os.environ.get("CONNECT_URL", "http://127.0.0.1:8083"))
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="seconds to wait for Connect and for RUNNING (default 120)")
+    args = parser.parse_args(argv)
+    try:
+        for path in args.files:
+            print(f"connector {register(args.connect_url, path, timeout=args.timeout)} RUNNING")
+    except RegistrationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Identifiers: our prefixed random ids and deterministic Stripe idempotency keys."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+
+_ALPHABET = string.digits + string.ascii_letters
+_PREFIX = re.compile(r"[a-z][a-z0-9]*")
+ID_LENGTH = 24  # base62: about 143 bits, so collisions are not a practical concern
+MAX_IDEMPOTENCY_KEY = 255  # Stripe's limit
+
+
+def new_id(prefix: str) -> str:
+    """A new id such as ``pay_`` followed by 24 random base62 characters."""
+    if not _PREFIX.fullmatch(prefix):
+        raise ValueError(f"id prefix must be lower-case letters and digits, got {prefix!r}")
+    return f"{prefix}_{''.join(secrets.choice(_ALPHABET) for _ in range(ID_LENGTH))}"
+
+
+def stripe_idempotency_key(kind: str, our_id: str) -> str:
+    """The Stripe Idempotency-Key for an action on one of our objects.
+
+    Derived, never random, so a retried or redelivered request replays the
+    first Stripe call instead of charging twice.
+    """
+    if not kind or not our_id:
+        raise ValueError("idempotency key needs a kind and an id")
+    key = f"paystream-{kind}-{our_id}"
+    if len(key) > MAX_IDEMPOTENCY_KEY:
+        raise ValueError(f"idempotency key longer than {MAX_IDEMPOTENCY_KEY} characters")
+    return key

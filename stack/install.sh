@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs what the local stack needs and is missing: Debian packages, the Java
+# side from Maven Central, and the Python package into .venv. Safe to re-run:
+# every step checks first, and downloads are cached under .cache/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+cache=$root/.cache
+mkdir -p "$cache"
+
+say() { printf '[install] %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else say "need root for: $*  (run as root or install sudo)"; exit 1
+  fi
+}
+
+# --- Debian packages -------------------------------------------------------
+missing=()
+need_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed' || missing+=("$1"); }
+for p in postgresql postgresql-contrib redis-server nginx libnginx-mod-stream kcat docker-compose curl python3-venv; do
+  need_pkg "$p"
+done
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "apt-get install ${missing[*]}"
+  as_root apt-get update -qq
+  # policy-rc.d keeps Debian from starting its own postgres/redis/nginx on the
+  # ports the stack wants (it does where systemd or sysv-rc is active).
+  as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  as_root rm -f /usr/sbin/policy-rc.d
+fi
+
+# --- Java: Kafka broker, Kafka Connect, Debezium plugin --------------------
+java_stamp=$cache/java/.stamp-$(sha1sum stack/pom.xml | cut -c1-12)
+if [ ! -f "$java_stamp" ]; then
+  say "fetching Kafka, Kafka Connect and Debezium jars (Maven Central)"
+  rm -rf "$cache/java"
+  mvn_args=(-q -B -f stack/pom.xml "-Dmaven.repo.local=$cache/m2")
+  mvn "${mvn_args[@]}" dependency:copy-dependencies "-DoutputDirectory=$cache/java/lib"
+  # Markers beside the output: with them elsewhere a wiped plugins/ is never refilled.
+  mvn "${mvn_args[@]}" dependency:unpack "-DoutputDirectory=$cache/java/plugins" \
+    "-DmarkersDirectory=$cache/java/markers"
+  touch "$java_stamp"
+fi
+
+# --- Python ----------------------------------------------------------------
+py_stamp=.venv/.stamp-$(cat pyproject.toml | sha1sum | cut -c1-12)
+if [ ! -f "$py_stamp" ]; then
+  say "installing the Python package and its pinned dependencies into .venv"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  export PIP_CACHE_DIR=$cache/pip PIP_DISABLE_PIP_VERSION_CHECK=1
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev]'
+  .venv/bin/pip check >/dev/null
+  rm -f .venv/.stamp-*
+  touch "$py_stamp"
+fi
+say "everything installed"

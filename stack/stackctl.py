@@ -1,0 +1,666 @@
+"""Starts, stops and reports the local PayStream stack, one process per component.
+
+  up [NAME...]    start what is not running (all by default), wait for each, print addresses
+  down            stop every process `up` started (by pid), keeping the data
+  start NAME      start one component (and nothing else)
+  stop NAME       stop one component
+  status          one line per component; exit 0 only when all are up
+  env             `export NAME=value` lines for every endpoint
+  clean           down, then remove all data under the stack folder
+
+Every port comes from the environment (PG_PORT, PG_REPLICA1_PORT, ...; see
+`Config`). Data, logs and pid files live under PAYSTREAM_STACK_DIR (.stack/).
+Standard library only, so it runs with the system python3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "connectors"))
+import register as connectors  # noqa: E402  (stdlib-only module beside this one)
+
+
+class StackError(RuntimeError):
+    """A component did not start or stop; carries its name and the tail of its log."""
+
+    def __init__(self, component: str, message: str, *, log: Path | None = None) -> None:
+        tail = ""
+        if log is not None and log.exists():
+            lines = log.read_text(errors="replace").splitlines()[-25:]
+            tail = "\n".join("    " + line for line in lines)
+        super().__init__(f"{component}: {message}" + (f"\n  last lines of {log}:\n{tail}" if tail else ""))
+        self.component = component
+
+
+def _port(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise SystemExit(f"{name}={raw!r} is not a TCP port")
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Ports, folders and local-only passwords, all overridable from the environment."""
+
+    pg_port: int = field(default_factory=lambda: _port("PG_PORT", 5432))
+    replica1_port: int = field(default_factory=lambda: _port("PG_REPLICA1_PORT", 5433))
+    replica2_port: int = field(default_factory=lambda: _port("PG_REPLICA2_PORT", 5434))
+    read_port: int = field(default_factory=lambda: _port("PG_READ_PORT", 5439))
+    redis_port: int = field(default_factory=lambda: _port("REDIS_PORT", 6379))
+    kafka_port: int = field(default_factory=lambda: _port("KAFKA_PORT", 9092))
+    kafka_controller_port: int = field(default_factory=lambda: _port("KAFKA_CONTROLLER_PORT", 9093))
+    connect_port: int = field(default_factory=lambda: _port("CONNECT_PORT", 8083))
+    stripe_port: int = field(default_factory=lambda: _port("STRIPE_PORT", 8420))
+    api_port: int = field(default_factory=lambda: _port("API_PORT", 8080))
+    faust_web_port: int = field(default_factory=lambda: _port("FAUST_WEB_PORT", 6066))
+    dir: Path = field(default_factory=lambda: Path(
+        os.environ.get("PAYSTREAM_STACK_DIR", ROOT / ".stack")).resolve())
+    cache: Path = field(default_factory=lambda: Path(
+        os.environ.get("PAYSTREAM_CACHE_DIR", ROOT / ".cache")).resolve())
+    # Local development passwords; docker-compose and production set their own.
+    pg_super_password: str = os.environ.get("PG_SUPERUSER_PASSWORD", "postgres")
+    app_password: str = os.environ.get("PAYSTREAM_DB_PASSWORD", "paystream")
+    replication_password: str = os.environ.get("REPLICATION_PASSWORD", "replicator")
+    debezium_password: str = os.environ.get("DEBEZIUM_DB_PASSWORD", "debezium")
+    stripe_api_key: str = os.environ.get("STRIPE_API_KEY", "sk_test_paystream")
+    stripe_webhook_secret: str = os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_paystream_local")
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / "logs"
+
+    @property
+    def run(self) -> Path:
+        return self.dir / "run"
+
+    @property
+    def pg_bin(self) -> Path:
+        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+                          key=lambda p: int(p.parent.parent.name))
+        if not versions:
+            raise StackError("postgres", "no PostgreSQL under /usr/lib/postgresql; run make up")
+        return versions[-1].parent
+
+    def endpoints(self) -> dict[str, str]:
+        """What a user or a script needs to reach the stack (`make env`)."""
+        host = "127.0.0.1"
+        db = f"postgresql://paystream:{self.app_password}@{host}"
+        return {
+            "DATABASE_URL": f"{db}:{self.pg_port}/paystream",
+            "DATABASE_READ_URL": f"{db}:{self.read_port}/paystream",
+            "DATABASE_REPLICA1_URL": f"{db}:{self.replica1_port}/paystream",
+            "DATABASE_REPLICA2_URL": f"{db}:{self.replica2_port}/paystream",
+            "DATABASE_ADMIN_URL":
+                f"postgresql://postgres:{self.pg_super_password}@{host}:{self.pg_port}/paystream",
+            "REDIS_URL": f"redis://{host}:{self.redis_port}/0",
+            "KAFKA_BOOTSTRAP": f"{host}:{self.kafka_port}",
+            "BROKER_URL": f"kafka://{host}:{self.kafka_port}",
+            "CONNECT_URL": f"http://{host}:{self.connect_port}",
+            "STRIPE_API_BASE": f"http://{host}:{self.stripe_port}",
+            "STRIPE_API_KEY": self.stripe_api_key,
+            "STRIPE_WEBHOOK_SECRET": self.stripe_webhook_secret,
+            "API_URL": f"http://{host}:{self.api_port}",
+            "API_PORT": str(self.api_port),
+            "FAUST_WEB_URL": f"http://{host}:{self.faust_web_port}",
+            "FAUST_WEB_PORT": str(self.faust_web_port),
+            "PAYSTREAM_STACK_DIR": str(self.dir),
+        }
+
+
+# --- small process helpers ---------------------------------------------------
+
+AS_ROOT = os.geteuid() == 0
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status < 500
+    except urllib.error.HTTPError as err:
+        return err.code < 500
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped) is not running.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
+
+
+def render(template: Path, target: Path, values: dict[str, object]) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    text = string.Template(template.read_text()).substitute({k: str(v) for k, v in values.items()})
+    target.write_text(text)
+    return target
+
+
+def as_postgres(argv: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: drop to the postgres user when we are root."""
+    return ["runuser", "-u", "postgres", "--", *argv] if AS_ROOT else argv
+
+
+def chown_postgres(path: Path) -> None:
+    if AS_ROOT:
+        shutil.chown(path, "postgres", "postgres")
+
+
+# --- components ----------------------------------------------------------------
+
+
+@dataclass
+class Component:
+    """One long-running process of the stack."""
+
+    name: str
+    port: int
+    cfg: Config
+
+    @property
+    def log(self) -> Path:
+        return self.cfg.logs / f"{self.name}.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.cfg.run / f"{self.name}.pid"
+
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def pid(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def ready(self) -> bool:
+        return port_open(self.port)
+
+    def is_up(self) -> bool:
+        return pid_alive(self.pid()) and self.ready()
+
+    def prepare(self) -> None:
+        """One-time setup before the first start (formatting, base backups)."""
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def rotate_log(self) -> None:
+        """Keep the previous run's log as .1, so readiness reads only this run's lines."""
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        if self.log.exists():
+            self.log.replace(self.log.with_suffix(".log.1"))
+
+    def launch(self) -> None:
+        self.rotate_log()
+        self.pidfile.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True,
+                                    env={**os.environ, **self.cfg_env(), **self.env()})
+        self.pidfile.write_text(f"{proc.pid}\n")
+
+    def cfg_env(self) -> dict[str, str]:
+        return self.cfg.endpoints()
+
+    def start(self, timeout: float) -> str:
+        if self.is_up():
+            return "already running"
+        if pid_alive(self.pid()):
+            # Started earlier and still coming up: wait for it rather than start a twin.
+            action = "was starting"
+        else:
+            if port_open(self.port):
+                raise StackError(self.name, f"port {self.port} is taken by a process the stack "
+                                 f"did not start; stop it or choose another port (see make env)")
+            self.prepare()
+            self.launch()
+            action = "started"
+        if not wait_until(lambda: self.is_up() or not pid_alive(self.pid()), timeout) \
+                or not self.is_up():
+            state = "exited" if not pid_alive(self.pid()) else f"not ready after {timeout:.0f}s"
+            raise StackError(self.name, state, log=self.log)
+        return action
+
+    def stop(self, timeout: float = 30) -> str:
+        pid = self.pid()
+        if not pid_alive(pid):
+            self.pidfile.unlink(missing_ok=True)
+            return "not running"
+        assert pid is not None
+        os.killpg(pid, signal.SIGTERM) if _is_group_leader(pid) else os.kill(pid, signal.SIGTERM)
+        if not wait_until(lambda: not pid_alive(pid), timeout):
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: not pid_alive(pid), 10)
+        self.pidfile.unlink(missing_ok=True)
+        return "stopped"
+
+
+def _is_group_leader(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+
+class Postgres(Component):
+    """A PostgreSQL cluster run by pg_ctl; replicas are made from the primary once."""
+
+    def __init__(self, name: str, port: int, cfg: Config, *, primary: Postgres | None = None):
+        super().__init__(name, port, cfg)
+        self.primary = primary
+
+    @property
+    def data(self) -> Path:
+        return self.cfg.dir / "pg" / self.name
+
+    @property
+    def pidfile(self) -> Path:
+        return self.data / "postmaster.pid"
+
+    def ready(self) -> bool:
+        probe = subprocess.run([str(self.cfg.pg_bin / "pg_isready"), "-q", "-h", "127.0.0.1",
+                                "-p", str(self.port)], check=False)
+        return probe.returncode == 0
+
+    def _pg_dir(self) -> Path:
+        base = self.cfg.dir / "pg"
+        base.mkdir(parents=True, exist_ok=True)
+        chown_postgres(base)
+        return base
+
+    def prepare(self) -> None:
+        base = self._pg_dir()
+        sockets = base / "sockets"
+        sockets.mkdir(exist_ok=True)
+        chown_postgres(sockets)
+        if not (self.data / "PG_VERSION").exists():
+            if self.primary is None:
+                self._initdb(base)
+            else:
+                self._base_backup()
+        # Our settings are copied in at every start so edits to db/ apply.
+        for name in ("postgresql.conf", "pg_hba.conf"):
+            target = self.data / ("paystream.conf" if name == "postgresql.conf" else name)
+            shutil.copyfile(ROOT / "db" / name, target)
+            chown_postgres(target)
+
+    def _initdb(self, base: Path) -> None:
+        pwfile = base / ".superpass"
+        pwfile.write_text(self.cfg.pg_super_password + "\n")
+        chown_postgres(pwfile)
+        subprocess.run(as_postgres([str(self.cfg.pg_bin / "initdb"), "-D", str(self.data),
+                                    "-U", "postgres", f"--pwfile={pwfile}", "-E", "UTF8",
+                                    "--no-locale", "--auth-host=scram-sha-256"]),
+                       check=True, stdout=subprocess.DEVNULL)
+        pwfile.unlink()
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write("\ninclude 'paystream.conf'\n")
+
+    def _base_backup(self) -> None:
+        assert self.primary is not None
+        slot = self.name.replace("-", "_")
+        conninfo = (f"host=127.0.0.1 port={self.primary.port} user=replicator "
+                    f"password={self.cfg.replication_password} application_name={slot}")
+        # A slot left from an earlier, removed replica would make -C fail.
+        psql_admin(self.cfg, f"SELECT pg_drop_replication_slot('{slot}') FROM "
+                   f"pg_replication_slots WHERE slot_name = '{slot}'", db="postgres")
+        subprocess.run(as_postgres([str(self.cfg.pg_bin / "pg_basebackup"), "-d", conninfo,
+                                    "-D", str(self.data), "-X", "stream", "-c", "fast", "-C", "-S", slot,
+                                    "-R"]), check=True)
+        # -R wrote standby.signal and a primary_conninfo; name the replica in it so
+        # pg_stat_replication on the primary tells the two apart.
+        with open(self.data / "postgresql.auto.conf", "a") as auto:
+            auto.write(f"primary_conninfo = '{conninfo}'\nprimary_slot_name = '{slot}'\n")
+
+    def launch(self) -> None:
+        self.rotate_log()
+        self.log.touch()
+        chown_postgres(self.log)
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 "
+                   f"-c unix_socket_directories={self.cfg.dir / 'pg' / 'sockets'}")
+        subprocess.run(as_postgres([str(self.cfg.pg_bin / "pg_ctl"), "-D", str(self.data),
+                                    "-l", str(self.log), "-o", options, "-W", "start"]),
+                       check=True, stdout=subprocess.DEVNULL)
+        wait_until(lambda: self.pid() is not None, 10)
+
+    def stop(self, timeout: float = 60) -> str:
+        if not pid_alive(self.pid()):
+            return "not running"
+        subprocess.run(as_postgres([str(self.cfg.pg_bin / "pg_ctl"), "-D", str(self.data),
+                                    "-m", "fast", "-t", str(int(timeout)), "-w", "stop"]),
+                       check=True, stdout=subprocess.DEVNULL)
+        return "stopped"
+
+
+class Nginx(Component):
+    """NGINX's stream module balancing PostgreSQL reads across the replicas."""
+
+    def conf_values(self) -> dict[str, object]:
+        module = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+        return {
+            "NGINX_LOAD_STREAM_MODULE": f"load_module {module};" if module.exists() else "",
+            "NGINX_PID_FILE": self.pidfile,
+            "NGINX_ERROR_LOG": self.log,
+            "PG_REPLICA1_ADDR": f"127.0.0.1:{self.cfg.replica1_port}",
+            "PG_REPLICA2_ADDR": f"127.0.0.1:{self.cfg.replica2_port}",
+            "PG_READ_LISTEN": f"127.0.0.1:{self.port}",
+        }
+
+    def command(self) -> list[str]:
+        conf = render(ROOT / "nginx" / "nginx.conf.template", self.cfg.dir / "nginx" / "nginx.conf",
+                      self.conf_values())
+        # nginx daemonises and writes its own pid file (the master's pid).
+        return ["nginx", "-p", str(conf.parent), "-c", str(conf), "-e", str(self.log)]
+
+    def launch(self) -> None:
+        self.rotate_log()
+        self.pidfile.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(self.command(), check=True, cwd=ROOT)
+        wait_until(lambda: self.pid() is not None, 10)
+
+
+class Redis(Component):
+    def command(self) -> list[str]:
+        data = self.cfg.dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        return ["redis-server", str(ROOT / "stack" / "redis.conf"), "--port", str(self.port),
+                "--bind", "127.0.0.1", "--dir", str(data), "--daemonize", "no"]
+
+    def ready(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+def java(cfg: Config, main_class: str, *args: str, heap: str = "512m") -> list[str]:
+    lib = cfg.cache / "java" / "lib"
+    if not lib.exists():
+        raise StackError(main_class, f"{lib} is missing; run stack/install.sh (make up does)")
+    return ["java", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{ROOT / 'stack' / 'log4j.properties'}",
+            "-cp", f"{lib}/*", main_class, *args]
+
+
+class Kafka(Component):
+    """One KRaft node (broker and controller); its storage is formatted once."""
+
+    def properties(self) -> Path:
+        return render(ROOT / "stack" / "kafka.properties", self.cfg.dir / "kafka" / "server.properties",
+                      {"KAFKA_PORT": self.port,
+                       "KAFKA_CONTROLLER_PORT": self.cfg.kafka_controller_port,
+                       "KAFKA_DATA_DIR": self.cfg.dir / "kafka" / "data"})
+
+    def prepare(self) -> None:
+        props = self.properties()
+        if (self.cfg.dir / "kafka" / "data" / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
+        subprocess.run(java(self.cfg, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                            "-c", str(props), heap="256m"),
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def command(self) -> list[str]:
+        return java(self.cfg, "kafka.Kafka", str(self.properties()))
+
+    def ready(self) -> bool:
+        return port_open(self.port) and "Kafka Server started" in _tail(self.log)
+
+
+class Connect(Component):
+    """Kafka Connect, distributed mode, with the Debezium PostgreSQL plugin."""
+
+    def command(self) -> list[str]:
+        props = render(ROOT / "stack" / "connect.properties",
+                       self.cfg.dir / "connect" / "connect.properties",
+                       {"KAFKA_PORT": self.cfg.kafka_port, "CONNECT_PORT": self.port,
+                        "CONNECT_PLUGIN_PATH": self.cfg.cache / "java" / "plugins"})
+        return java(self.cfg, "org.apache.kafka.connect.cli.ConnectDistributed", str(props))
+
+    def env(self) -> dict[str, str]:
+        # Resolved by the worker's EnvVarConfigProvider in connectors/*.json.
+        return {"PAYSTREAM_CDC_DB_HOST": "127.0.0.1",
+                "PAYSTREAM_CDC_DB_PORT": str(self.cfg.pg_port),
+                "DEBEZIUM_DB_PASSWORD": self.cfg.debezium_password}
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/connector-plugins",
+                                        timeout=2) as resp:
+                return b"PostgresConnector" in resp.read()
+        except OSError:
+            return False
+
+
+class LocalStripe(Component):
+    """localstripe, the Stripe peer; it keeps its state in /tmp/localstripe.pickle."""
+
+    def command(self) -> list[str]:
+        return [str(ROOT / ".venv" / "bin" / "localstripe"), "--port", str(self.port)]
+
+    def ready(self) -> bool:
+        return http_ok(f"http://127.0.0.1:{self.port}/v1/customers")
+
+
+class PaystreamProcess(Component):
+    """Our own API or worker, run from .venv through the paystream console script."""
+
+    def __init__(self, name: str, port: int, cfg: Config, *, args: list[str], health: str):
+        super().__init__(name, port, cfg)
+        self.args = args
+        self.health = health
+
+    def command(self) -> list[str]:
+        return [str(ROOT / ".venv" / "bin" / "paystream"), *self.args]
+
+    def ready(self) -> bool:
+        return http_ok(f"http://127.0.0.1:{self.port}{self.health}")
+
+
+def _tail(path: Path, size: int = 200_000) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, path.stat().st_size - size))
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+# --- the stack --------------------------------------------------------------------
+
+
+def components(cfg: Config) -> list[Component]:
+    primary = Postgres("postgres-primary", cfg.pg_port, cfg)
+    stack: list[Component] = [
+        primary,
+        Postgres("postgres-replica1", cfg.replica1_port, cfg, primary=primary),
+        Postgres("postgres-replica2", cfg.replica2_port, cfg, primary=primary),
+        Nginx("nginx", cfg.read_port, cfg),
+        Redis("redis", cfg.redis_port, cfg),
+        Kafka("kafka", cfg.kafka_port, cfg),
+        Connect("connect", cfg.connect_port, cfg),
+        LocalStripe("localstripe", cfg.stripe_port, cfg),
+    ]
+    if (ROOT / "api" / "app.py").exists():
+        stack.append(PaystreamProcess("api", cfg.api_port, cfg, args=["api"], health="/health"))
+    if (ROOT / "streams" / "app.py").exists():
+        stack.append(PaystreamProcess("worker", cfg.faust_web_port, cfg, args=["worker"],
+                                      health="/health/"))
+    return stack
+
+
+STARTUP_TIMEOUT = {"kafka": 90.0, "connect": 180.0, "worker": 120.0}
+
+
+def psql_admin(cfg: Config, sql: str, *, db: str = "paystream") -> str:
+    out = subprocess.run([str(cfg.pg_bin / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+                          "-h", "127.0.0.1", "-p", str(cfg.pg_port), "-U", "postgres", "-d", db,
+                          "-c", sql], check=True, capture_output=True, text=True,
+                         env={**os.environ, "PGPASSWORD": cfg.pg_super_password})
+    return out.stdout
+
+
+def setup_database(cfg: Config) -> None:
+    """Roles, database and migrations on the primary (db/setup.sh, also used by compose)."""
+    result = subprocess.run(["bash", str(ROOT / "db" / "setup.sh")], capture_output=True, text=True,
+                            env={**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(cfg.pg_port),
+                                 "PGSUPERPASSWORD": cfg.pg_super_password,
+                                 "PAYSTREAM_DB_PASSWORD": cfg.app_password,
+                                 "REPLICATION_PASSWORD": cfg.replication_password,
+                                 "DEBEZIUM_DB_PASSWORD": cfg.debezium_password,
+                                 "PATH": f"{cfg.pg_bin}:{os.environ['PATH']}"})
+    for line in result.stdout.splitlines():
+        print(f"  {line}")
+    if result.returncode != 0:
+        raise StackError("migrations", result.stderr.strip() or "db/setup.sh failed")
+
+
+def register_connectors(cfg: Config) -> list[str]:
+    url = f"http://127.0.0.1:{cfg.connect_port}"
+    try:
+        return [connectors.register(url, path, timeout=120)
+                for path in sorted((ROOT / "connectors").glob("*.json"))]
+    except connectors.RegistrationError as err:
+        raise StackError("connect", str(err), log=cfg.logs / "connect.log") from err
+
+
+# Steps that follow a component's start, each safe to repeat.
+AFTER_START: dict[str, Callable[[Config], object]] = {
+    "postgres-primary": setup_database,
+    "connect": register_connectors,
+}
+
+
+def select(stack: list[Component], names: Iterable[str]) -> list[Component]:
+    wanted = list(names)
+    known = {c.name for c in stack}
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown component(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return [c for c in stack if not wanted or c.name in wanted]
+
+
+def up(cfg: Config, names: list[str]) -> int:
+    started = time.monotonic()
+    for comp in select(components(cfg), names):
+        t0 = time.monotonic()
+        try:
+            action = comp.start(STARTUP_TIMEOUT.get(comp.name, 60.0))
+            if comp.name in AFTER_START:
+                AFTER_START[comp.name](cfg)
+        except (StackError, subprocess.CalledProcessError) as err:
+            print(f"FAILED {comp.name}: {err}", file=sys.stderr)
+            if not isinstance(err, StackError):
+                print(StackError(comp.name, "see its log", log=comp.log), file=sys.stderr)
+            return 1
+        print(f"  {comp.name:<18} up  {comp.address():<16} {action} "
+              f"({time.monotonic() - t0:.1f}s)", flush=True)
+    print(f"stack up in {time.monotonic() - started:.1f}s; `make env` prints the endpoints")
+    return 0
+
+
+def down(cfg: Config, names: list[str]) -> int:
+    # Reverse order: consumers before what they consume from.
+    for comp in reversed(select(components(cfg), names)):
+        print(f"  {comp.name:<18} {comp.stop()}", flush=True)
+    return 0
+
+
+def status(cfg: Config) -> int:
+    all_up = True
+    for comp in components(cfg):
+        up_now = comp.is_up()
+        all_up &= up_now
+        print(f"  {comp.name:<18} {'up' if up_now else 'DOWN':<5} {comp.address()}")
+    return 0 if all_up else 1
+
+
+def print_env(cfg: Config) -> int:
+    for name, value in cfg.endpoints().items():
+        print(f"export {name}={value}")
+    return 0
+
+
+def clean(cfg: Config) -> int:
+    down(cfg, [])
+    if cfg.dir.exists():
+        shutil.rmtree(cfg.dir)
+    print(f"removed {cfg.dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stackctl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["up", "down", "start", "stop", "status", "env", "clean",
+                                           "json"])
+    parser.add_argument("names", nargs="*", help="component names (default: all)")
+    args = parser.parse_args(argv)
+    cfg = Config()
+    if args.action in ("up", "start"):
+        return up(cfg, args.names)
+    if args.action in ("down", "stop"):
+        return down(cfg, args.names)
+    if args.action == "status":
+        return status(cfg)
+    if args.action == "json":
+        print(json.dumps({c.name: {"port": c.port, "pid": c.pid(), "up": c.is_up()}
+                          for c in components(cfg)}))
+        return 0
+    if args.action == "env":
+        return print_env(cfg)
+    return clean(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
