@@ -1,0 +1,1 @@
+"""PayStream: the domain, settings and command line shared by api/ and streams/."""

@@ -1,0 +1,137 @@
+"""One settings object, read from the environment once per entrypoint."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from paystream.domain.fraud import FraudConfig
+
+
+class SettingsError(ValueError):
+    """An environment variable holds something unusable; the message names it."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} is below {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the API and the worker. Defaults match `make up`'s local stack."""
+
+    database_url: str = "postgresql://paystream:paystream@127.0.0.1:5432/paystream"
+    database_read_url: str = "postgresql://paystream:paystream@127.0.0.1:5439/paystream"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    stripe_api_base: str = "http://127.0.0.1:8420"
+    stripe_api_key: str = field(default="sk_test_paystream", repr=False)
+    # Several secrets, comma separated, are all accepted while one is rotated out.
+    stripe_webhook_secrets: tuple[str, ...] = field(default=("whsec_paystream_local",), repr=False)
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    faust_web_port: int = 6066
+    faust_web_host: str = "127.0.0.1"
+    faust_data_dir: str = ".stack/faust"
+    faust_store: str = "rocksdb://"
+    faust_app_id: str = "paystream"
+    topic_partitions: int = 4
+    cdc_topic_prefix: str = "paystream"
+    dlq_topic: str = "paystream.dlq"
+    idempotency_ttl_seconds: int = 24 * 3600
+    rate_limit_per_second: int = 100
+    # How long a read carrying a consistency token waits for a replica before
+    # it falls back to the primary.
+    read_your_writes_wait_ms: int = 200
+    max_body_bytes: int = 64 * 1024
+    poll_interval_seconds: float = 600.0
+    stripe_requests_per_second: int = 20
+    stripe_concurrency: int = 8
+    stripe_timeout_seconds: float = 10.0
+    circuit_failure_threshold: int = 5
+    circuit_reset_seconds: float = 30.0
+    notify_max_attempts: int = 6
+    notify_base_delay_seconds: float = 1.0
+    fraud: FraudConfig = field(default_factory=FraudConfig)
+
+    @property
+    def broker_url(self) -> str:
+        return f"kafka://{self.kafka_bootstrap}"
+
+    @property
+    def payments_topic(self) -> str:
+        return f"{self.cdc_topic_prefix}.public.payments"
+
+    @property
+    def refunds_topic(self) -> str:
+        return f"{self.cdc_topic_prefix}.public.refunds"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        d = cls()
+        secrets = env.get("STRIPE_WEBHOOK_SECRET", ",".join(d.stripe_webhook_secrets))
+        bootstrap = env.get("KAFKA_BOOTSTRAP") or env.get("BROKER_URL", d.kafka_bootstrap)
+        try:
+            fraud = FraudConfig.from_env(env)
+        except ValueError as err:
+            raise SettingsError(str(err)) from None
+        return cls(
+            database_url=env.get("DATABASE_URL", d.database_url),
+            database_read_url=env.get("DATABASE_READ_URL", d.database_read_url),
+            redis_url=env.get("REDIS_URL", d.redis_url),
+            kafka_bootstrap=bootstrap.removeprefix("kafka://"),
+            stripe_api_base=env.get("STRIPE_API_BASE", d.stripe_api_base).rstrip("/"),
+            stripe_api_key=env.get("STRIPE_API_KEY", d.stripe_api_key),
+            stripe_webhook_secrets=tuple(s.strip() for s in secrets.split(",") if s.strip()),
+            api_host=env.get("API_HOST", d.api_host),
+            api_port=_int(env, "API_PORT", d.api_port, minimum=1),
+            faust_web_port=_int(env, "FAUST_WEB_PORT", d.faust_web_port, minimum=1),
+            faust_web_host=env.get("FAUST_WEB_HOST", d.faust_web_host),
+            faust_data_dir=env.get("FAUST_DATA_DIR", d.faust_data_dir),
+            faust_store=env.get("FAUST_STORE", d.faust_store),
+            faust_app_id=env.get("FAUST_APP_ID", d.faust_app_id),
+            topic_partitions=_int(env, "TOPIC_PARTITIONS", d.topic_partitions, minimum=1),
+            cdc_topic_prefix=env.get("CDC_TOPIC_PREFIX", d.cdc_topic_prefix),
+            dlq_topic=env.get("DLQ_TOPIC", d.dlq_topic),
+            idempotency_ttl_seconds=_int(env, "IDEMPOTENCY_TTL_SECONDS",
+                                         d.idempotency_ttl_seconds, minimum=1),
+            rate_limit_per_second=_int(env, "RATE_LIMIT_PER_SECOND", d.rate_limit_per_second,
+                                       minimum=1),
+            read_your_writes_wait_ms=_int(env, "READ_YOUR_WRITES_WAIT_MS",
+                                          d.read_your_writes_wait_ms),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes, minimum=1),
+            poll_interval_seconds=_float(env, "POLL_INTERVAL_SECONDS", d.poll_interval_seconds),
+            stripe_requests_per_second=_int(env, "STRIPE_REQUESTS_PER_SECOND",
+                                            d.stripe_requests_per_second, minimum=1),
+            stripe_concurrency=_int(env, "STRIPE_CONCURRENCY", d.stripe_concurrency, minimum=1),
+            stripe_timeout_seconds=_float(env, "STRIPE_TIMEOUT_SECONDS", d.stripe_timeout_seconds),
+            circuit_failure_threshold=_int(env, "CIRCUIT_FAILURE_THRESHOLD",
+                                           d.circuit_failure_threshold, minimum=1),
+            circuit_reset_seconds=_float(env, "CIRCUIT_RESET_SECONDS", d.circuit_reset_seconds),
+            notify_max_attempts=_int(env, "NOTIFY_MAX_ATTEMPTS", d.notify_max_attempts,
+                                     minimum=1),
+            notify_base_delay_seconds=_float(env, "NOTIFY_BASE_DELAY_SECONDS",
+                                             d.notify_base_delay_seconds),
+            fraud=fraud,
+        )
