@@ -44,3 +44,13 @@ def wait_until(check: Callable[[], T | None], *, timeout: float = 30.0,
             return last
         time.sleep(interval)
     raise AssertionError(f"{what} not reached within {timeout:.0f}s (last: {last!r})")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "disruptive: stops or restarts parts of the stack; runs after the rest")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests that stop components go last, so a slow recovery cannot upset the others.
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
