@@ -10,7 +10,11 @@ import uuid
 from pathlib import Path
 
 import psycopg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from conftest import eventually
 
+PAYMENTS_TOPIC = "paystream.public.payments"
 ROOT = Path(__file__).resolve().parents[3]
 
 # connectors/register.py is a stdlib script, not a package module: load it by path.
@@ -54,3 +58,48 @@ async def insert_payment(database_url: str, *, amount: int = 1234) -> str:
             " status) VALUES (%s, %s, %s, 'usd', 'cus_stack', 'pm_card_visa', 'blocked')",
             (payment, merchant, amount))
     return payment
+
+
+class ChangeEvents:
+    """Reads Debezium change events on the payments topic from its end, or from `start`."""
+
+    def __init__(self, bootstrap: str, *, start: dict[TopicPartition, int] | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.start = start
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self.seen: list[dict] = []
+
+    async def __aenter__(self) -> ChangeEvents:
+        await self.consumer.start()
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            [topic] = await admin.describe_topics([PAYMENTS_TOPIC])
+        finally:
+            await admin.close()
+        parts = [TopicPartition(PAYMENTS_TOPIC, p["partition"]) for p in topic["partitions"]]
+        assert len(parts) == 4, f"{PAYMENTS_TOPIC} partitions: {parts}"
+        self.consumer.assign(parts)
+        # Fix the start offsets now: seek_to_end alone resolves lazily, at the
+        # first fetch, which could come after the change we are waiting for.
+        start = self.start or await self.consumer.end_offsets(parts)
+        for tp in parts:
+            self.consumer.seek(tp, start[tp])
+        return self
+
+    async def positions(self) -> dict[TopicPartition, int]:
+        """Where reading stands now: the offsets a later reader can go on from."""
+        return {tp: await self.consumer.position(tp) for tp in self.consumer.assignment()}
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def wait_for(self, payment_id: str, op: str, timeout: float = 30) -> dict:
+        async def arrived() -> dict | None:
+            batch = await self.consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                self.seen.extend(json.loads(m.value) for m in msgs if m.value)
+            return next((e for e in self.seen
+                         if e["op"] == op and (e["after"] or e["before"])["id"] == payment_id),
+                        None)
+        return await eventually(arrived, timeout=timeout, what=f"op {op} for {payment_id}")

@@ -9,12 +9,9 @@ import uuid
 from pathlib import Path
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from conftest import eventually
-from stackutil import ROOT, connectors_register, insert_payment
-
-PAYMENTS_TOPIC = "paystream.public.payments"
+from stackutil import ROOT, ChangeEvents, connectors_register, insert_payment
 
 
 async def test_aiokafka_produces_to_and_consumes_from_the_broker(settings) -> None:
@@ -43,45 +40,6 @@ async def test_aiokafka_produces_to_and_consumes_from_the_broker(settings) -> No
         await consumer.stop()
     assert got == [b"m0", b"m1", b"m2"]
     assert [r.offset for r in sent] == [0, 1, 2]
-
-
-class ChangeEvents:
-    """Reads Debezium change events for the payments topic from the current end on."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        self.seen: list[dict] = []
-
-    async def __aenter__(self) -> ChangeEvents:
-        await self.consumer.start()
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        await admin.start()
-        try:
-            [topic] = await admin.describe_topics([PAYMENTS_TOPIC])
-        finally:
-            await admin.close()
-        parts = [TopicPartition(PAYMENTS_TOPIC, p["partition"]) for p in topic["partitions"]]
-        assert len(parts) == 4, f"{PAYMENTS_TOPIC} partitions: {parts}"
-        self.consumer.assign(parts)
-        # Fix the start offsets now: seek_to_end alone resolves lazily, at the
-        # first fetch, which could come after the change we are waiting for.
-        for tp, offset in (await self.consumer.end_offsets(parts)).items():
-            self.consumer.seek(tp, offset)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.consumer.stop()
-
-    async def wait_for(self, payment_id: str, op: str, timeout: float = 30) -> dict:
-        async def arrived() -> dict | None:
-            batch = await self.consumer.getmany(timeout_ms=500)
-            for msgs in batch.values():
-                self.seen.extend(json.loads(m.value) for m in msgs if m.value)
-            return next((e for e in self.seen
-                         if e["op"] == op and (e["after"] or e["before"])["id"] == payment_id),
-                        None)
-        return await eventually(arrived, timeout=timeout, what=f"op {op} for {payment_id}")
 
 
 async def test_insert_and_update_stream_as_debezium_change_events(settings) -> None:
