@@ -25,14 +25,18 @@ clean: ## stop everything and remove all data (.stack/)
 status: ## one line per component; exits 0 only when all are up
 	@$(STACK) status
 
-env: ## print `export NAME=value` for every endpoint (eval "$$(make -s env)")
+env: ## print `export NAME=value` for every endpoint: eval "$(make -s env)"
 	@$(STACK) env
 
 test: ## run the whole suite against the running stack (make up first)
-	@eval "$$($(STACK) env)" && $(VENV)/pytest
+	@$(STACK) status >/dev/null || { echo "the stack is not fully up: run make up"; $(STACK) status; exit 1; }
+	@eval "$$($(STACK) env)" && $(VENV)/pytest $(PYTEST_ARGS)
 
 test-unit: ## only the tests that need no running stack
 	@$(VENV)/pytest tests/unit
+
+bench: ## API create throughput vs pgbench, and end-to-end pipeline latency (stack up)
+	@eval "$$($(STACK) env)" && for b in bench/*_bench.py; do echo "== $$b"; $(VENV)/python $$b || exit 1; done
 
 lint: ## ruff and mypy
 	@$(VENV)/ruff check . && $(VENV)/mypy

@@ -65,12 +65,15 @@ def connector_state(connect_url: str, name: str) -> dict:
 
 
 def register(connect_url: str, path: Path, *, timeout: float = 120.0) -> str:
-    """PUT the config, then poll /status until the connector and its tasks run."""
+    """PUT the config unless Connect has it already, then poll /status until it runs."""
     deadline = time.monotonic() + timeout
     name = connector_name(path)
     config = json.loads(path.read_text())
     wait_for_connect(connect_url, deadline)
-    while True:
+    status, current = _request("GET", f"{connect_url}/connectors/{name}/config")
+    # Connect restarts a connector on every PUT, even an identical one; skipping
+    # it keeps a second registration from disturbing a running connector.
+    while not (status == 200 and current == {**config, "name": name}):
         # Connect answers 409 while its group rebalances; retry until the deadline.
         status, body = _request("PUT", f"{connect_url}/connectors/{name}/config", config)
         if status in (200, 201):

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
@@ -574,10 +575,44 @@ def register_connectors(cfg: Config) -> list[str]:
         raise StackError("connect", str(err), log=cfg.logs / "connect.log") from err
 
 
+def register_stripe_webhook(cfg: Config) -> None:
+    """Points localstripe's webhooks at our API, so Stripe events flow locally too."""
+    form = urllib.parse.urlencode({
+        "url": f"http://127.0.0.1:{cfg.api_port}/v1/webhooks/stripe",
+        "secret": cfg.stripe_webhook_secret,
+    }).encode()
+    url = f"http://127.0.0.1:{cfg.stripe_port}/_config/webhooks/paystream"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=form), timeout=10):
+            pass
+    except OSError as err:
+        raise StackError("localstripe", f"webhook registration failed: {err}") from err
+
+
+def demo_merchant(cfg: Config) -> dict[str, str]:
+    """The merchant `make up` prints a key for; created once, remembered in the stack folder."""
+    saved = cfg.dir / "demo-merchant.json"
+    if not saved.exists():
+        made = subprocess.run([str(ROOT / ".venv" / "bin" / "paystream"), "merchant", "create",
+                               "Demo Merchant"], capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, **cfg.endpoints()})
+        if made.returncode != 0:
+            raise StackError("api", f"creating the demo merchant failed: {made.stderr.strip()}")
+        saved.write_text(made.stdout)
+        saved.chmod(0o600)
+    return json.loads(saved.read_text())
+
+
+def after_api(cfg: Config) -> None:
+    register_stripe_webhook(cfg)
+    demo_merchant(cfg)
+
+
 # Steps that follow a component's start, each safe to repeat.
 AFTER_START: dict[str, Callable[[Config], object]] = {
     "postgres-primary": setup_database,
     "connect": register_connectors,
+    "api": after_api,
 }
 
 
@@ -606,6 +641,11 @@ def up(cfg: Config, names: list[str]) -> int:
         print(f"  {comp.name:<18} up  {comp.address():<16} {action} "
               f"({time.monotonic() - t0:.1f}s)", flush=True)
     print(f"stack up in {time.monotonic() - started:.1f}s; `make env` prints the endpoints")
+    if (cfg.dir / "demo-merchant.json").exists():
+        merchant = demo_merchant(cfg)
+        print(f"demo merchant {merchant['id']}: API key {merchant['api_key']}\n"
+              f"  try: curl -s {cfg.endpoints()['API_URL']}/v1/payments "
+              f"-H 'Authorization: Bearer {merchant['api_key']}' ...  (see README.md)")
     return 0
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from conftest import eventually
 from stackutil import ROOT, ChangeEvents, connectors_register, insert_payment
 
@@ -38,6 +39,12 @@ async def test_aiokafka_produces_to_and_consumes_from_the_broker(settings) -> No
         await consumer.commit()
     finally:
         await consumer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic])
+        finally:
+            await admin.close()
     assert got == [b"m0", b"m1", b"m2"]
     assert [r.offset for r in sent] == [0, 1, 2]
 
