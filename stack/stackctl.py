@@ -23,6 +23,7 @@ import shutil
 import signal
 import socket
 import string
+import struct
 import subprocess
 import sys
 import time
@@ -47,7 +48,8 @@ class StackError(RuntimeError):
         if log is not None and log.exists():
             lines = log.read_text(errors="replace").splitlines()[-25:]
             tail = "\n".join("    " + line for line in lines)
-        super().__init__(f"{component}: {message}" + (f"\n  last lines of {log}:\n{tail}" if tail else ""))
+        where = f"\n  last lines of {log}:\n{tail}" if tail else ""
+        super().__init__(f"{component}: {message}{where}")
         self.component = component
 
 
@@ -354,8 +356,8 @@ class Postgres(Component):
         psql_admin(self.cfg, f"SELECT pg_drop_replication_slot('{slot}') FROM "
                    f"pg_replication_slots WHERE slot_name = '{slot}'", db="postgres")
         subprocess.run(as_postgres([str(self.cfg.pg_bin / "pg_basebackup"), "-d", conninfo,
-                                    "-D", str(self.data), "-X", "stream", "-c", "fast", "-C", "-S", slot,
-                                    "-R"]), check=True)
+                                    "-D", str(self.data), "-X", "stream", "-c", "fast",
+                                    "-C", "-S", slot, "-R"]), check=True)
         # -R wrote standby.signal and a primary_conninfo; name the replica in it so
         # pg_stat_replication on the primary tells the two apart.
         with open(self.data / "postgresql.auto.conf", "a") as auto:
@@ -437,7 +439,8 @@ class Kafka(Component):
     """One KRaft node (broker and controller); its storage is formatted once."""
 
     def properties(self) -> Path:
-        return render(ROOT / "stack" / "kafka.properties", self.cfg.dir / "kafka" / "server.properties",
+        return render(ROOT / "stack" / "kafka.properties",
+                      self.cfg.dir / "kafka" / "server.properties",
                       {"KAFKA_PORT": self.port,
                        "KAFKA_CONTROLLER_PORT": self.cfg.kafka_controller_port,
                        "KAFKA_DATA_DIR": self.cfg.dir / "kafka" / "data"})
@@ -455,7 +458,7 @@ class Kafka(Component):
         return java(self.cfg, "kafka.Kafka", str(self.properties()))
 
     def ready(self) -> bool:
-        return port_open(self.port) and "Kafka Server started" in _tail(self.log)
+        return kafka_answers(self.port)
 
 
 class Connect(Component):
@@ -508,13 +511,24 @@ class PaystreamProcess(Component):
         return http_ok(f"http://127.0.0.1:{self.port}{self.health}")
 
 
-def _tail(path: Path, size: int = 200_000) -> str:
+def kafka_answers(port: int) -> bool:
+    """True when the broker answers an ApiVersions request (v0) without an error.
+
+    An open port is not enough: the socket server listens before the broker
+    has joined its own KRaft quorum and can serve requests.
+    """
+    client = b"stackctl"
+    body = struct.pack(">hhih", 18, 0, 1, len(client)) + client
     try:
-        with open(path, "rb") as handle:
-            handle.seek(max(0, path.stat().st_size - size))
-            return handle.read().decode(errors="replace")
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(struct.pack(">i", len(body)) + body)
+            header = sock.recv(10)
     except OSError:
-        return ""
+        return False
+    if len(header) < 10:
+        return False
+    _size, correlation, error = struct.unpack(">iih", header)
+    return correlation == 1 and error == 0
 
 
 # --- the stack --------------------------------------------------------------------
