@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ def test_a_second_make_up_changes_nothing() -> None:
     again = make("up")
     assert again.returncode == 0, again.stdout + again.stderr
     assert pids() == before
-    reported = [line for line in again.stdout.splitlines() if " up " in line]
+    reported = [line for line in again.stdout.splitlines() if re.match(r"\s+\S+\s+up\s", line)]
     assert len(reported) == len(before)
     assert all("already running" in line for line in reported), again.stdout
 
