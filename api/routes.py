@@ -1,0 +1,24 @@
+"""Every route of the API, in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api import balances, health, payments, refunds, webhooks
+
+
+def setup_routes(app: web.Application) -> None:
+    add = app.router
+    add.add_get("/health", health.health)
+    add.add_get("/live", health.live)
+    add.add_get("/ready", health.ready)
+    add.add_get("/metrics", health.metrics)
+    add.add_get("/openapi.json", health.openapi)
+
+    add.add_post("/v1/payments", payments.create)
+    add.add_get("/v1/payments", payments.list_)
+    add.add_get("/v1/payments/{id}", payments.retrieve)
+    add.add_post("/v1/payments/{id}/cancel", payments.cancel)
+    add.add_post("/v1/refunds", refunds.create)
+    add.add_get("/v1/balances", balances.retrieve)
+    add.add_post("/v1/webhooks/stripe", webhooks.stripe_webhook)

@@ -1,0 +1,286 @@
+"""Create-payment throughput and latency of the API against pgbench's single-row inserts.
+
+    .venv/bin/python bench/api_bench.py [--levels 1,8,32,64] [--seconds 5] [--api-url URL]
+
+For each concurrency level, N clients send ``POST /v1/payments`` (each with a
+fresh Idempotency-Key, so the whole path runs: auth, rate limit, Redis lock,
+INSERT, LSN, cached answer) back to back for a fixed time; then one open-loop
+run at half the best throughput measures latency at a steady, unsaturated
+load. In the same run pgbench inserts single rows into a scratch table (created
+and dropped here) on the same primary at the same client counts, and the ratio
+is printed. Without --api-url the API is started as a subprocess (`paystream api`
+on a free port, rate limit lifted) and stopped at the end.
+
+Not a test: numbers depend on the machine; the issue's target is API throughput
+of at least 30% of pgbench's rate, with p99 under 50 ms at half of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+PGBENCH_DEFAULT = "/usr/lib/postgresql/15/bin/pgbench"
+SCRATCH = "bench_api_scratch"
+BODY = {
+    "amount": 1050,
+    "currency": "usd",
+    "customer": "cus_bench",
+    "payment_method": "pm_card_visa",
+    "description": "bench",
+    "metadata": {"run": "bench"},
+}
+
+
+@dataclass
+class Result:
+    level: str
+    requests: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+
+    def line(self) -> str:
+        return (f"  api  {self.level:<14} {self.throughput:8.0f} creates/s   "
+                f"p50 {self.percentile(50):6.1f} ms   p99 {self.percentile(99):6.1f} ms   "
+                f"({self.requests} ok, {self.errors} errors, {self.seconds:.1f} s)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Measure POST /v1/payments throughput and latency against pgbench's "
+        "single-row INSERT rate on the same primary.",
+    )
+    parser.add_argument("--levels", default="1,8,32,64",
+                        help="comma-separated client concurrency levels (default: 1,8,32,64)")
+    parser.add_argument("--seconds", type=float, default=5.0,
+                        help="measured seconds per level, after a 1 s warm-up (default: 5)")
+    parser.add_argument("--api-url", default=None,
+                        help="benchmark an API already running there (its rate limit applies: "
+                        "set RATE_LIMIT_PER_SECOND high); default: start one on a free port")
+    parser.add_argument("--database-url",
+                        default=os.environ.get("DATABASE_ADMIN_URL")
+                        or os.environ.get("DATABASE_URL"),
+                        help="primary for pgbench and the bench merchant "
+                        "(default: DATABASE_ADMIN_URL, else DATABASE_URL)")
+    parser.add_argument("--pgbench", default=shutil.which("pgbench") or PGBENCH_DEFAULT,
+                        help=f"pgbench binary (default: {PGBENCH_DEFAULT})")
+    parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench baseline")
+    return parser.parse_args(argv)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"the API exited with {proc.returncode} before answering")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"the API at {url} did not answer /health within {timeout:.0f}s")
+
+
+def create_merchant(database_url: str) -> str:
+    sys.path.insert(0, str(ROOT))
+    from api.merchants import INSERT_MERCHANT, NewMerchant
+
+    merchant = NewMerchant(name="Bench")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(INSERT_MERCHANT, merchant.row())
+    return merchant.api_key
+
+
+async def closed_loop(url: str, key: str, concurrency: int, seconds: float) -> Result:
+    """`concurrency` clients, each sending its next create as soon as the last answers."""
+    body = json.dumps(BODY)
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        warm_until = time.perf_counter() + 1.0
+        stop = warm_until + seconds
+
+        async def client() -> None:
+            nonlocal errors
+            while True:
+                started = time.perf_counter()
+                if started >= stop:
+                    return
+                headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": uuid.uuid4().hex,
+                           "Content-Type": "application/json"}
+                async with session.post(f"{url}/v1/payments", data=body,
+                                        headers=headers) as resp:
+                    await resp.read()
+                    ok = resp.status == 201
+                done = time.perf_counter()
+                if started >= warm_until:
+                    if ok:
+                        latencies.append(done - started)
+                    else:
+                        errors += 1
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return Result(f"c={concurrency}", len(latencies), errors, seconds, latencies)
+
+
+async def open_loop(url: str, key: str, rate: float, seconds: float) -> Result:
+    """Requests at a fixed rate whatever the answers; latency counts from the scheduled
+    send time, so a stall is not hidden by clients that stopped sending (coordinated
+    omission)."""
+    body = json.dumps(BODY)
+    latencies: list[float] = []
+    errors = 0
+    total = int(rate * seconds)
+    connector = aiohttp.TCPConnector(limit=512)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(scheduled: float) -> None:
+            nonlocal errors
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": uuid.uuid4().hex,
+                       "Content-Type": "application/json"}
+            async with session.post(f"{url}/v1/payments", data=body, headers=headers) as resp:
+                await resp.read()
+                if resp.status == 201:
+                    latencies.append(time.perf_counter() - scheduled)
+                else:
+                    errors += 1
+
+        start = time.perf_counter() + 0.2
+        await asyncio.gather(*(one(start + i / rate) for i in range(total)))
+    return Result(f"rate={rate:.0f}/s", len(latencies), errors, seconds, latencies)
+
+
+def pgbench(binary: str, database_url: str, clients: int, seconds: float, script: Path) -> float:
+    out = subprocess.run(
+        [binary, "-n", "-M", "prepared", "-f", str(script), "-c", str(clients),
+         "-j", str(min(clients, os.cpu_count() or 1)), "-T", str(max(1, round(seconds))),
+         database_url],
+        capture_output=True, text=True, check=True,
+    )
+    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out.stdout)
+    if match is None:
+        raise SystemExit(f"could not read pgbench's tps:\n{out.stdout}\n{out.stderr}")
+    return float(match.group(1))
+
+
+def run_pgbench(args: argparse.Namespace, levels: list[int]) -> dict[int, float]:
+    results: dict[int, float] = {}
+    with psycopg.connect(args.database_url, autocommit=True) as conn:
+        # A table shaped like a payment row's hot columns; dropped in `finally`.
+        conn.execute(f"DROP TABLE IF EXISTS {SCRATCH}")
+        conn.execute(f"CREATE TABLE {SCRATCH} (id bigserial PRIMARY KEY, amount bigint NOT NULL, "
+                     "currency text NOT NULL, customer text NOT NULL, "
+                     "created_at timestamptz NOT NULL DEFAULT now())")
+        # pgbench connects as the table's owner or a superuser; make the app role able too.
+        conn.execute(f"GRANT ALL ON {SCRATCH}, {SCRATCH}_id_seq TO PUBLIC")
+        try:
+            with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
+                handle.write(f"INSERT INTO {SCRATCH} (amount, currency, customer) "
+                             "VALUES (1050, 'usd', 'cus_bench');\n")
+                script = Path(handle.name)
+            try:
+                for clients in levels:
+                    tps = pgbench(args.pgbench, args.database_url, clients, args.seconds, script)
+                    results[clients] = tps
+                    print(f"  pgbench c={clients:<12} {tps:8.0f} inserts/s", flush=True)
+            finally:
+                script.unlink(missing_ok=True)
+        finally:
+            conn.execute(f"DROP TABLE IF EXISTS {SCRATCH}")
+    return results
+
+
+def start_api() -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    env = {**os.environ, "API_PORT": str(port), "API_HOST": "127.0.0.1",
+           "RATE_LIMIT_PER_SECOND": "10000000"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "paystream"), "api"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, proc)
+    return url, proc
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.database_url:
+        raise SystemExit("set DATABASE_URL (eval \"$(python3 stack/stackctl.py env)\") "
+                         "or pass --database-url")
+    levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    proc: subprocess.Popen[bytes] | None = None
+    if args.api_url:
+        url = args.api_url.rstrip("/")
+        wait_healthy(url, None)
+    else:
+        url, proc = start_api()
+    print(f"API {url}; {args.seconds:.0f} s per level; {os.cpu_count()} cores", flush=True)
+    try:
+        key = create_merchant(args.database_url)
+        api: dict[int, Result] = {}
+        for level in levels:
+            api[level] = asyncio.run(closed_loop(url, key, level, args.seconds))
+            print(api[level].line(), flush=True)
+        best = max(api.values(), key=lambda r: r.throughput)
+        half = asyncio.run(open_loop(url, key, best.throughput / 2, args.seconds))
+        print(half.line() + "   <- open loop at half the best rate", flush=True)
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+
+    if args.no_pgbench:
+        return 0
+    base = run_pgbench(args, levels)
+    print("ratio (API creates/s / pgbench inserts/s at the same client count):")
+    for level in levels:
+        print(f"  c={level:<4} {api[level].throughput / base[level]:6.1%}")
+    best_pg = max(base.values())
+    print(f"best API {best.throughput:.0f}/s ({best.level}) vs best pgbench {best_pg:.0f}/s: "
+          f"{best.throughput / best_pg:.1%} (target >= 30%); p99 at half the best API rate "
+          f"{half.percentile(99):.1f} ms (target < 50 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
