@@ -489,8 +489,19 @@ class Connect(Component):
 class LocalStripe(Component):
     """localstripe, the Stripe peer; it keeps its state in /tmp/localstripe.pickle."""
 
+    @property
+    def marker(self) -> Path:
+        return self.cfg.dir / "localstripe" / "started-once"
+
     def command(self) -> list[str]:
-        return [str(ROOT / ".venv" / "bin" / "localstripe"), "--port", str(self.port)]
+        command = [str(ROOT / ".venv" / "bin" / "localstripe"), "--port", str(self.port)]
+        # The pickle path is fixed and shared by every checkout on the machine:
+        # a new stack starts from scratch, a restarted one keeps its Stripe state.
+        if not self.marker.exists():
+            command.append("--from-scratch")
+            self.marker.parent.mkdir(parents=True, exist_ok=True)
+            self.marker.touch()
+        return command
 
     def ready(self) -> bool:
         return http_ok(f"http://127.0.0.1:{self.port}/v1/customers")
