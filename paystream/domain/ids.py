@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import string
@@ -31,3 +32,15 @@ def stripe_idempotency_key(kind: str, our_id: str) -> str:
     if len(key) > MAX_IDEMPOTENCY_KEY:
         raise ValueError(f"idempotency key longer than {MAX_IDEMPOTENCY_KEY} characters")
     return key
+
+
+def notification_event_id(object_id: str, status: str) -> str:
+    """The id of the merchant event for an object reaching a status: ``evt_`` + 32 hex.
+
+    Derived from (object id, status), so however often the change that caused
+    it is delivered or replayed, the merchant sees one event id.
+    """
+    if not object_id or not status:
+        raise ValueError("event id needs an object id and a status")
+    digest = hashlib.sha256(f"{object_id}:{status}".encode()).hexdigest()
+    return f"evt_{digest[:32]}"

@@ -1,0 +1,266 @@
+"""Stream pipeline benchmark: commit -> succeeded and commit -> journal latency, events/s.
+
+Two phases against the running stack (Postgres, Kafka, Connect, localstripe):
+
+1. latency: --payments payments inserted exactly as the API does (one
+   transaction each) at --rate per second; each goes through CDC, fraud,
+   Stripe (localstripe), the guarded write-back and the ledger. Reported:
+   p50/p99 of commit -> succeeded and commit -> journal, from the rows'
+   own timestamps (payments.created_at, updated_at, ledger_journals.created_at).
+2. throughput: --burst payments over the amount limit, inserted as fast as
+   possible: they are blocked by fraud, so Stripe is out of the way and what is
+   measured is the worker itself. Reported: payments/s end to end and agent
+   events/s (from the worker's /stats/).
+
+By default it starts its own worker (own group starting at the end of the
+change stream, own merchants) and pauses the stack's worker meanwhile, so
+neither history nor other traffic is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+from aiokafka.admin import AIOKafkaAdminClient
+
+from paystream.domain import new_id
+from paystream.settings import Settings
+from streams import offsets
+
+ROOT = Path(__file__).resolve().parents[1]
+STACKCTL = [sys.executable, str(ROOT / "stack" / "stackctl.py")]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class BenchWorker:
+    """A `paystream worker` of its own, scoped to the benchmark's merchants."""
+
+    def __init__(self, settings: Settings, prefix: str) -> None:
+        self.app_id = f"paystream-bench-{secrets.token_hex(3)}"
+        self.port = free_port()
+        self.datadir = Path(tempfile.mkdtemp(prefix="streams-bench-"))
+        self.env = {**os.environ, "FAUST_APP_ID": self.app_id,
+                    "FAUST_WEB_PORT": str(self.port), "FAUST_DATA_DIR": str(self.datadir),
+                    "STREAMS_MERCHANT_PREFIX": prefix,
+                    # One payment method (pm_card_visa) for every payment: not a fraud signal.
+                    "FRAUD_MAX_PAYMENTS_PER_PAYMENT_METHOD": "100000000"}
+        self.settings = settings
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        await offsets.start_at_end(self.settings.kafka_bootstrap, self.app_id,
+                                   [self.settings.payments_topic, self.settings.refunds_topic])
+        log = open(self.datadir / "worker.log", "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "paystream"), "worker",
+                                      "-l", "warning"], env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT, cwd=ROOT,
+                                     start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 180
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                try:
+                    async with http.get(f"http://127.0.0.1:{self.port}/ready/") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                if self.proc.poll() is not None:
+                    raise SystemExit(f"worker exited; see {self.datadir / 'worker.log'}")
+                await asyncio.sleep(0.5)
+        raise SystemExit("worker not ready in 180 s")
+
+    async def stats(self) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as http, http.get(
+            f"http://127.0.0.1:{self.port}/stats/"
+        ) as resp:
+            return dict(await resp.json())
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        # Its internal topics are of no use once it is gone (the empty group expires).
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            names = [t for t in await admin.list_topics() if t.startswith(f"{self.app_id}-")]
+            if names:
+                await admin.delete_topics(names)
+        finally:
+            await admin.close()
+        shutil.rmtree(self.datadir, ignore_errors=True)
+
+
+def events_total(stats: dict[str, Any]) -> float:
+    return float(sum(stats.get("events_processed", {}).values()))
+
+
+async def insert_at_rate(conn: psycopg.AsyncConnection[Any], merchant: str, n: int,
+                         rate: float, amount: int) -> list[str]:
+    ids: list[str] = []
+    start = time.monotonic()
+    for i in range(n):
+        due = start + i / rate if rate > 0 else 0
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        payment_id = new_id("pay")
+        await conn.execute(
+            "INSERT INTO payments (id, merchant_id, amount, currency, customer, payment_method) "
+            "VALUES (%s, %s, %s, 'usd', %s, 'pm_card_visa')",
+            (payment_id, merchant, amount, "c_" + new_id("x")[2:]))
+        ids.append(payment_id)
+    return ids
+
+
+async def wait_terminal(conn: psycopg.AsyncConnection[Any], ids: list[str],
+                        timeout: float) -> float:
+    """Seconds until every payment is terminal (and journalled when succeeded)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        cur = await conn.execute(
+            "SELECT count(*) FILTER (WHERE status IN ('succeeded','failed','canceled','blocked')),"
+            " count(*) FILTER (WHERE status = 'succeeded' AND NOT EXISTS ("
+            "   SELECT 1 FROM ledger_journals j WHERE j.source_id = payments.id)) "
+            "FROM payments WHERE id = ANY(%s)", (ids,))
+        done, unjournalled = await cur.fetchone() or (0, 0)
+        if done == len(ids) and unjournalled == 0:
+            return time.monotonic() - start
+        await asyncio.sleep(0.5)
+    raise SystemExit(f"not all {len(ids)} payments terminal within {timeout:.0f}s")
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    settings = Settings.from_env()
+    prefix = f"acct_bench{secrets.token_hex(3)}"
+    worker = BenchWorker(settings, prefix) if args.worker == "spawn" else None
+    paused = False
+    if worker is not None:
+        status = subprocess.run([*STACKCTL, "status"], capture_output=True, text=True, cwd=ROOT)
+        paused = any(line.split()[:2] == ["worker", "up"] for line in status.stdout.splitlines())
+        if paused:
+            subprocess.run([*STACKCTL, "stop", "worker"], check=True, capture_output=True,
+                           cwd=ROOT)
+        await worker.start()
+    try:
+        async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                         autocommit=True) as conn:
+            merchant = prefix + secrets.token_hex(6) if worker else new_id("acct")
+            await conn.execute(
+                "INSERT INTO merchants (id, name, api_key_hash, webhook_secret) "
+                "VALUES (%s, 'bench', %s, %s)",
+                (merchant, secrets.token_hex(32), "whsec_" + secrets.token_hex(8)))
+            result: dict[str, Any] = {"payments": args.payments, "rate": args.rate}
+
+            started = time.monotonic()
+            ids = await insert_at_rate(conn, merchant, args.payments, args.rate, 1050)
+            insert_s = time.monotonic() - started
+            await wait_terminal(conn, ids, args.timeout)
+            cur = await conn.execute(
+                "SELECT extract(epoch FROM p.updated_at - p.created_at), "
+                "       extract(epoch FROM j.created_at - p.created_at), p.status "
+                "FROM payments p LEFT JOIN ledger_journals j ON j.source_id = p.id "
+                "WHERE p.id = ANY(%s)", (ids,))
+            rows = await cur.fetchall()
+            succeeded = [float(r[0]) for r in rows if r[2] == "succeeded"]
+            journal = [float(r[1]) for r in rows if r[1] is not None]
+            elapsed = time.monotonic() - started
+            result.update({
+                "offered_rate": round(args.payments / insert_s, 1),
+                "succeeded": len(succeeded),
+                "commit_to_succeeded_p50_s": round(percentile(succeeded, 0.50), 3),
+                "commit_to_succeeded_p99_s": round(percentile(succeeded, 0.99), 3),
+                "commit_to_journal_p50_s": round(percentile(journal, 0.50), 3),
+                "commit_to_journal_p99_s": round(percentile(journal, 0.99), 3),
+                "commit_to_journal_mean_s": round(statistics.fmean(journal), 3)
+                if journal else None,
+                "latency_phase_payments_per_s": round(args.payments / elapsed, 1),
+            })
+
+            if args.burst:
+                before = events_total(await worker.stats()) if worker else 0.0
+                started = time.monotonic()
+                # Over the amount limit: blocked by fraud, never sent to Stripe.
+                blocked = await insert_at_rate(conn, merchant, args.burst, 0, 50_000_000)
+                await wait_terminal(conn, blocked, args.timeout)
+                took = time.monotonic() - started
+                after = events_total(await worker.stats()) if worker else 0.0
+                result.update({
+                    "burst": args.burst,
+                    "burst_payments_per_s": round(args.burst / took, 1),
+                    "cdc_events_per_s": round(2 * args.burst / took, 1),
+                    "agent_events_per_s": round((after - before) / took, 1) if worker else None,
+                })
+            return result
+    finally:
+        if worker is not None:
+            await worker.stop()
+        if paused:
+            subprocess.run([*STACKCTL, "start", "worker"], capture_output=True, cwd=ROOT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Latency is measured from the payment's commit (payments.created_at) to the "
+        "guarded write of succeeded (updated_at) and to the journal row (created_at).",
+    )
+    parser.add_argument("--payments", type=int, default=60,
+                        help="payments in the latency phase (default 60)")
+    parser.add_argument("--rate", type=float, default=1.0,
+                        help="payments per second offered in the latency phase (default 1: "
+                        "localstripe pickles its whole store on every write and manages "
+                        "only a few PaymentIntents per second once it holds thousands)")
+    parser.add_argument("--burst", type=int, default=2000,
+                        help="fraud-blocked payments in the throughput phase, 0 to skip "
+                        "(default 2000)")
+    parser.add_argument("--worker", choices=("spawn", "existing"), default="spawn",
+                        help="start a dedicated worker (default), or measure the running one")
+    parser.add_argument("--timeout", type=float, default=900.0,
+                        help="seconds to wait for each phase (default 900)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    result = asyncio.run(run(args))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        width = max(len(k) for k in result)
+        for key, value in result.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

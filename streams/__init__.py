@@ -1,0 +1,1 @@
+"""PayStream's stream processors: Faust agents driven by the Debezium change stream."""

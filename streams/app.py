@@ -1,0 +1,67 @@
+"""The Faust app: settings from the environment, RocksDB tables, agents found by autodiscover."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from paystream.settings import Settings
+
+from .runtime import Runtime
+
+settings = Settings.from_env()
+
+
+def create_app(conf: Settings) -> faust.App:
+    """The worker's Faust app for these settings (agents attach when their modules import)."""
+    return faust.App(
+        conf.faust_app_id,
+        broker=conf.broker_url,
+        store=conf.faust_store,
+        datadir=conf.faust_data_dir,
+        # Imports every module of the package, so each agent, timer and view registers.
+        autodiscover=True,
+        origin="streams",
+        topic_partitions=conf.topic_partitions,
+        # A partition with no committed offset is read from its beginning: an
+        # internal topic must never skip what was sent before a crash.
+        consumer_auto_offset_reset="earliest",
+        # A crashed worker's partitions move after 15 s instead of Faust's 60 s.
+        broker_session_timeout=15.0,
+        broker_heartbeat_interval=3.0,
+        web_bind=conf.faust_web_host,
+        web_host=conf.faust_web_host,
+        web_port=conf.faust_web_port,
+        # Commit often: on a crash everything after the last commit is redelivered,
+        # which is safe but costs a replay.
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        table_cleanup_interval=30.0,
+        # Stop without draining the stream buffers: what was not acked is
+        # redelivered, and a shutdown blocked on a slow agent never ends.
+        stream_wait_empty=False,
+    )
+
+
+app = create_app(settings)
+runtime = Runtime(settings)
+
+
+# The level `paystream worker -l` asked for; see _quiet_logging.
+log_level = logging.INFO
+
+
+@app.task
+async def _quiet_logging() -> None:
+    # At warn and above Faust hangs a terminal spinner on the root logger and sets
+    # it to DEBUG, so every debug call in aiokafka builds a record: ~7% of the CPU.
+    logging.getLogger().setLevel(log_level)
+    # One INFO line per Stripe request adds nothing the metrics do not say.
+    logging.getLogger("stripe").setLevel(max(log_level, logging.WARNING))
+
+
+@app.on_before_shutdown.connect
+async def _close_runtime(sender: Any, **kwargs: Any) -> None:
+    await runtime.close()

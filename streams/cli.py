@@ -1,0 +1,142 @@
+"""`paystream worker` and `paystream dlq list|replay`: the stream side of the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from paystream.settings import Settings
+
+
+def register(sub: Any) -> None:
+    """Add the worker and dlq subcommands to the `paystream` parser."""
+    worker = sub.add_parser(
+        "worker",
+        help="run the Faust stream worker in the foreground",
+        description="Run the Faust worker (agents, tables, timers, web views) in the "
+        "foreground. Settings come from the environment: BROKER_URL/KAFKA_BOOTSTRAP, "
+        "DATABASE_URL, STRIPE_API_BASE, FAUST_APP_ID, FAUST_WEB_PORT, FAUST_DATA_DIR, "
+        "POLL_INTERVAL_SECONDS, FRAUD_* ...",
+    )
+    worker.add_argument("-l", "--loglevel", default="info",
+                        choices=("debug", "info", "warn", "warning", "error", "crit"),
+                        help="log level (default info)")
+    worker.add_argument("--web-port", type=int, default=None,
+                        help="port of the web views (default FAUST_WEB_PORT)")
+    worker.set_defaults(func=run_worker)
+
+    dlq = sub.add_parser("dlq", help="inspect and replay dead letters",
+                         description="Messages the agents could not process, from the "
+                         "dead-letter topic (DLQ_TOPIC, default paystream.dlq).")
+    actions = dlq.add_subparsers(dest="dlq_command", metavar="ACTION")
+    dlq.set_defaults(func=lambda args: (dlq.print_help(), 2)[1])
+
+    lister = actions.add_parser("list", help="show dead letters, oldest first",
+                                description="Show every dead letter: its reference "
+                                "(partition:offset in the DLQ), the agent, where the "
+                                "message came from and why it failed.")
+    lister.add_argument("--agent", help="only those from this agent")
+    lister.add_argument("--limit", type=int, default=None, help="show at most N (the newest)")
+    lister.add_argument("--json", action="store_true", help="one JSON object per line")
+    lister.set_defaults(func=dlq_list)
+
+    replayer = actions.add_parser(
+        "replay", help="re-publish dead letters to their original topic",
+        description="Publish the original message of each selected dead letter to the "
+        "topic it came from, after the cause is fixed. Every agent is idempotent, so a "
+        "replayed change event is safe for the agents that had processed it. A failed "
+        "merchant webhook is put back in the outbox for new attempts instead.")
+    replayer.add_argument("refs", nargs="*", metavar="PARTITION:OFFSET",
+                          help="dead letters to replay, as shown by `dlq list`")
+    replayer.add_argument("--all", action="store_true", help="replay every dead letter")
+    replayer.add_argument("--agent", help="only those from this agent")
+    replayer.add_argument("--dry-run", action="store_true", help="show what would be replayed")
+    replayer.set_defaults(func=dlq_replay)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    # Imported here: the app reads the environment and declares topics on import.
+    import streams.app
+    from streams.app import app, settings
+    from streams.topics import ensure_topics
+
+    asyncio.run(ensure_topics())
+    port = args.web_port or settings.faust_web_port
+    # Faust spells them warn and crit.
+    level = {"warning": "warn", "critical": "crit"}.get(args.loglevel, args.loglevel)
+    streams.app.log_level = {"debug": 10, "info": 20, "warn": 30, "error": 40,
+                             "crit": 50}[level]
+    sys.argv = ["paystream worker", "worker", "--loglevel", level,
+                "--web-port", str(port), "--web-host", settings.faust_web_host,
+                "--web-bind", settings.faust_web_host]
+    try:
+        app.main()
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    return 0
+
+
+def dlq_list(args: argparse.Namespace) -> int:
+    from streams import dlq
+
+    settings = Settings.from_env()
+    entries = list(dlq.select(asyncio.run(dlq.read_all(settings.kafka_bootstrap,
+                                                       settings.dlq_topic)),
+                              agent=args.agent))
+    if args.limit is not None:
+        entries = entries[-args.limit:] if args.limit > 0 else []
+    for entry in entries:
+        body = entry.body
+        if args.json:
+            print(json.dumps({"ref": entry.ref, **body}))
+            continue
+        origin = (f"{body.get('topic')}[{body.get('partition')}]@{body.get('offset')}"
+                  if body.get("topic") else f"webhook {body.get('event_id')}")
+        print(f"{entry.ref:>8}  {body.get('failed_at', '?')[:19]}  {body.get('agent', '?'):<14}"
+              f"  {origin}  {body.get('error', '')}")
+    if not args.json:
+        print(f"{len(entries)} dead letter(s)", file=sys.stderr)
+    return 0
+
+
+def dlq_replay(args: argparse.Namespace) -> int:
+    from streams import dlq
+
+    if not args.refs and not args.all:
+        print("error: name dead letters (PARTITION:OFFSET ...) or pass --all", file=sys.stderr)
+        return 2
+    settings = Settings.from_env()
+    entries = list(dlq.select(asyncio.run(dlq.read_all(settings.kafka_bootstrap,
+                                                       settings.dlq_topic)),
+                              agent=args.agent, refs=args.refs or None))
+    missing = set(args.refs) - {e.ref for e in entries}
+    if missing:
+        print(f"error: no dead letter {', '.join(sorted(missing))}", file=sys.stderr)
+        return 1
+    webhooks = [e for e in entries if not e.body.get("topic") and e.body.get("event_id")]
+    messages = [e for e in entries if e.body.get("topic")]
+    for entry in entries:
+        what = "outbox" if entry in webhooks else entry.body.get("topic")
+        print(f"{'would replay' if args.dry_run else 'replaying'} {entry.ref} -> {what}")
+    if args.dry_run:
+        return 0
+    sent = asyncio.run(dlq.replay(settings.kafka_bootstrap, messages)) if messages else 0
+    reset = _requeue_webhooks(settings, [e.body["event_id"] for e in webhooks])
+    print(f"replayed {sent} message(s), re-queued {reset} webhook(s)")
+    return 0
+
+
+def _requeue_webhooks(settings: Settings, event_ids: list[str]) -> int:
+    if not event_ids:
+        return 0
+    import psycopg
+
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        cur = conn.execute(
+            "UPDATE merchant_notifications SET status = 'pending', attempts = 0, "
+            "next_attempt_at = now(), lease_until = NULL, updated_at = now() "
+            "WHERE event_id = ANY(%s) AND status = 'failed'", (event_ids,))
+        return cur.rowcount

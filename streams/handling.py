@@ -1,0 +1,109 @@
+"""What every agent loop shares: per-message error isolation, database retries, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from faust.types import EventT
+from psycopg import AsyncConnection
+from psycopg_pool import PoolTimeout
+
+from . import metrics
+from .app import runtime, settings
+from .dlq import dead_letter
+from .records import Change
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Batch size and wait of the agents that batch (take_events): a batch waits at
+# most BATCH_WITHIN for stragglers, which bounds the latency it adds per hop.
+BATCH_MAX = 200
+BATCH_WITHIN = 0.02
+# Database outages are waited out, not dead-lettered: the message is fine,
+# and the consumer simply stops advancing until Postgres is back.
+_DB_RETRY_MAX_DELAY = 5.0
+TRANSIENT_DB_ERRORS = (psycopg.OperationalError, PoolTimeout)
+
+
+def in_scope(change: Change) -> bool:
+    """Whether this worker handles the change (STREAMS_MERCHANT_PREFIX, for shared stacks)."""
+    prefix = settings.streams_merchant_prefix
+    return not prefix or str(change.row.get("merchant_id", "")).startswith(prefix)
+
+
+def out_of_scope(raw: bytes | None) -> bool:
+    """A cheap pre-check of in_scope on the raw message: the prefix is not even in it.
+
+    Saves decoding every other suite's events when a test worker replays a
+    shared topic from the beginning.
+    """
+    prefix = settings.streams_merchant_prefix
+    return bool(prefix) and raw is not None and prefix.encode() not in raw
+
+
+async def retry_db(fn: Callable[[], Awaitable[T]], *, what: str) -> T:
+    """Run fn, retrying for as long as the database is unreachable."""
+    delay = 0.1
+    while True:
+        try:
+            return await fn()
+        except TRANSIENT_DB_ERRORS as err:
+            log.warning("%s: database unavailable (%s); retrying in %.1fs",
+                        what, type(err).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _DB_RETRY_MAX_DELAY)
+
+
+async def with_db(fn: Callable[[AsyncConnection[Any]], Awaitable[T]], *, what: str) -> T:
+    """Run fn on a pooled connection, retrying while the database is unreachable."""
+
+    async def run() -> T:
+        pool = await runtime.pool()
+        async with pool.connection() as conn:
+            return await fn(conn)
+
+    return await retry_db(run, what=what)
+
+
+async def isolate(event: EventT, agent: str, fn: Callable[[], Awaitable[Any]]) -> bool:
+    """Run the handling of one message; on any error dead-letter it. True if it succeeded."""
+    try:
+        await fn()
+        return True
+    except asyncio.CancelledError:
+        raise
+    except Exception as err:  # noqa: BLE001 - every failure is dead-lettered, never lost
+        log.debug("%s failed on %s", agent, event.message.tp, exc_info=True)
+        await dead_letter(event, agent, err)
+        return False
+
+
+async def each_concurrently(
+    items: Sequence[tuple[EventT, Callable[[], Awaitable[Any]]]], agent: str
+) -> None:
+    """Handle several messages at once (Stripe calls), each isolated from the others."""
+    await asyncio.gather(*(isolate(event, agent, fn) for event, fn in items))
+
+
+def count(agent: str, events: Iterable[EventT]) -> None:
+    metrics.EVENTS.labels(agent).inc(sum(1 for _ in events))
+
+
+async def guard_batch(agent: str, events: Sequence[EventT],
+                      fn: Callable[[Sequence[EventT]], Awaitable[None]]) -> None:
+    """Last line of defence for a batch: if fn escapes with an error, dead-letter every
+    message of the batch (fn isolates messages itself, so this means a bug)."""
+    count(agent, events)
+    try:
+        await fn(events)
+    except asyncio.CancelledError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        log.exception("%s: batch of %d failed; dead-lettering it", agent, len(events))
+        for event in events:
+            await dead_letter(event, agent, err)

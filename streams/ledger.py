@@ -1,0 +1,115 @@
+"""Ledger: a balanced journal for every payment or refund that enters ``succeeded``.
+
+Journal ids derive from the source (``jrn_payment_<id>``), and posting is
+``INSERT ... ON CONFLICT DO NOTHING``: a redelivered or replayed change posts
+nothing. Every journal's entries then go, keyed by account, to the balances
+agent, which skips (journal, account) pairs it has already applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import psycopg
+from faust.types import EventT, StreamT
+
+from paystream.domain import Journal, journal_for_payment, journal_for_refund
+
+from . import metrics, store, topics
+from .app import app, settings
+from .dlq import dead_letter
+from .handling import (
+    BATCH_MAX,
+    BATCH_WITHIN,
+    count,
+    guard_batch,
+    in_scope,
+    isolate,
+    out_of_scope,
+    with_db,
+)
+from .records import BalanceDelta, PaymentRow, RefundRow, decode_change
+from .tables import balance_applied, balances, json_key
+
+log = logging.getLogger(__name__)
+AGENT = "ledger"
+BALANCES = "balances"
+
+
+def journal_for(topic: str, key: bytes | None, value: bytes | None) -> Journal | None:
+    """The journal a change event posts, if it moves a payment or refund into succeeded."""
+    if out_of_scope(value):
+        return None
+    change = decode_change(key, value)
+    if change is None or not change.entered("succeeded") or not in_scope(change):
+        return None
+    if topic == settings.payments_topic:
+        p = PaymentRow.parse(change.row)
+        return journal_for_payment(p.id, p.merchant_id, p.amount, p.currency)
+    r = RefundRow.parse(change.row)
+    return journal_for_refund(r.id, r.payment_id, r.merchant_id, r.amount, r.currency)
+
+
+@app.agent(topics.changes, name=AGENT, concurrency=1)
+async def ledger(stream: StreamT) -> None:
+    async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN):
+        await guard_batch(AGENT, events, _post)
+
+
+async def _post(events: Sequence[EventT]) -> None:
+    found: list[tuple[EventT, Journal]] = []
+    for event in events:
+
+        async def decode(event: EventT = event) -> None:
+            journal = journal_for(event.message.topic, event.key, event.value)
+            if journal is not None:
+                found.append((event, journal))
+
+        await isolate(event, AGENT, decode)
+    if not found:
+        return
+    try:
+        posted = await with_db(lambda conn: store.post_journals(conn, [j for _, j in found]),
+                               what=AGENT)
+        ok = found
+    except psycopg.Error:
+        # One bad journal (say, an unknown merchant) fails the batch's transaction:
+        # post one by one so only that one is dead-lettered.
+        posted, ok = [], []
+        for event, journal in found:
+            try:
+                posted += await with_db(lambda conn, j=journal: store.post_journals(conn, [j]),
+                                        what=AGENT)
+                ok.append((event, journal))
+            except psycopg.Error as err:
+                await dead_letter(event, AGENT, err)
+    now = time.time()
+    new = set(posted)
+    for event, journal in ok:
+        if journal.journal_id in new:
+            metrics.JOURNALS.labels(journal.source_type).inc()
+            change_ts = event.message.timestamp
+            metrics.LATENCY.labels(AGENT).observe(max(0.0, now - change_ts))
+        # Sent for replays too: the balances agent drops what it already applied.
+        for entry in journal.entries:
+            delta = BalanceDelta(journal_id=journal.journal_id, account=entry.account,
+                                 amount=entry.signed_amount, currency=entry.currency)
+            await topics.balance_deltas.send(key=json_key(entry.account), value=delta.dumps())
+
+
+@app.agent(topics.balance_deltas, name=BALANCES, concurrency=1)
+async def balance_agent(stream: StreamT) -> None:
+    async for event in stream.events():
+        count(BALANCES, (event,))
+        await isolate(event, BALANCES, lambda event=event: apply_delta(event.value))
+
+
+async def apply_delta(raw: bytes) -> None:
+    delta = BalanceDelta.loads(raw)
+    applied_key = f"{delta.journal_id}|{delta.account}"
+    if balance_applied.get(applied_key):
+        return
+    balances[delta.account] += delta.amount
+    balance_applied[applied_key] = True

@@ -1,0 +1,234 @@
+"""Merchant notifications: an outbox row per terminal transition, signed deliveries, retries.
+
+The agent writes each event to ``merchant_notifications`` (event id derived
+from object and status, so replays insert nothing) and starts delivering it.
+Failures are retried with exponential backoff by the leader's sweeper, which
+survives restarts because the schedule lives in the table; after the last
+attempt the event is marked failed and dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from faust.types import EventT, StreamT
+
+from paystream.domain import PaymentStatus, RefundStatus, sign
+from paystream.domain.ids import notification_event_id
+from paystream.domain.signing import SIGNATURE_HEADER
+
+from . import dlq, metrics, store, topics
+from .app import app, runtime, settings
+from .handling import (
+    BATCH_MAX,
+    BATCH_WITHIN,
+    guard_batch,
+    in_scope,
+    isolate,
+    out_of_scope,
+    with_db,
+)
+from .records import PaymentRow, RefundRow, decode_change
+from .resilience import backoff_delay
+
+log = logging.getLogger(__name__)
+AGENT = "notify"
+# A delivery in flight holds its row this long; a crashed worker's rows come back after it.
+LEASE_SECONDS = 30.0
+SWEEP_BATCH = 100
+MAX_PARALLEL_DELIVERIES = 32
+
+
+_TERMINAL_PAYMENT = frozenset(s.value for s in PaymentStatus if s.is_terminal)
+_TERMINAL_REFUND = frozenset(s.value for s in RefundStatus if s.is_terminal)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    event_id: str
+    merchant_id: str
+    event_type: str
+    object_id: str
+    payload: str
+
+
+def notification_for(topic: str, key: bytes | None, value: bytes | None) -> Notification | None:
+    """The merchant event a change causes: one per terminal status an object enters."""
+    if out_of_scope(value):
+        return None
+    change = decode_change(key, value)
+    if change is None or change.op == "d" or change.new_status is None:
+        return None
+    if not in_scope(change):
+        return None
+    status = change.new_status
+    if not change.entered(status):
+        return None
+    obj: PaymentRow | RefundRow
+    if topic == settings.payments_topic:
+        if status not in _TERMINAL_PAYMENT:
+            return None
+        obj, kind = PaymentRow.parse(change.row), "payment"
+    else:
+        if status not in _TERMINAL_REFUND:
+            return None
+        obj, kind = RefundRow.parse(change.row), "refund"
+    event_id = notification_event_id(obj.id, status)
+    event_type = f"{kind}.{status}"
+    # created comes from the commit, not the clock: a replay builds the same body.
+    created = (change.source_ts_ms or int(obj.created_at.timestamp() * 1000)) // 1000
+    body = {
+        "id": event_id,
+        "object": "event",
+        "type": event_type,
+        "created": created,
+        "data": {"object": obj.public()},
+    }
+    return Notification(event_id, obj.merchant_id, event_type, obj.id,
+                        json.dumps(body, separators=(",", ":"), sort_keys=True))
+
+
+@app.agent(topics.changes, name=AGENT, concurrency=1)
+async def notify(stream: StreamT) -> None:
+    async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN):
+        await guard_batch(AGENT, events, _enqueue)
+
+
+async def _enqueue(events: Sequence[EventT]) -> None:
+    found: list[tuple[EventT, Notification]] = []
+    for event in events:
+
+        async def decode(event: EventT = event) -> None:
+            note = notification_for(event.message.topic, event.key, event.value)
+            if note is not None:
+                found.append((event, note))
+
+        await isolate(event, AGENT, decode)
+    if not found:
+        return
+
+    async def insert(conn: Any) -> list[str]:
+        new = []
+        for _, n in found:
+            if await store.enqueue_notification(
+                conn, event_id=n.event_id, merchant_id=n.merchant_id,
+                event_type=n.event_type, object_id=n.object_id, payload=n.payload,
+            ):
+                new.append(n.event_id)
+        return new
+
+    new = await with_db(insert, what=AGENT)
+    if new:
+        deliverer.start(new)
+
+
+class Deliverer:
+    """Delivers outbox rows in the background, a bounded number at a time."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Future[int]] = set()
+        self._slots: asyncio.Semaphore | None = None
+
+    def start(self, event_ids: list[str]) -> None:
+        """Deliver these new events now, without holding up the agent."""
+        task = asyncio.ensure_future(self.deliver(event_ids))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def deliver(self, event_ids: list[str] | None) -> int:
+        """Claim due rows (these, or any due when None) and deliver them; how many."""
+        try:
+            rows = await with_db(
+                lambda conn: store.claim_notifications(
+                    conn, event_ids=event_ids, limit=SWEEP_BATCH if event_ids is None
+                    else len(event_ids), lease_seconds=LEASE_SECONDS),
+                what=AGENT,
+            )
+            await asyncio.gather(*(self._deliver_one(row) for row in rows))
+            return len(rows)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a background task has no one else to tell
+            log.exception("merchant webhook delivery failed unexpectedly; the sweeper retries")
+            return 0
+
+    async def _deliver_one(self, row: dict[str, Any]) -> None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(MAX_PARALLEL_DELIVERIES)
+        body = row["payload"].encode()
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(body, row["webhook_secret"], int(time.time())),
+            "User-Agent": "PayStream-Webhooks/1.0",
+        }
+        status: int | None = None
+        error: str | None = None
+        async with self._slots:
+            try:
+                session = await runtime.http()
+                async with session.post(row["webhook_url"], data=body, headers=headers,
+                                        allow_redirects=False) as resp:
+                    status = resp.status
+                    await resp.read()
+                if not 200 <= status < 300:
+                    error = f"HTTP {status}"
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as err:
+                error = f"{type(err).__name__}: {err}"[:300] or type(err).__name__
+        await self._record(row, status, error)
+
+    async def _record(self, row: dict[str, Any], status: int | None, error: str | None) -> None:
+        attempts = int(row["attempts"])
+        if error is None:
+            outcome, retry_in = "delivered", None
+        elif attempts < settings.notify_max_attempts:
+            outcome = "retry"
+            base = settings.notify_base_delay_seconds
+            retry_in = backoff_delay(attempts, base=base,
+                                     cap=base * 2 ** settings.notify_max_attempts)
+        else:
+            outcome, retry_in = "failed", None
+        await with_db(
+            lambda conn: store.record_delivery(conn, row["event_id"], delivered=error is None,
+                                               status_code=status, error=error,
+                                               retry_in=retry_in),
+            what=AGENT,
+        )
+        metrics.NOTIFICATIONS.labels(outcome).inc()
+        if outcome == "failed":
+            body = dlq.envelope(
+                topic=None, partition=None, offset=None, agent=AGENT,
+                error=f"webhook {row['event_id']} to merchant {row['merchant_id']} failed "
+                      f"after {attempts} attempts: {error}",
+                key=row["event_id"].encode(), value=row["payload"].encode(),
+            )
+            body["event_id"] = row["event_id"]
+            await dlq.send_dead_letter(body, key=row["event_id"].encode())
+        elif outcome == "retry":
+            # The URL may carry a merchant's token: log ids, never the URL or secret.
+            log.info("webhook %s to merchant %s: %s; attempt %d, next in %.1fs",
+                     row["event_id"], row["merchant_id"], error, attempts, retry_in)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+deliverer = Deliverer()
+
+
+async def sweep() -> int:
+    """Deliver every due retry (and anything a crashed worker left): the leader's timer."""
+    return await deliverer.deliver(None)
+
+
+# Stopped before the pool closes; leases expire and the sweeper redelivers
+# whatever was cut short.
+runtime.on_close(deliverer.stop)

@@ -1,0 +1,238 @@
+"""The pending table (every non-terminal payment and refund) and the poller that resolves it.
+
+The ``pending`` agent is the only writer of the table: change events add,
+update and remove entries, and the poller's commands reschedule them. The
+poller runs on every worker over the partitions that worker owns (a timer
+cannot write tables, so it sends commands to the owner's partition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from faust.types import EventT, StreamT
+
+from paystream.domain import PaymentStatus, RefundStatus
+
+from . import metrics, store, topics
+from .app import app, runtime, settings
+from .errors import StripeRejected, StripeUnavailable
+from .handling import count, in_scope, isolate, out_of_scope, with_db
+from .records import PendingCommand, decode_change, id_key
+from .refunds import record_refund, submit_refund
+from .resilience import backoff_delay
+from .stripe_gateway import StripeObject
+from .submit import block, record_payment_intent, submit_payment
+from .tables import pending
+
+log = logging.getLogger(__name__)
+AGENT = "pending"
+POLLER = "poller"
+# At most this many due entries per tick; the rest wait for the next one.
+MAX_DUE_PER_TICK = 500
+# Backoff between polls of one entry grows up to this many poll intervals.
+MAX_BACKOFF_INTERVALS = 32
+# Outcomes that did not involve Stripe: the entry is only snoozed in memory
+# (no command, no attempt), so a backlog upstream cannot turn the poller into
+# a source of load. A restart forgets snoozes and looks at each entry once.
+_QUIET = frozenset({"missing", "already_terminal", "awaiting_fraud", "blocked"})
+_snoozed: dict[str, tuple[float, int]] = {}
+
+
+def poll_tick_seconds() -> float:
+    """How often the timer looks for due entries: a fraction of the poll interval."""
+    return min(5.0, max(0.5, settings.poll_interval_seconds / 2))
+
+
+def new_entry(kind: str, object_id: str, status: str, partition: int,
+              stripe_id: str | None, now: float) -> dict[str, Any]:
+    return {
+        "id": object_id,
+        "kind": kind,
+        "status": status,
+        "partition": partition,
+        "stripe_id": stripe_id,
+        "attempts": 0,
+        "since": now,
+        # First look one interval after the object appeared: the submitter or
+        # the webhook normally settles it well before that.
+        "next_poll_at": now + settings.poll_interval_seconds,
+        "last_error": None,
+    }
+
+
+def is_terminal(kind: str, status: str | None) -> bool:
+    if status is None:
+        return True
+    if kind == "payment":
+        return PaymentStatus(status).is_terminal
+    return RefundStatus(status).is_terminal
+
+
+@app.agent(topics.pending_sources, name=AGENT, concurrency=1)
+async def track(stream: StreamT) -> None:
+    async for event in stream.events():
+        count(AGENT, (event,))
+        await isolate(event, AGENT, lambda event=event: apply_event(event))
+
+
+async def apply_event(event: EventT) -> None:
+    """Apply one change event or poller command to the pending table."""
+    topic = event.message.topic
+    if topic == topics.pending_commands.get_topic_name():
+        command = PendingCommand.loads(event.value)
+        entry = pending.get(command.id)
+        if entry is not None:
+            pending[command.id] = {**entry, "attempts": command.attempts,
+                                   "next_poll_at": command.next_poll_at,
+                                   "last_error": command.last_error}
+        return
+    kind = "payment" if topic == settings.payments_topic else "refund"
+    if out_of_scope(event.value):
+        return
+    change = decode_change(event.key, event.value)
+    # A tombstone needs nothing: the delete before it already removed the entry.
+    if change is None or not in_scope(change):
+        return
+    metrics.observe_source(AGENT, change.source_ts_ms)
+    object_id = change.key_id
+    status = None if change.op == "d" else change.new_status
+    if is_terminal(kind, status):
+        if pending.get(object_id) is not None:
+            del pending[object_id]
+        return
+    row = change.row
+    stripe_id = row.get("stripe_payment_intent_id" if kind == "payment" else "stripe_refund_id")
+    entry = pending.get(object_id)
+    if entry is None:
+        pending[object_id] = new_entry(kind, object_id, str(status), event.message.partition,
+                                       stripe_id, time.time())
+    elif entry["status"] != status or entry["stripe_id"] != stripe_id:
+        pending[object_id] = {**entry, "status": status, "stripe_id": stripe_id}
+
+
+# --- the poller (timers.py calls poll_due on every worker) ---------------------------
+
+
+def local_entries() -> list[dict[str, Any]]:
+    """Entries of the partitions this worker owns (RocksDB iterates active partitions)."""
+    return [entry for entry in pending.values() if entry]
+
+
+async def poll_due(now: float | None = None) -> int:
+    """Poll every due entry once; returns how many were looked at."""
+    if app.rebalancing:
+        return 0
+    now = time.time() if now is None else now
+    entries = local_entries()
+    metrics.PENDING.set(len(entries))
+    present = {e["id"] for e in entries}
+    for gone in [k for k in _snoozed if k not in present]:
+        del _snoozed[gone]
+    due = sorted((e for e in entries
+                  if max(e["next_poll_at"], _snoozed.get(e["id"], (0.0, 0))[0]) <= now),
+                 key=lambda e: e["next_poll_at"])[:MAX_DUE_PER_TICK]
+    if not due:
+        return 0
+    payment_ids = [e["id"] for e in due if e["kind"] == "payment"]
+    refund_ids = [e["id"] for e in due if e["kind"] == "refund"]
+
+    async def load(conn: Any) -> dict[str, Any]:
+        rows = await store.load_payments(conn, payment_ids) if payment_ids else {}
+        if refund_ids:
+            rows.update(await store.load_refunds(conn, refund_ids))
+        return rows
+
+    rows = await with_db(load, what=POLLER)
+    commands = await asyncio.gather(*(poll_one(e, rows.get(e["id"])) for e in due))
+    for entry, command in zip(due, commands, strict=True):
+        if command is None:
+            # Snoozes back off too: a payment stuck upstream is looked at less and less.
+            times = _snoozed.get(entry["id"], (0.0, 0))[1] + 1
+            interval = settings.poll_interval_seconds
+            _snoozed[entry["id"]] = (
+                now + backoff_delay(times, base=interval, cap=interval * MAX_BACKOFF_INTERVALS),
+                times,
+            )
+            continue
+        _snoozed.pop(entry["id"], None)
+        await topics.pending_commands.send(key=id_key(entry["id"]), value=command.dumps(),
+                                           partition=entry["partition"])
+    return len(due)
+
+
+async def poll_one(entry: dict[str, Any], row: dict[str, Any] | None) -> PendingCommand | None:
+    """Resolve one entry if Stripe knows more; when Stripe was asked, when to ask next."""
+    attempts = int(entry["attempts"]) + 1
+    error: str | None = None
+    try:
+        if entry["kind"] == "payment":
+            outcome = await _poll_payment(row)
+        else:
+            outcome = await _poll_refund(row)
+    except StripeUnavailable as err:
+        outcome, error = "stripe_unavailable", str(err)
+    except StripeRejected as err:
+        # e.g. a PaymentIntent Stripe does not know: nothing to resolve it with; look
+        # again later in case it was a glitch, but do not fail the payment on a read.
+        outcome, error = "stripe_rejected", f"{err.code}: {err}"
+    except Exception as err:  # noqa: BLE001 - one entry must not stop the others
+        log.exception("poller failed on %s %s", entry["kind"], entry["id"])
+        metrics.ERRORS.labels(POLLER).inc()
+        outcome, error = "error", f"{type(err).__name__}: {err}"
+    metrics.POLLS.labels(outcome).inc()
+    if outcome in _QUIET:
+        return None
+    interval = settings.poll_interval_seconds
+    delay = backoff_delay(attempts, base=interval, cap=interval * MAX_BACKOFF_INTERVALS)
+    return PendingCommand(id=entry["id"], attempts=attempts, next_poll_at=time.time() + delay,
+                          last_error=error[:300] if error else None)
+
+
+async def _poll_payment(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "missing"
+    status = PaymentStatus(row["status"])
+    if status.is_terminal:
+        return "already_terminal"  # e.g. the webhook won; its change event drops the entry
+    payment_id = row["id"]
+    if status is PaymentStatus.PENDING and not row["stripe_payment_intent_id"]:
+        if row["approved"] is None:
+            # Still in the fraud stages (which lose nothing: a failure there is
+            # dead-lettered and replayed with `paystream dlq replay`).
+            return "awaiting_fraud"
+        if row["approved"] is False:
+            await block(payment_id, row["rules_hit"] or [])
+            return "blocked"
+        await runtime.poll_limiter.acquire()
+        await submit_payment(payment_id, POLLER)
+        return "submitted"
+    await runtime.poll_limiter.acquire()
+    pi: StripeObject | None
+    async with runtime.stripe_slots:
+        if row["stripe_payment_intent_id"]:
+            pi = await runtime.stripe.retrieve_payment_intent(row["stripe_payment_intent_id"])
+        else:
+            pi = await runtime.stripe.find_payment_intent(
+                payment_id, since=row["created_at"].timestamp() - 5)
+    if pi is None:
+        return "not_found"
+    return "resolved" if await record_payment_intent(payment_id, pi, POLLER) else "unchanged"
+
+
+async def _poll_refund(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "missing"
+    if RefundStatus(row["status"]).is_terminal:
+        return "already_terminal"
+    await runtime.poll_limiter.acquire()
+    if not row["stripe_refund_id"]:
+        await submit_refund(row["id"], POLLER)
+        return "submitted"
+    async with runtime.stripe_slots:
+        refund = await runtime.stripe.retrieve_refund(row["stripe_refund_id"])
+    return "resolved" if await record_refund(row["id"], refund, POLLER) else "unchanged"
+

@@ -1,0 +1,128 @@
+"""The worker's connections (Postgres pool, Stripe, HTTP), opened on first use, closed at stop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from paystream.settings import Settings
+
+from . import store
+from .resilience import RateLimiter
+from .stripe_gateway import StripeGateway
+
+# The blocklist table is read at most this often; a new entry applies within it.
+BLOCKLIST_TTL_SECONDS = 5.0
+
+
+async def _configure(conn: AsyncConnection[Any]) -> None:
+    # Autocommit first (see FACTS.md): multi-statement work opens its own transaction.
+    await conn.set_autocommit(True)
+
+
+class Runtime:
+    """Lazily opened resources shared by every agent, timer and view of one worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pool: AsyncConnectionPool | None = None
+        self._gateway: StripeGateway | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._open_lock: asyncio.Lock | None = None
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._blocklist: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+        self._blocklist_at = float("-inf")
+        self._poll_limiter: RateLimiter | None = None
+        self._stripe_slots: asyncio.Semaphore | None = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def on_close(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run fn at shutdown, before the connections close."""
+        self._closers.append(fn)
+
+    def _lock(self) -> asyncio.Lock:
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        return self._open_lock
+
+    async def pool(self) -> AsyncConnectionPool:
+        if self._pool is None:
+            async with self._lock():
+                if self._pool is None:
+                    pool = AsyncConnectionPool(
+                        self.settings.database_url,
+                        min_size=2,
+                        max_size=10,
+                        configure=_configure,
+                        open=False,
+                        name="streams",
+                    )
+                    await pool.open(wait=True, timeout=30)
+                    self._pool = pool
+        return self._pool
+
+    @property
+    def stripe(self) -> StripeGateway:
+        if self._gateway is None:
+            self._gateway = StripeGateway(self.settings)
+        return self._gateway
+
+    async def http(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=10),
+                # Merchant endpoints are slow and many; do not let one hold every socket.
+                connector=aiohttp.TCPConnector(limit=64, limit_per_host=16),
+            )
+        return self._http
+
+    @property
+    def poll_limiter(self) -> RateLimiter:
+        if self._poll_limiter is None:
+            self._poll_limiter = RateLimiter(self.settings.stripe_requests_per_second)
+        return self._poll_limiter
+
+    @property
+    def stripe_slots(self) -> asyncio.Semaphore:
+        if self._stripe_slots is None:
+            self._stripe_slots = asyncio.Semaphore(self.settings.stripe_concurrency)
+        return self._stripe_slots
+
+    def object_lock(self, object_id: str) -> asyncio.Lock:
+        """One lock per payment or refund id, so the poller and an agent never both submit."""
+        lock = self._locks.get(object_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[object_id] = lock
+        return lock
+
+    async def blocklist(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(customers, payment methods) from the fraud_blocklist table, cached briefly."""
+        if time.monotonic() - self._blocklist_at > BLOCKLIST_TTL_SECONDS:
+            pool = await self.pool()
+            async with pool.connection() as conn:
+                self._blocklist = await store.load_blocklist(conn)
+            self._blocklist_at = time.monotonic()
+        return self._blocklist
+
+    async def close(self) -> None:
+        for fn in self._closers:
+            await fn()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        if self._gateway is not None:
+            await self._gateway.close()
+            self._gateway = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

@@ -1,0 +1,303 @@
+"""The SQL the agents run: guarded transitions, decisions, submissions, ledger, outbox."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from paystream.domain import (
+    FraudDecision,
+    Journal,
+    PaymentStatus,
+    RefundStatus,
+    guard_params,
+    guarded_update_sql,
+)
+
+Row = dict[str, Any]
+
+
+async def _all(conn: AsyncConnection[Any], sql: str, params: Any = None) -> list[Row]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)
+        return list(await cur.fetchall())
+
+
+async def _one(conn: AsyncConnection[Any], sql: str, params: Any = None) -> Row | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)
+        return await cur.fetchone()
+
+
+# --- payments -----------------------------------------------------------------------
+
+
+async def load_payments(conn: AsyncConnection[Any], ids: Sequence[str]) -> dict[str, Row]:
+    """Payments by id, each with its fraud decision (approved is None when undecided)."""
+    rows = await _all(
+        conn,
+        "SELECT p.*, d.approved, d.score, d.rules_hit FROM payments p "
+        "LEFT JOIN fraud_decisions d ON d.payment_id = p.id WHERE p.id = ANY(%s)",
+        (list(ids),),
+    )
+    return {r["id"]: r for r in rows}
+
+
+async def transition_payment(
+    conn: AsyncConnection[Any], payment_id: str, target: PaymentStatus, **columns: Any
+) -> Row | None:
+    """The guarded UPDATE from the domain; None when the row was not in a predecessor."""
+    return await _one(
+        conn,
+        guarded_update_sql("payments", target, list(columns)),
+        {"id": payment_id, **guard_params(target), **columns},
+    )
+
+
+async def bind_payment_intent(conn: AsyncConnection[Any], payment_id: str, pi_id: str) -> None:
+    """Record the PaymentIntent on a payment that another writer already moved on."""
+    await conn.execute(
+        "UPDATE payments SET stripe_payment_intent_id = %s, updated_at = now() "
+        "WHERE id = %s AND stripe_payment_intent_id IS NULL",
+        (pi_id, payment_id),
+    )
+
+
+# --- fraud --------------------------------------------------------------------------
+
+
+async def store_decisions(
+    conn: AsyncConnection[Any],
+    decisions: Sequence[tuple[FraudDecision, Mapping[str, int]]],
+) -> dict[str, Row]:
+    """Insert decisions (first one wins), return what is stored for each payment."""
+    if not decisions:
+        return {}
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            # SELECT ... WHERE EXISTS: a verdict for a vanished payment stores nothing
+            # instead of failing the whole batch on the foreign key.
+            "INSERT INTO fraud_decisions (payment_id, approved, score, rules_hit, velocity) "
+            "SELECT %(id)s, %(approved)s, %(score)s, %(rules)s, %(velocity)s "
+            "WHERE EXISTS (SELECT 1 FROM payments WHERE id = %(id)s) "
+            "ON CONFLICT (payment_id) DO NOTHING",
+            [
+                {"id": d.payment_id, "approved": d.approved, "score": d.score,
+                 "rules": list(d.rules_hit), "velocity": json.dumps(dict(v))}
+                for d, v in decisions
+            ],
+        )
+    rows = await _all(
+        conn,
+        "SELECT payment_id, approved, score, rules_hit FROM fraud_decisions "
+        "WHERE payment_id = ANY(%s)",
+        ([d.payment_id for d, _ in decisions],),
+    )
+    return {r["payment_id"]: r for r in rows}
+
+
+async def load_blocklist(conn: AsyncConnection[Any]) -> tuple[frozenset[str], frozenset[str]]:
+    """(customers, payment methods) blocked in the fraud_blocklist table."""
+    rows = await _all(conn, "SELECT kind, value FROM fraud_blocklist")
+    customers = frozenset(r["value"] for r in rows if r["kind"] == "customer")
+    methods = frozenset(r["value"] for r in rows if r["kind"] == "payment_method")
+    return customers, methods
+
+
+# --- Stripe submissions ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A lease on calling Stripe for one object."""
+
+    attempts: int
+    stripe_id: str | None
+    # When the first attempt took a lease: anything it created is younger.
+    first_attempt_at: float
+
+
+async def claim_submission(
+    conn: AsyncConnection[Any], object_type: str, object_id: str, lease_seconds: float
+) -> Claim | None:
+    """Take the lease to call Stripe for an object; None while another holder has it."""
+    row = await _one(
+        conn,
+        "INSERT INTO stripe_submissions (object_type, object_id, attempts, lease_until) "
+        "VALUES (%(t)s, %(id)s, 1, now() + make_interval(secs => %(lease)s)) "
+        "ON CONFLICT (object_type, object_id) DO UPDATE SET "
+        "  attempts = stripe_submissions.attempts + 1, "
+        "  lease_until = EXCLUDED.lease_until, updated_at = now() "
+        "WHERE stripe_submissions.lease_until IS NULL OR stripe_submissions.lease_until < now() "
+        "RETURNING attempts, stripe_id, extract(epoch FROM created_at)::float8 AS since",
+        {"t": object_type, "id": object_id, "lease": lease_seconds},
+    )
+    if row is None:
+        return None
+    return Claim(row["attempts"], row["stripe_id"], float(row["since"]))
+
+
+async def release_submission(
+    conn: AsyncConnection[Any],
+    object_type: str,
+    object_id: str,
+    *,
+    stripe_id: str | None = None,
+    error: str | None = None,
+) -> None:
+    await conn.execute(
+        "UPDATE stripe_submissions SET lease_until = NULL, "
+        "stripe_id = coalesce(%s, stripe_id), last_error = %s, updated_at = now() "
+        "WHERE object_type = %s AND object_id = %s",
+        (stripe_id, error, object_type, object_id),
+    )
+
+
+# --- refunds --------------------------------------------------------------------------
+
+
+async def load_refunds(conn: AsyncConnection[Any], ids: Sequence[str]) -> dict[str, Row]:
+    """Refunds by id, each with its payment's PaymentIntent id."""
+    rows = await _all(
+        conn,
+        "SELECT r.*, p.stripe_payment_intent_id AS payment_intent FROM refunds r "
+        "JOIN payments p ON p.id = r.payment_id WHERE r.id = ANY(%s)",
+        (list(ids),),
+    )
+    return {r["id"]: r for r in rows}
+
+
+async def transition_refund(
+    conn: AsyncConnection[Any], refund_id: str, target: RefundStatus, **columns: Any
+) -> Row | None:
+    return await _one(
+        conn,
+        guarded_update_sql("refunds", target, list(columns)),
+        {"id": refund_id, **guard_params(target), **columns},
+    )
+
+
+async def sync_amount_refunded(conn: AsyncConnection[Any], payment_id: str) -> bool:
+    """Set amount_refunded to the sum of succeeded refunds; a recomputation, so replay-safe."""
+    async with conn.cursor() as cur:
+        await cur.execute(
+            "UPDATE payments p SET amount_refunded = s.total, updated_at = now() "
+            "FROM (SELECT coalesce(sum(amount), 0) AS total FROM refunds "
+            "      WHERE payment_id = %(id)s AND status = 'succeeded') s "
+            "WHERE p.id = %(id)s AND p.amount_refunded <> s.total",
+            {"id": payment_id},
+        )
+        return cur.rowcount > 0
+
+
+# --- ledger ---------------------------------------------------------------------------
+
+
+async def post_journals(conn: AsyncConnection[Any], journals: Iterable[Journal]) -> list[str]:
+    """Insert journals and their entries in one transaction; ids of the new ones.
+
+    A journal already posted (same id, or same source) is skipped whole, so a
+    redelivered change event posts nothing.
+    """
+    posted: list[str] = []
+    async with conn.transaction(), conn.cursor() as cur:
+        for j in journals:
+            await cur.execute(
+                "INSERT INTO ledger_journals "
+                "(id, source_type, source_id, payment_id, merchant_id, currency) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+                (j.journal_id, j.source_type, j.source_id, j.payment_id, j.merchant_id,
+                 j.currency),
+            )
+            if await cur.fetchone() is None:
+                continue
+            await cur.executemany(
+                "INSERT INTO ledger_entries "
+                "(journal_id, merchant_id, account, direction, amount, currency) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                [(j.journal_id, j.merchant_id, e.account, e.direction, e.amount, e.currency)
+                 for e in j.entries],
+            )
+            posted.append(j.journal_id)
+    return posted
+
+
+# --- merchant notifications -----------------------------------------------------------
+
+
+async def enqueue_notification(
+    conn: AsyncConnection[Any],
+    *,
+    event_id: str,
+    merchant_id: str,
+    event_type: str,
+    object_id: str,
+    payload: str,
+) -> bool:
+    """Add an event to the outbox if the merchant has a webhook URL; False if already there."""
+    row = await _one(
+        conn,
+        "INSERT INTO merchant_notifications "
+        "(event_id, merchant_id, event_type, object_id, payload) "
+        "SELECT %s, m.id, %s, %s, %s FROM merchants m "
+        "WHERE m.id = %s AND coalesce(m.webhook_url, '') <> '' "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        (event_id, event_type, object_id, payload, merchant_id),
+    )
+    return row is not None
+
+
+async def claim_notifications(
+    conn: AsyncConnection[Any],
+    *,
+    event_ids: Sequence[str] | None,
+    limit: int,
+    lease_seconds: float,
+) -> list[Row]:
+    """Lease due deliveries (these ids, or any due), with the merchant's URL and secret."""
+    where = "n.event_id = ANY(%(ids)s)" if event_ids is not None else "TRUE"
+    return await _all(
+        conn,
+        "WITH due AS ("
+        "  SELECT event_id FROM merchant_notifications n "
+        f" WHERE {where} AND n.status = 'pending' AND n.next_attempt_at <= now() "
+        "    AND (n.lease_until IS NULL OR n.lease_until < now()) "
+        "  ORDER BY n.next_attempt_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+        "UPDATE merchant_notifications n SET attempts = n.attempts + 1, "
+        "  lease_until = now() + make_interval(secs => %(lease)s), updated_at = now() "
+        "FROM due, merchants m WHERE n.event_id = due.event_id AND m.id = n.merchant_id "
+        "RETURNING n.event_id, n.event_type, n.object_id, n.payload, n.attempts, "
+        "  n.merchant_id, m.webhook_url, m.webhook_secret",
+        {"ids": list(event_ids or []), "limit": limit, "lease": lease_seconds},
+    )
+
+
+async def record_delivery(
+    conn: AsyncConnection[Any],
+    event_id: str,
+    *,
+    delivered: bool,
+    status_code: int | None,
+    error: str | None,
+    retry_in: float | None,
+) -> None:
+    """Delivered, rescheduled in retry_in seconds, or (retry_in None) failed for good."""
+    if delivered:
+        status, next_sql = "delivered", "next_attempt_at"
+    elif retry_in is not None:
+        status, next_sql = "pending", "now() + make_interval(secs => %(retry)s)"
+    else:
+        status, next_sql = "failed", "next_attempt_at"
+    await conn.execute(
+        "UPDATE merchant_notifications SET status = %(status)s, lease_until = NULL, "
+        f"next_attempt_at = {next_sql}, last_status_code = %(code)s, last_error = %(error)s, "
+        "delivered_at = CASE WHEN %(status)s = 'delivered' THEN now() END, updated_at = now() "
+        "WHERE event_id = %(id)s",
+        {"status": status, "retry": retry_in, "code": status_code, "error": error,
+         "id": event_id},
+    )

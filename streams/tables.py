@@ -1,0 +1,132 @@
+"""Faust tables (RocksDB, changelog-backed): pending objects, velocity windows, balances."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import faust
+from faust.serializers import codecs
+
+from .app import app, settings
+from .records import id_key
+
+
+class _CdcIdKey(codecs.Codec):
+    """Table keys serialized as Debezium's own key bytes, ``{"id":"pay_..."}``.
+
+    The table's changelog then hashes an id to the partition the CDC topic
+    uses for it, so ``@app.table_route`` sends a request for an id to the
+    worker that really owns it.
+    """
+
+    def _dumps(self, obj: Any) -> bytes:
+        return id_key(str(obj))
+
+    def _loads(self, s: bytes) -> Any:
+        return json.loads(s)["id"]
+
+
+codecs.register("paystream_cdc_id", _CdcIdKey())
+
+_PARTITIONS = settings.topic_partitions
+_JSON = faust.Schema(key_serializer="json", value_serializer="json")
+_WINDOW = settings.fraud.velocity_window_seconds
+
+# Every non-terminal payment and refund, keyed by id, owned by the worker that
+# owns the id's CDC partition. Value: see poller.new_entry().
+
+
+class _IdKeyedTable(faust.Table):
+    """A table whose keys (and changelog keys) are ``{"id":...}`` bytes, see _CdcIdKey."""
+
+    def __init__(self, app: faust.App, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        # Faust derives the key serializer from key_type alone; set ours before the
+        # changelog topic (made in tables.add) and the store (made lazily) read it.
+        self.key_serializer = "paystream_cdc_id"
+
+
+pending = app.tables.add(_IdKeyedTable(
+    app, name="pending", default=None, partitions=_PARTITIONS, beacon=app.tables.beacon,
+    help="Non-terminal payments and refunds",
+))
+
+# Velocity per customer and per payment method: a sliding window of
+# VELOCITY_BUCKETS tumbling buckets ({"n": count, "amt": {currency: minor units}}),
+# so a hot key (every payment with pm_card_visa) costs a few small reads per
+# payment, not a list of every payment in the window. The window slides by one
+# bucket (5 s for the default 60 s window). Keys arrive on topics keyed by their
+# JSON form, the bytes table_route hashes.
+VELOCITY_BUCKETS = 12
+_BUCKET = max(1.0, _WINDOW / VELOCITY_BUCKETS)
+customer_velocity = app.Table(
+    "velocity-customer", default=dict, partitions=_PARTITIONS, schema=_JSON,
+    help="Payments per customer per velocity bucket",
+).tumbling(_BUCKET, expires=_WINDOW + 2 * _BUCKET)
+method_velocity = app.Table(
+    "velocity-method", default=dict, partitions=_PARTITIONS, schema=_JSON,
+    help="Payments per payment method per velocity bucket",
+).tumbling(_BUCKET, expires=_WINDOW + 2 * _BUCKET)
+# Payments already counted, per (kind, key, payment): a redelivered payment
+# must not count twice. Same partition as the key it marks.
+velocity_seen = app.Table(
+    "velocity-seen", default=None, partitions=_PARTITIONS, schema=_JSON,
+    help="Payments already counted in a velocity window",
+).tumbling(_WINDOW, expires=2 * _WINDOW)
+
+# Ledger balances per account (minor units, debit +, credit -), and the
+# (journal, account) pairs already applied, so a redelivered entry adds nothing.
+balances = app.Table("balances", default=int, partitions=_PARTITIONS, schema=_JSON,
+                     help="Balance per ledger account")
+balance_applied = app.Table("balance-applied", default=None, partitions=_PARTITIONS,
+                            schema=_JSON, help="Journal entries already in balances")
+
+
+def json_key(value: str) -> bytes:
+    """The key bytes of a topic feeding a JSON-keyed table (what table_route hashes)."""
+    return json.dumps(value).encode()
+
+
+def _bucket_ranges(table: Any, at: float) -> list[Any]:
+    """The buckets covering the window that ends at ``at`` (seconds), newest first."""
+    size = float(table.window.size)
+    ranges: list[Any] = []
+    t = at
+    while t > at - _WINDOW:
+        window_range = table.window.current(t)
+        if window_range not in ranges:
+            ranges.append(window_range)
+        t -= size
+    return ranges
+
+
+def velocity(windowed: Any, key: str, at_ms: int) -> tuple[int, dict[str, int]]:
+    """(payments, {currency: amount}) for key in the window ending at at_ms."""
+    table = windowed.table
+    count = 0
+    amounts: dict[str, int] = {}
+    for window_range in _bucket_ranges(table, at_ms / 1000):
+        bucket = table[(key, window_range)] or {}
+        count += int(bucket.get("n", 0))
+        for cur, amount in (bucket.get("amt") or {}).items():
+            amounts[cur] = amounts.get(cur, 0) + int(amount)
+    return count, amounts
+
+
+def count_payment(windowed: Any, kind: str, key: str, payment_id: str, at_ms: int,
+                  amount: int, currency: str) -> bool:
+    """Add a payment to key's bucket at at_ms; False (nothing added) if it was counted."""
+    marker = f"{kind}|{key}|{payment_id}"
+    seen = velocity_seen.table
+    seen_range = seen.window.current(at_ms / 1000)
+    if seen.get((marker, seen_range)):
+        return False
+    table = windowed.table
+    window_range = table.window.current(at_ms / 1000)
+    bucket = dict(table[(key, window_range)] or {})
+    amounts = dict(bucket.get("amt") or {})
+    amounts[currency] = int(amounts.get(currency, 0)) + amount
+    table[(key, window_range)] = {"n": int(bucket.get("n", 0)) + 1, "amt": amounts}
+    seen[(marker, seen_range)] = True
+    return True

@@ -1,0 +1,29 @@
+"""Timers: the poller on every worker (its own partitions), the webhook sweeper on the leader."""
+
+from __future__ import annotations
+
+import logging
+
+from . import notify, poller
+from .app import app
+
+log = logging.getLogger(__name__)
+SWEEP_SECONDS = 1.0
+
+
+@app.timer(interval=poller.poll_tick_seconds())
+async def poll_pending() -> None:
+    """Every worker polls the pending entries of the partitions it owns."""
+    try:
+        await poller.poll_due()
+    except Exception:  # noqa: BLE001 - a raising timer would stop for good
+        log.exception("poller tick failed")
+
+
+@app.timer(interval=SWEEP_SECONDS, on_leader=True)
+async def sweep_notifications() -> None:
+    """One sweeper for the whole group: the outbox is global, so the leader does it."""
+    try:
+        await notify.sweep()
+    except Exception:  # noqa: BLE001
+        log.exception("notification sweep failed")

@@ -1,0 +1,167 @@
+"""The worker's web views (JSON): health, readiness, metrics, pending, balances, velocity, stats."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from faust.web import Request, Response, View
+
+from . import metrics
+from .app import app, runtime, settings
+from .poller import local_entries
+from .tables import balances, customer_velocity, pending, velocity
+
+PAGE_DEFAULT = 50
+PAGE_MAX = 500
+
+
+def _assigned() -> list[str]:
+    try:
+        tps = app.consumer.assignment()
+    except Exception:  # noqa: BLE001 - no consumer yet: nothing assigned
+        return []
+    return sorted(f"{tp.topic}:{tp.partition}" for tp in tps
+                  if tp.topic in (settings.payments_topic, settings.refunds_topic))
+
+
+@app.page("/health/")
+class Health(View):
+    """The web server answers: the process is up (stackctl's readiness probe)."""
+
+    async def get(self, request: Request) -> Response:
+        return self.json({"status": "ok", "app": settings.faust_app_id})
+
+
+@app.page("/live/")
+class Live(View):
+    """The event loop is turning (this answer needed it)."""
+
+    async def get(self, request: Request) -> Response:
+        return self.json({"status": "ok"})
+
+
+@app.page("/ready/")
+class Ready(View):
+    """Partitions assigned, tables recovered, not rebalancing, Postgres reachable."""
+
+    async def get(self, request: Request) -> Response:
+        checks: dict[str, bool] = {
+            "assigned": bool(_assigned()),
+            "recovered": app.tables.recovery.completed.is_set(),
+            "not_rebalancing": not app.rebalancing,
+        }
+        try:
+            pool = await runtime.pool()
+            async with pool.connection(timeout=2) as conn:
+                await conn.execute("SELECT 1")
+            checks["database"] = True
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            checks["database"] = False
+        ready = all(checks.values())
+        return self.json({"status": "ready" if ready else "not_ready", "checks": checks},
+                         status=200 if ready else 503)
+
+
+class _Metrics(View):
+    async def get(self, request: Request) -> Response:
+        return self.bytes(metrics.exposition(),
+                          content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+app.page("/metrics")(type("Metrics", (_Metrics,), {}))
+app.page("/metrics/")(type("MetricsSlash", (_Metrics,), {}))
+
+
+@app.page("/pending/")
+class PendingList(View):
+    """This worker's pending entries: count, oldest age, due now, and a page of entries."""
+
+    async def get(self, request: Request) -> Response:
+        try:
+            limit = min(PAGE_MAX, max(1, int(request.query.get("limit", PAGE_DEFAULT))))
+        except ValueError:
+            limit = PAGE_DEFAULT
+        now = time.time()
+        entries = sorted(local_entries(), key=lambda e: e["next_poll_at"])
+        oldest = min((e["since"] for e in entries), default=None)
+        return self.json({
+            "scope": "this worker's partitions",
+            "worker": str(app.conf.canonical_url),
+            "partitions": _assigned(),
+            "count": len(entries),
+            "due": sum(1 for e in entries if e["next_poll_at"] <= now),
+            "oldest_age_seconds": None if oldest is None else round(now - oldest, 3),
+            "entries": [_entry(e, now) for e in entries[:limit]],
+        })
+
+
+def _entry(entry: dict[str, Any], now: float) -> dict[str, Any]:
+    return {**entry, "age_seconds": round(now - entry["since"], 3),
+            "due_in_seconds": round(entry["next_poll_at"] - now, 3)}
+
+
+@app.page("/pending/{object_id}/")
+class PendingDetail(View):
+    """One entry, answered by the worker that owns the id (table_route forwards)."""
+
+    @app.table_route(table=pending, match_info="object_id")
+    async def get(self, request: Request, object_id: str) -> Response:
+        entry = pending.get(object_id)
+        if entry is None:
+            return self.json({"error": {"type": "invalid_request_error",
+                                        "code": "resource_missing",
+                                        "message": f"{object_id} is not pending here",
+                                        "param": "id"}}, status=404)
+        return self.json(_entry(entry, time.time()))
+
+
+@app.page("/balances/{account}/")
+class Balance(View):
+    """A ledger account's balance (minor units; debit +, credit -), from the balances table."""
+
+    @app.table_route(table=balances, match_info="account")
+    async def get(self, request: Request, account: str) -> Response:
+        return self.json({"account": account, "balance": int(balances[account]),
+                          "currency": account.rsplit(":", 1)[-1]})
+
+
+@app.page("/fraud/velocity/{customer}/")
+class Velocity(View):
+    """A customer's payments in the current sliding window, per currency."""
+
+    @app.table_route(table=customer_velocity.table, match_info="customer")
+    async def get(self, request: Request, customer: str) -> Response:
+        count, amounts = velocity(customer_velocity, customer, int(time.time() * 1000))
+        return self.json({
+            "customer": customer,
+            "window_seconds": settings.fraud.velocity_window_seconds,
+            "count": count,
+            "amount": amounts,
+        })
+
+
+@app.page("/stats/")
+class Stats(View):
+    """Events per agent, errors, dead letters, Stripe calls and circuit, CDC lag."""
+
+    async def get(self, request: Request) -> Response:
+        snap = metrics.snapshot()
+        breaker = runtime.stripe.breaker
+        return self.json({
+            "worker": str(app.conf.canonical_url),
+            "partitions": _assigned(),
+            "events_processed": snap.get("paystream_stream_events", {}),
+            "errors": snap.get("paystream_stream_errors", {}),
+            "dead_letters": snap.get("paystream_dead_letters", {}),
+            "stripe_calls": snap.get("paystream_stripe_calls", {}),
+            "circuit": {"state": breaker.state.value, "retry_in_seconds":
+                        round(breaker.retry_in(), 3), "times_opened": breaker.opened_count},
+            "cdc_lag_seconds": snap.get("paystream_cdc_lag_seconds", {}),
+            "transitions": snap.get("paystream_transitions", {}),
+            "fraud_decisions": snap.get("paystream_fraud_decisions", {}),
+            "journals_posted": snap.get("paystream_ledger_journals", {}),
+            "merchant_webhooks": snap.get("paystream_merchant_webhooks", {}),
+            "polls": snap.get("paystream_poller_polls", {}),
+            "pending_local": snap.get("paystream_pending_entries", {}).get("value", 0),
+        })

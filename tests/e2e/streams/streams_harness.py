@@ -1,0 +1,537 @@
+"""End-to-end harness for the stream workers: worker processes, a Stripe proxy, a merchant.
+
+Fixture functions are named ``*_fixture`` and registered under a short name;
+a test module imports them. Every test session runs its own worker group
+(unique FAUST_APP_ID and STREAMS_MERCHANT_PREFIX, starting at the end of the
+CDC topics) so
+other suites' traffic on the shared CDC topics neither slows nor confuses it.
+The stack's own worker (`stackctl start worker`) is stopped for the session,
+since it would race the test worker for the same payments, and restarted at
+the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+import pytest
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from conftest import eventually
+from psycopg.rows import dict_row
+
+from paystream.domain import new_id
+from paystream.settings import Settings
+from streams import dlq, offsets
+
+ROOT = Path(__file__).resolve().parents[3]
+PAYSTREAM = ROOT / ".venv" / "bin" / "paystream"
+STACKCTL = [sys.executable, str(ROOT / "stack" / "stackctl.py")]
+TERMINAL = ("succeeded", "failed", "canceled", "blocked")
+# One token per session: names the worker group, its topics and its merchants.
+SESSION = secrets.token_hex(3)
+MERCHANT_PREFIX = f"acct_e2e{SESSION}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- worker processes -----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Worker:
+    """A `paystream worker` subprocess with its own web port and data folder."""
+
+    name: str
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.env["FAUST_WEB_PORT"])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen([str(PAYSTREAM), "worker", "-l", "info"], env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     start_new_session=True)
+        log.close()
+
+    async def wait_ready(self, timeout: float = 120.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise AssertionError(f"worker {self.name} exited {self.proc.returncode}:\n"
+                                         + self.tail())
+                try:
+                    async with http.get(f"{self.url}/ready/",
+                                        timeout=aiohttp.ClientTimeout(total=3)) as resp:
+                        last = await resp.json()
+                        if resp.status == 200:
+                            return last
+                except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+                    last = repr(err)
+                await asyncio.sleep(0.5)
+        raise AssertionError(f"worker {self.name} not ready in {timeout}s ({last}):\n"
+                             + self.tail())
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as http, http.get(
+            f"{self.url}{path}", timeout=aiohttp.ClientTimeout(total=10)
+        ) as resp:
+            body = await resp.text()
+            try:
+                return resp.status, json.loads(body)
+            except ValueError:
+                return resp.status, body
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM and wait; SIGKILL if it does not go."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclasses.dataclass
+class Pipeline:
+    """The session's worker group and what it talks to."""
+
+    settings: Settings
+    app_id: str
+    base_env: dict[str, str]
+    workdir: Path
+    stripe: StripeProxy
+    workers: list[Worker] = dataclasses.field(default_factory=list)
+
+    def new_worker(self, name: str, **env: str) -> Worker:
+        worker_env = {
+            **self.base_env,
+            "FAUST_WEB_PORT": str(free_port()),
+            "FAUST_DATA_DIR": str(self.workdir / name),
+            **env,
+        }
+        worker = Worker(name, worker_env, self.workdir / f"{name}.log")
+        self.workers.append(worker)
+        return worker
+
+    @property
+    def main(self) -> Worker:
+        return self.workers[0]
+
+
+def worker_env(settings: Settings, app_id: str, stripe_base: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRAUD_", "PYTEST"))}
+    env.update({
+        "FAUST_APP_ID": app_id,
+        "STREAMS_MERCHANT_PREFIX": MERCHANT_PREFIX,
+        "STRIPE_API_BASE": stripe_base,
+        # The issue's test settings: poll every second, short breaker and retries.
+        "POLL_INTERVAL_SECONDS": "1",
+        "CIRCUIT_FAILURE_THRESHOLD": "3",
+        "CIRCUIT_RESET_SECONDS": "2",
+        "STRIPE_TIMEOUT_SECONDS": "5",
+        "NOTIFY_MAX_ATTEMPTS": "3",
+        "NOTIFY_BASE_DELAY_SECONDS": "0.2",
+        # Every test uses pm_card_visa: only the customer velocity rule is under test.
+        "FRAUD_MAX_PAYMENTS_PER_PAYMENT_METHOD": "1000000",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def _stack_worker_running() -> bool:
+    out = subprocess.run([*STACKCTL, "status"], capture_output=True, text=True, cwd=ROOT)
+    return any(line.split()[:2] == ["worker", "up"] for line in out.stdout.splitlines())
+
+
+@contextlib.contextmanager
+def stack_worker_paused() -> Iterator[None]:
+    """Stop stackctl's worker for the session (it would race ours), restart it after."""
+    was_running = _stack_worker_running()
+    if was_running:
+        subprocess.run([*STACKCTL, "stop", "worker"], check=True, capture_output=True, cwd=ROOT)
+    try:
+        yield
+    finally:
+        if was_running:
+            # Its own environment: none of the test's overrides.
+            env = {k: v for k, v in os.environ.items()
+                   if k not in ("POLL_INTERVAL_SECONDS", "FAUST_APP_ID")}
+            subprocess.run([*STACKCTL, "start", "worker"], capture_output=True, cwd=ROOT,
+                           env=env)
+
+
+async def delete_group_topics(settings: Settings, app_id: str) -> None:
+    """Remove the session's internal and changelog topics (the empty group expires)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(f"{app_id}-")]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
+# Each test module imports the fixtures, which makes one fixture definition per
+# module; the session's pipeline and receiver are shared through these instead.
+_shared: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="session", name="pipeline")
+async def pipeline_fixture(settings: Settings) -> AsyncIterator[Pipeline]:
+    if "pipeline" in _shared:
+        yield _shared["pipeline"]
+        return
+    app_id = f"paystream-e2e-{SESSION}"
+    workdir = Path(tempfile.mkdtemp(prefix=f"streams-e2e-{SESSION}-"))
+    proxy = StripeProxy(settings.stripe_api_base)
+    await proxy.start()
+    with stack_worker_paused():
+        # A new group that begins with what happens from now on.
+        await offsets.start_at_end(settings.kafka_bootstrap, app_id,
+                                   [settings.payments_topic, settings.refunds_topic])
+        pipe = Pipeline(settings, app_id, worker_env(settings, app_id, proxy.url), workdir,
+                        proxy)
+        worker = pipe.new_worker("w1")
+        worker.start()
+        try:
+            await worker.wait_ready()
+            _shared["pipeline"] = pipe
+            yield pipe
+        finally:
+            _shared.pop("pipeline", None)
+            for w in pipe.workers:
+                w.stop()
+            await proxy.stop()
+            await delete_group_topics(settings, app_id)
+            if os.environ.get("STREAMS_E2E_KEEP") is None:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- Stripe proxy: localstripe behind a switch ------------------------------------------
+
+
+class StripeProxy:
+    """Forwards the worker's Stripe calls to localstripe; `down()` makes Stripe unreachable."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.port = free_port()
+        self.available = True
+        self.calls: list[tuple[str, str]] = []
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._http = aiohttp.ClientSession()
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def down(self) -> None:
+        self.available = False
+
+    def up(self) -> None:
+        self.available = True
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        self.calls.append((request.method, request.path))
+        if not self.available:
+            # What a Stripe outage looks like from the SDK: a 503 (APIError).
+            return web.json_response({"error": {"type": "api_error",
+                                                "message": "Stripe is down (test)"}},
+                                     status=503)
+        assert self._http is not None
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in ("host", "content-length", "transfer-encoding")}
+        async with self._http.request(request.method, self.upstream + request.path_qs,
+                                      headers=headers, data=await request.read()) as resp:
+            body = await resp.read()
+            return web.Response(body=body, status=resp.status,
+                                content_type=resp.content_type)
+
+
+# --- a merchant with a webhook endpoint -------------------------------------------------
+
+
+@dataclasses.dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def event(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+
+class WebhookReceiver:
+    """An HTTP server that records merchant webhooks; can fail the first N per event."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received: list[Received] = []
+        self.fail_first: dict[str, int] = {}
+        self._runner: web.AppRunner | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{path:.*}", self._hook)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.received.append(Received(request.path, dict(request.headers), body))
+        path = request.match_info["path"]
+        if self.fail_first.get(path, 0) > 0:
+            self.fail_first[path] -= 1
+            return web.Response(status=500, text="try again")
+        return web.Response(status=200, text="ok")
+
+    def events(self, merchant_id: str) -> list[Received]:
+        return [r for r in self.received if r.path == f"/{merchant_id}"]
+
+
+@pytest.fixture(scope="session", name="receiver")
+async def receiver_fixture() -> AsyncIterator[WebhookReceiver]:
+    if "receiver" in _shared:
+        yield _shared["receiver"]
+        return
+    receiver = WebhookReceiver()
+    await receiver.start()
+    _shared["receiver"] = receiver
+    try:
+        yield receiver
+    finally:
+        _shared.pop("receiver", None)
+        await receiver.stop()
+
+
+@dataclasses.dataclass
+class Merchant:
+    id: str
+    webhook_secret: str
+
+
+class Db:
+    """The test's side of Postgres: rows as the API would write them, and queries."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+
+    async def merchant(self, receiver: WebhookReceiver | None) -> Merchant:
+        merchant_id = MERCHANT_PREFIX + secrets.token_hex(8)
+        secret = "whsec_" + secrets.token_hex(16)
+        url = receiver.url(merchant_id) if receiver else None
+        await self.conn.execute(
+            "INSERT INTO merchants (id, name, api_key_hash, webhook_url, webhook_secret) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (merchant_id, "e2e streams", secrets.token_hex(32), url, secret),
+        )
+        return Merchant(merchant_id, secret)
+
+    async def payment(self, merchant: Merchant, *, customer: str | None = None,
+                      payment_method: str = "pm_card_visa", amount: int = 1050,
+                      currency: str = "usd") -> str:
+        """Insert a pending payment exactly as POST /v1/payments does."""
+        payment_id = new_id("pay")
+        await self.conn.execute(
+            "INSERT INTO payments (id, merchant_id, amount, currency, status, customer, "
+            "payment_method, description, metadata, idempotency_key) "
+            "VALUES (%s, %s, %s, %s, 'pending', %s, %s, %s, %s, %s)",
+            (payment_id, merchant.id, amount, currency, customer or new_customer(),
+             payment_method, "e2e", json.dumps({"test": "streams"}), new_id("idem")),
+        )
+        return payment_id
+
+    async def refund(self, payment_id: str, *, amount: int) -> str:
+        row = await self.one("SELECT merchant_id, currency FROM payments WHERE id = %s",
+                             payment_id)
+        refund_id = new_id("re")
+        await self.conn.execute(
+            "INSERT INTO refunds (id, payment_id, merchant_id, amount, currency, status) "
+            "VALUES (%s, %s, %s, %s, %s, 'pending')",
+            (refund_id, payment_id, row["merchant_id"], amount, row["currency"]),
+        )
+        return refund_id
+
+    async def one(self, sql: str, *params: Any) -> dict[str, Any]:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql, params)
+            row = await cur.fetchone()
+            assert row is not None, f"no row for {sql} {params}"
+            return row
+
+    async def all(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql, params)
+            return list(await cur.fetchall())
+
+    async def status(self, payment_id: str) -> str:
+        return str((await self.one("SELECT status FROM payments WHERE id = %s",
+                                   payment_id))["status"])
+
+    async def terminal(self, payment_id: str) -> dict[str, Any] | None:
+        row = await self.one("SELECT * FROM payments WHERE id = %s", payment_id)
+        return row if row["status"] in TERMINAL else None
+
+
+def new_customer() -> str:
+    # Not "cus_...": such ids go to Stripe, which only knows customers it created.
+    return "c_" + new_id("x")[2:]
+
+
+@pytest.fixture(name="db")
+async def db_fixture(settings: Settings) -> AsyncIterator[Db]:
+    async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                     autocommit=True) as conn:
+        yield Db(conn)
+
+
+# --- Kafka helpers ----------------------------------------------------------------------
+
+
+async def produce(settings: Settings, topic: str, key: bytes | None,
+                  value: bytes | None) -> tuple[int, int]:
+    """Publish one raw message; (partition, offset)."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        meta = await producer.send_and_wait(topic, key=key, value=value)
+        return meta.partition, meta.offset
+    finally:
+        await producer.stop()
+
+
+async def read_topic(settings: Settings, topic: str, *, since: float | None = None) -> list[Any]:
+    """Every record of a topic (or those since a Unix time), oldest first per partition."""
+    since_ms = None if since is None else int(since * 1000)
+    return await dlq.read_topic(settings.kafka_bootstrap, topic, since_ms=since_ms)
+
+
+async def list_payment_intents(settings: Settings) -> list[dict[str, Any]]:
+    """Every PaymentIntent localstripe holds (its list has no filters)."""
+    found: list[dict[str, Any]] = []
+    headers = {"Authorization": f"Bearer {settings.stripe_api_key}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        after = None
+        while True:
+            params = {"limit": "100", **({"starting_after": after} if after else {})}
+            async with http.get(f"{settings.stripe_api_base}/v1/payment_intents",
+                                params=params) as resp:
+                page = await resp.json()
+            found.extend(page["data"])
+            if not page.get("has_more") or not page["data"]:
+                return found
+            after = page["data"][-1]["id"]
+
+
+# --- 3-D Secure: payments that wait for the customer ------------------------------------
+
+THREE_D_SECURE_CARD = "4000002500003155"
+
+
+async def stripe(settings: Settings, method: str, path: str,
+                 data: dict[str, str] | None = None) -> dict[str, Any]:
+    """Talk to localstripe directly (not through the worker's proxy)."""
+    headers = {"Authorization": f"Bearer {settings.stripe_api_key}"}
+    async with aiohttp.ClientSession(headers=headers) as http, http.request(
+        method, settings.stripe_api_base + path, data=data
+    ) as resp:
+        body = await resp.json()
+        assert resp.status == 200, body
+        return body
+
+
+async def three_d_secure_method(settings: Settings) -> str:
+    pm = await stripe(settings, "POST", "/v1/payment_methods", {
+        "type": "card", "card[number]": THREE_D_SECURE_CARD, "card[exp_month]": "12",
+        "card[exp_year]": "2030", "card[cvc]": "123"})
+    return str(pm["id"])
+
+
+async def awaiting_action(db: Db, settings: Settings, payment_id: str) -> str:
+    """Wait for the payment to need 3-D Secure; its PaymentIntent id."""
+
+    async def action() -> dict | None:
+        row = await db.one("SELECT * FROM payments WHERE id = %s", payment_id)
+        return row if row["status"] == "requires_action" else None
+
+    row = await eventually(action, timeout=60, what="requires_action")
+    return str(row["stripe_payment_intent_id"])
+
+
+async def authenticate(settings: Settings, pi_id: str) -> None:
+    """The customer passes 3-D Secure: localstripe charges the card."""
+    pi = await stripe(settings, "GET", f"/v1/payment_intents/{pi_id}")
+    await stripe(settings, "POST", f"/v1/payment_intents/{pi_id}/_authenticate",
+                 {"client_secret": pi["client_secret"], "success": "true"})
+
+

@@ -1,0 +1,122 @@
+"""Agents and tables through Faust's test_context, on the memory:// store (no broker)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from faust.types import EventT, StreamT
+
+from streams import ledger, poller
+from streams.app import app, settings
+from streams.records import BalanceDelta, PendingCommand, id_key
+from streams.tables import (
+    balance_applied,
+    balances,
+    count_payment,
+    customer_velocity,
+    pending,
+    velocity,
+)
+
+probe_channel = app.channel()
+results: list[Any] = []
+
+
+@app.agent(probe_channel)
+async def probe(stream: StreamT) -> None:
+    """Runs the test's function inside stream iteration, where tables may be written."""
+    async for event in stream.events():
+        fn = event.value
+        results.append(await fn(event) if callable(fn) else None)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def memory_app() -> None:
+    app.finalize()
+    app.conf.store = "memory://"
+    app.flow_control.resume()
+
+
+async def run(fn: Any) -> Any:
+    async with probe.test_context() as agent:
+        await agent.put(fn)
+    return results[-1]
+
+
+async def test_velocity_counts_a_redelivered_payment_once() -> None:
+    now_ms = int(time.time() * 1000)
+
+    async def add(_: EventT) -> tuple[bool, bool, tuple[int, dict[str, int]]]:
+        first = count_payment(customer_velocity, "customer", "c_v", "pay_a", now_ms, 300, "usd")
+        again = count_payment(customer_velocity, "customer", "c_v", "pay_a", now_ms, 300, "usd")
+        count_payment(customer_velocity, "customer", "c_v", "pay_b", now_ms - 1000, 200, "eur")
+        return first, again, velocity(customer_velocity, "c_v", now_ms)
+
+    first, again, (count, amounts) = await run(add)
+    assert (first, again) == (True, False)
+    assert count == 2 and amounts == {"usd": 300, "eur": 200}
+
+
+async def test_velocity_forgets_payments_older_than_the_window() -> None:
+    now_ms = int(time.time() * 1000)
+    window_ms = settings.fraud.velocity_window_seconds * 1000
+
+    async def add(_: EventT) -> tuple[int, dict[str, int]]:
+        count_payment(customer_velocity, "customer", "c_old", "pay_old",
+                      now_ms - 2 * window_ms, 100, "usd")
+        count_payment(customer_velocity, "customer", "c_old", "pay_new", now_ms, 100, "usd")
+        return velocity(customer_velocity, "c_old", now_ms)
+
+    assert await run(add) == (1, {"usd": 100})
+
+
+async def test_balances_apply_each_journal_entry_once() -> None:
+    delta = BalanceDelta(journal_id="jrn_payment_pay_x", account="merchant_available:m:usd",
+                         amount=-1050, currency="usd")
+    async with ledger.balance_agent.test_context() as agent:
+        await agent.put(delta.dumps())
+        await agent.put(delta.dumps())  # redelivered
+        await agent.put(BalanceDelta("jrn_refund_re_x", "merchant_available:m:usd", 50,
+                                     "usd").dumps())
+    assert balances["merchant_available:m:usd"] == -1000
+    assert balance_applied.get("jrn_payment_pay_x|merchant_available:m:usd") is True
+
+
+def change(op: str, status: str | None, before: str | None = None) -> bytes:
+    def image(s: str | None) -> dict[str, Any] | None:
+        return None if s is None else {
+            "id": "pay_p", "merchant_id": "acct_1", "status": s, "amount": 1, "currency": "usd",
+            "stripe_payment_intent_id": "pi_1" if s != "pending" else None}
+    return json.dumps({"op": op, "before": image(before), "after": image(status),
+                       "source": {"ts_ms": 1}}).encode()
+
+
+async def test_pending_table_follows_the_change_stream_and_the_pollers_commands() -> None:
+    def on(topic: str, key: bytes, value: bytes) -> Any:
+        async def apply(event: EventT) -> Any:
+            # test_context names no topic; the pending agent dispatches on it.
+            event.message.topic = topic
+            event.key, event.value = key, value
+            await poller.apply_event(event)
+            return pending.get("pay_p")
+        return apply
+
+    key = id_key("pay_p")
+    entry = await run(on(settings.payments_topic, key, change("c", "pending")))
+    assert entry["status"] == "pending" and entry["attempts"] == 0 and entry["kind"] == "payment"
+    assert entry["next_poll_at"] > time.time()
+
+    entry = await run(on(settings.payments_topic, key,
+                         change("u", "requires_action", before="pending")))
+    assert entry["status"] == "requires_action" and entry["stripe_id"] == "pi_1"
+
+    command = PendingCommand(id="pay_p", attempts=3, next_poll_at=42.0, last_error="503")
+    entry = await run(on("paystream-pending-commands", key, command.dumps()))
+    assert (entry["attempts"], entry["next_poll_at"], entry["last_error"]) == (3, 42.0, "503")
+
+    gone = await run(on(settings.payments_topic, key,
+                        change("u", "succeeded", before="requires_action")))
+    assert gone is None
