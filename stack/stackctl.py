@@ -503,8 +503,24 @@ class LocalStripe(Component):
             self.marker.touch()
         return command
 
+    def start(self, timeout: float) -> str:
+        try:
+            return super().start(timeout)
+        except StackError:
+            # Killed while writing its pickle, localstripe cannot load it again.
+            # Keep the broken file for a look and start from scratch, saying so.
+            if "UnpicklingError" not in self.log.read_text(errors="replace"):
+                raise
+            PICKLE.replace(PICKLE.with_suffix(".pickle.corrupt"))
+            self.marker.unlink(missing_ok=True)
+            print(f"  localstripe: {PICKLE} was truncated; moved to *.corrupt, starting empty")
+            return super().start(timeout)
+
     def ready(self) -> bool:
         return http_ok(f"http://127.0.0.1:{self.port}/v1/customers")
+
+
+PICKLE = Path("/tmp/localstripe.pickle")
 
 
 class PaystreamProcess(Component):
