@@ -65,8 +65,8 @@ class Ready(View):
 
 class _Metrics(View):
     async def get(self, request: Request) -> Response:
-        return self.bytes(metrics.exposition(),
-                          content_type="text/plain; version=0.0.4; charset=utf-8")
+        # aiohttp refuses a charset inside content_type; the exposition is ASCII.
+        return self.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
 
 app.page("/metrics")(type("Metrics", (_Metrics,), {}))

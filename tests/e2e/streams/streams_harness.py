@@ -174,7 +174,10 @@ def worker_env(settings: Settings, app_id: str, stripe_base: str) -> dict[str, s
         "POLL_INTERVAL_SECONDS": "1",
         "CIRCUIT_FAILURE_THRESHOLD": "3",
         "CIRCUIT_RESET_SECONDS": "2",
-        "STRIPE_TIMEOUT_SECONDS": "5",
+        # localstripe serves one request at a time, ~0.5 s per write once it holds
+        # thousands of objects: more in flight only queue there, past the timeout.
+        "STRIPE_CONCURRENCY": "2",
+        "STRIPE_TIMEOUT_SECONDS": "20",
         "NOTIFY_MAX_ATTEMPTS": "3",
         "NOTIFY_BASE_DELAY_SECONDS": "0.2",
         # Every test uses pm_card_visa: only the customer velocity rule is under test.
@@ -264,7 +267,8 @@ class StripeProxy:
         self.upstream = upstream.rstrip("/")
         self.port = free_port()
         self.available = True
-        self.calls: list[tuple[str, str]] = []
+        # (method, path, form body) of every call the worker made.
+        self.calls: list[tuple[str, str, str]] = []
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
 
@@ -293,7 +297,8 @@ class StripeProxy:
         self.available = True
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
-        self.calls.append((request.method, request.path))
+        body = await request.read()
+        self.calls.append((request.method, request.path, body.decode(errors="replace")))
         if not self.available:
             # What a Stripe outage looks like from the SDK: a 503 (APIError).
             return web.json_response({"error": {"type": "api_error",
@@ -303,7 +308,7 @@ class StripeProxy:
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() not in ("host", "content-length", "transfer-encoding")}
         async with self._http.request(request.method, self.upstream + request.path_qs,
-                                      headers=headers, data=await request.read()) as resp:
+                                      headers=headers, data=body) as resp:
             body = await resp.read()
             return web.Response(body=body, status=resp.status,
                                 content_type=resp.content_type)
@@ -476,21 +481,30 @@ async def read_topic(settings: Settings, topic: str, *, since: float | None = No
     return await dlq.read_topic(settings.kafka_bootstrap, topic, since_ms=since_ms)
 
 
-async def list_payment_intents(settings: Settings) -> list[dict[str, Any]]:
-    """Every PaymentIntent localstripe holds (its list has no filters)."""
-    found: list[dict[str, Any]] = []
+async def intents_since(settings: Settings, since: float) -> dict[str, set[str]]:
+    """{payment id: PaymentIntent ids} of every charge localstripe made since a Unix time.
+
+    Its PaymentIntent list is oldest first with no filter (slow once it holds
+    tens of thousands); its charge list filters on creation time.
+    """
+    found: dict[str, set[str]] = {}
     headers = {"Authorization": f"Bearer {settings.stripe_api_key}"}
+    params = {"created[gt]": str(int(since) - 2), "limit": "100",
+              "expand[]": "data.payment_intent"}
     async with aiohttp.ClientSession(headers=headers) as http:
-        after = None
         while True:
-            params = {"limit": "100", **({"starting_after": after} if after else {})}
-            async with http.get(f"{settings.stripe_api_base}/v1/payment_intents",
+            async with http.get(f"{settings.stripe_api_base}/v1/charges",
                                 params=params) as resp:
                 page = await resp.json()
-            found.extend(page["data"])
+            for charge in page["data"]:
+                pi = charge.get("payment_intent")
+                if isinstance(pi, dict):
+                    pid = (pi.get("metadata") or {}).get("payment_id")
+                    if pid:
+                        found.setdefault(pid, set()).add(pi["id"])
             if not page.get("has_more") or not page["data"]:
                 return found
-            after = page["data"][-1]["id"]
+            params["starting_after"] = page["data"][-1]["id"]
 
 
 # --- 3-D Secure: payments that wait for the customer ------------------------------------
@@ -517,14 +531,15 @@ async def three_d_secure_method(settings: Settings) -> str:
     return str(pm["id"])
 
 
-async def awaiting_action(db: Db, settings: Settings, payment_id: str) -> str:
+async def awaiting_action(db: Db, settings: Settings, payment_id: str,
+                          timeout: float = 60) -> str:
     """Wait for the payment to need 3-D Secure; its PaymentIntent id."""
 
     async def action() -> dict | None:
         row = await db.one("SELECT * FROM payments WHERE id = %s", payment_id)
         return row if row["status"] == "requires_action" else None
 
-    row = await eventually(action, timeout=60, what="requires_action")
+    row = await eventually(action, timeout=timeout, what="requires_action")
     return str(row["stripe_payment_intent_id"])
 
 

@@ -14,7 +14,7 @@ from streams_harness import (  # noqa: F401
     Pipeline,
     WebhookReceiver,
     db_fixture,
-    list_payment_intents,
+    intents_since,
     new_customer,
     pipeline_fixture,
     produce,
@@ -83,6 +83,16 @@ async def test_succeeded_payment_posts_one_balanced_journal_and_a_signed_webhook
                           event["id"])
     assert outbox["status"] == "delivered" and outbox["attempts"] == 1
 
+    # The worker's own probes and metrics.
+    for path in ("/health/", "/live/", "/ready/"):
+        assert (await pipeline.main.get(path))[0] == 200, path
+    status, exposition = await pipeline.main.get("/metrics")
+    assert status == 200
+    assert 'paystream_transitions_total{entity="payment",source="submit",status="succeeded"}' \
+        in exposition
+    status, stats = await pipeline.main.get("/stats/")
+    assert status == 200 and stats["events_processed"]["agent=ledger_total"] >= 1
+
 
 async def test_declined_card_fails_with_its_code_and_posts_no_journal(
     pipeline: Pipeline, db: Db, receiver: WebhookReceiver
@@ -107,6 +117,7 @@ async def test_declined_card_fails_with_its_code_and_posts_no_journal(
 async def test_sixth_quick_payment_of_a_customer_is_blocked_and_never_reaches_stripe(
     pipeline: Pipeline, db: Db, receiver: WebhookReceiver
 ) -> None:
+    started = time.time()
     merchant = await db.merchant(receiver)
     customer = new_customer()
     payments = []
@@ -119,6 +130,9 @@ async def test_sixth_quick_payment_of_a_customer_is_blocked_and_never_reaches_st
             "SELECT 1 FROM fraud_decisions WHERE payment_id = %s", p), timeout=60,
             what="fraud decision")
 
+    status, body = await pipeline.main.get(f"/fraud/velocity/{customer}/")
+    assert status == 200 and body["count"] == 6
+
     rows = [await eventually(lambda p=p: db.terminal(p), timeout=90, what=f"terminal {p}")
             for p in payments]
     assert [r["status"] for r in rows] == ["succeeded"] * 5 + ["blocked"]
@@ -130,23 +144,23 @@ async def test_sixth_quick_payment_of_a_customer_is_blocked_and_never_reaches_st
     assert "customer_velocity_count" in decision["rules_hit"]
     assert decision["velocity"]["customer_count"] == 5
 
-    intents = await list_payment_intents(pipeline.settings)
-    mine = {pi["metadata"].get("payment_id") for pi in intents}
-    assert set(payments[:5]) <= mine
-    assert sixth not in mine
+    # Never reached Stripe: the worker sent nothing about it, localstripe charged nothing.
+    assert not [c for c in pipeline.stripe.calls if sixth in c[2]]
+    assert await db.all("SELECT 1 FROM stripe_submissions WHERE object_id = %s", sixth) == []
+    charged = await intents_since(pipeline.settings, started)
+    assert set(payments[:5]) <= set(charged)
+    assert sixth not in charged
 
     async def blocked_webhook() -> list:
         return [r for r in receiver.events(merchant.id) if r.event["type"] == "payment.blocked"]
 
     await eventually(blocked_webhook, timeout=30, what="payment.blocked webhook")
 
-    status, body = await pipeline.main.get(f"/fraud/velocity/{customer}/")
-    assert status == 200 and body["count"] == 6
-
 
 async def test_six_concurrent_payments_of_a_customer_block_exactly_one(
     pipeline: Pipeline, db: Db
 ) -> None:
+    started = time.time()
     merchant = await db.merchant(None)
     customer = new_customer()
     payments = [await db.payment(merchant, customer=customer) for _ in range(6)]
@@ -155,8 +169,8 @@ async def test_six_concurrent_payments_of_a_customer_block_exactly_one(
     statuses = sorted(r["status"] for r in rows)
     assert statuses == ["blocked"] + ["succeeded"] * 5
     [blocked] = [r["id"] for r in rows if r["status"] == "blocked"]
-    intents = await list_payment_intents(pipeline.settings)
-    assert blocked not in {pi["metadata"].get("payment_id") for pi in intents}
+    assert not [c for c in pipeline.stripe.calls if blocked in c[2]]
+    assert blocked not in await intents_since(pipeline.settings, started)
 
 
 async def test_poison_message_is_dead_lettered_and_the_next_payment_still_succeeds(
