@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     api = sub.add_parser("api", help="serve the HTTP API in the foreground (SIGTERM stops it)")
     api.add_argument("--host", help="listen address (default: API_HOST or 127.0.0.1)")
     api.add_argument("--port", type=int, help="listen port (default: API_PORT or 8080)")
+    api.add_argument("--workers", type=int,
+                     help="processes sharing the port (default: API_WORKERS or 1)")
     api.add_argument("--access-log", action="store_true",
                      help="log every request (off by default: /metrics counts them)")
     api.set_defaults(func=serve)
@@ -37,27 +39,18 @@ def _settings() -> Settings | None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from api.app import create_app
+    from api.server import serve as run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = _settings()
     if settings is None:
         return 2
-    host = args.host or settings.api_host
-    port = args.port or settings.api_port
-    # run_app turns SIGINT and SIGTERM into a graceful shutdown: it stops
-    # accepting, lets in-flight requests finish, then runs cleanup_ctx.
-    web.run_app(
-        create_app(settings),
-        host=host,
-        port=port,
-        access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
-        shutdown_timeout=10.0,
-        print=lambda _: logging.getLogger("api").info("serving on http://%s:%s", host, port),
-    )
-    return 0
+    workers = args.workers or settings.api_workers
+    if workers < 1:
+        print("paystream: --workers must be at least 1", file=sys.stderr)
+        return 2
+    return run(settings, args.host or settings.api_host, args.port or settings.api_port,
+               workers=workers, access_log=args.access_log)
 
 
 def merchant_create(args: argparse.Namespace) -> int:

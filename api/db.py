@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import psycopg
 from aiohttp import web
+from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.state import PRIMARY, REPLICA, SETTINGS
@@ -68,3 +71,33 @@ async def current_lsn(conn: psycopg.AsyncConnection) -> str:
     row = await cur.fetchone()
     assert row is not None
     return str(row[0])
+
+
+async def write_returning(
+    conn: psycopg.AsyncConnection, statement: str, params: Mapping[str, Any]
+) -> tuple[dict[str, Any] | None, str]:
+    """Run one statement in its own transaction; its first row and the consistency token.
+
+    One round trip instead of two: the statement, its COMMIT and the LSN read
+    after it travel as one multi-statement query (client-side binding; the
+    server runs them in order, and the SELECT after COMMIT sees a position past
+    the commit record). The API is CPU-bound on its round trips.
+    """
+    cur = psycopg.AsyncClientCursor(conn, row_factory=dict_row)
+    try:
+        await cur.execute(
+            f"BEGIN; {statement}; COMMIT; SELECT pg_current_wal_lsn()::text AS lsn", params
+        )
+    except psycopg.Error:
+        # A failed statement leaves the explicit transaction aborted: end it so
+        # the pool gets the connection back idle.
+        if conn.info.transaction_status == TransactionStatus.INERROR:
+            await conn.rollback()
+        raise
+    cur.nextset()  # past BEGIN: the statement's own result
+    row = await cur.fetchone()
+    cur.nextset()  # COMMIT
+    cur.nextset()  # the LSN
+    lsn = await cur.fetchone()
+    assert lsn is not None
+    return row, str(lsn["lsn"])

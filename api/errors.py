@@ -166,6 +166,9 @@ def _from_http_exception(exc: web.HTTPException) -> ApiError:
     return err
 
 
+CLIENT_CLOSED_REQUEST = 499
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every failure into a Stripe-shaped JSON error; no client input yields a 500."""
@@ -190,6 +193,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             code="database_unavailable",
             headers={"Retry-After": "1"},
         ).response()
+    except ConnectionResetError:
+        # The client went away mid-request (e.g. a load generator stopping): not
+        # our error, and no one will read the answer. 499 as NGINX logs it.
+        return web.Response(status=CLIENT_CLOSED_REQUEST)
     except DomainError:
         log.exception("domain invariant broken on %s %s", request.method, request.path)
         return ApiError("An internal error occurred.").response()

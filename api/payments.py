@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api import reads, validation
 from api.body import json_object
-from api.db import current_lsn
+from api.db import current_lsn, write_returning
 from api.errors import IdempotencyKeyInUse, InvalidRequest, NotFound, json_response
 from api.idempotency import TOKEN_HEADER, Outcome, mismatch_error, run_idempotent
 from api.state import IDEMPOTENCY, MERCHANT, METRICS, PRIMARY, SETTINGS
@@ -158,10 +158,9 @@ async def _insert(
         cur = conn.cursor(row_factory=dict_row)
         # A second attempt happens only after an expired key was freed.
         for _ in range(2):
-            await cur.execute(INSERT, values)
-            row = await cur.fetchone()
+            row, token = await write_returning(conn, INSERT, values)
             if row is not None:
-                return Outcome(201, payment_object(row), await current_lsn(conn))
+                return Outcome(201, payment_object(row), token)
             await cur.execute(RELEASE_EXPIRED_KEY, (merchant_id, key, ttl_seconds))
             if await cur.fetchone() is None:
                 break

@@ -1,15 +1,18 @@
 """Create-payment throughput and latency of the API against pgbench's single-row inserts.
 
-    .venv/bin/python bench/api_bench.py [--levels 1,8,32,64] [--seconds 5] [--api-url URL]
+    .venv/bin/python bench/api_bench.py [--levels 1,8,32,64] [--seconds 5] [--workers 1,2]
 
-For each concurrency level, N clients send ``POST /v1/payments`` (each with a
-fresh Idempotency-Key, so the whole path runs: auth, rate limit, Redis lock,
-INSERT, LSN, cached answer) back to back for a fixed time; then one open-loop
+For each concurrency level, N connections send ``POST /v1/payments`` (each with
+a fresh Idempotency-Key, so the whole path runs: auth, rate limit, Redis lock,
+INSERT, LSN, cached answer) back to back for a fixed time. The load comes from
+wrk (C, like pgbench, so the client's own CPU does not eat the 2 cores the
+server needs; bench/create_payment.lua numbers the keys). Then one open-loop
 run at half the best throughput measures latency at a steady, unsaturated
 load. In the same run pgbench inserts single rows into a scratch table (created
-and dropped here) on the same primary at the same client counts, and the ratio
-is printed. Without --api-url the API is started as a subprocess (`paystream api`
-on a free port, rate limit lifted) and stopped at the end.
+and dropped here) on the same primary, through the same DATABASE_URL the API
+uses, at the same client counts, and the ratio is printed. Without --api-url
+the API is started as a subprocess (`paystream api --workers N` on a free port,
+rate limit lifted) once per --workers value and stopped after its levels.
 
 Not a test: numbers depend on the machine; the issue's target is API throughput
 of at least 30% of pgbench's rate, with p99 under 50 ms at half of it.
@@ -38,6 +41,7 @@ import aiohttp
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
+STACKCTL = [sys.executable, str(ROOT / "stack" / "stackctl.py")]
 PGBENCH_DEFAULT = "/usr/lib/postgresql/15/bin/pgbench"
 SCRATCH = "bench_api_scratch"
 BODY = {
@@ -57,12 +61,18 @@ class Result:
     errors: int
     seconds: float
     latencies: list[float]
+    # wrk reports percentiles rather than every latency.
+    p50_ms: float | None = None
+    p99_ms: float | None = None
 
     @property
     def throughput(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
 
     def percentile(self, p: float) -> float:
+        given = {50: self.p50_ms, 99: self.p99_ms}.get(int(p))
+        if given is not None:
+            return given
         if not self.latencies:
             return float("nan")
         ordered = sorted(self.latencies)
@@ -93,6 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default: DATABASE_ADMIN_URL, else DATABASE_URL)")
     parser.add_argument("--pgbench", default=shutil.which("pgbench") or PGBENCH_DEFAULT,
                         help=f"pgbench binary (default: {PGBENCH_DEFAULT})")
+    parser.add_argument("--workers", default=f"1,{os.cpu_count() or 1}",
+                        help="API process counts to start and measure in turn "
+                        "(default: 1 and the number of cores)")
     parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench baseline")
     return parser.parse_args(argv)
 
@@ -128,37 +141,23 @@ def create_merchant(database_url: str) -> str:
     return merchant.api_key
 
 
-async def closed_loop(url: str, key: str, concurrency: int, seconds: float) -> Result:
-    """`concurrency` clients, each sending its next create as soon as the last answers."""
-    body = json.dumps(BODY)
-    latencies: list[float] = []
-    errors = 0
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        warm_until = time.perf_counter() + 1.0
-        stop = warm_until + seconds
-
-        async def client() -> None:
-            nonlocal errors
-            while True:
-                started = time.perf_counter()
-                if started >= stop:
-                    return
-                headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": uuid.uuid4().hex,
-                           "Content-Type": "application/json"}
-                async with session.post(f"{url}/v1/payments", data=body,
-                                        headers=headers) as resp:
-                    await resp.read()
-                    ok = resp.status == 201
-                done = time.perf_counter()
-                if started >= warm_until:
-                    if ok:
-                        latencies.append(done - started)
-                    else:
-                        errors += 1
-
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-    return Result(f"c={concurrency}", len(latencies), errors, seconds, latencies)
+def closed_loop(url: str, key: str, concurrency: int, seconds: float) -> Result:
+    """`concurrency` connections, each sending its next create as soon as the last answers."""
+    env = {**os.environ, "BENCH_API_KEY": key, "BENCH_RUN": uuid.uuid4().hex[:12],
+           "BENCH_BODY": json.dumps(BODY)}
+    threads = min(concurrency, os.cpu_count() or 1)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
+         "--timeout", "10s", "-s", str(ROOT / "bench" / "create_payment.lua"), url],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    match = re.search(r"^BENCH (.*)$", out.stdout, re.MULTILINE)
+    if match is None:
+        raise SystemExit(f"could not read wrk's summary:\n{out.stdout}\n{out.stderr}")
+    fields = {k: float(v) for k, v in (kv.split("=") for kv in match.group(1).split())}
+    return Result(f"c={concurrency}", int(fields["created"]),
+                  int(fields["other"] + fields["errors"]), fields["seconds"], [],
+                  p50_ms=fields["p50_ms"], p99_ms=fields["p99_ms"])
 
 
 async def open_loop(url: str, key: str, rate: float, seconds: float) -> Result:
@@ -231,15 +230,63 @@ def run_pgbench(args: argparse.Namespace, levels: list[int]) -> dict[int, float]
     return results
 
 
-def start_api() -> tuple[str, subprocess.Popen[bytes]]:
+def start_api(workers: int, log: Path) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
     env = {**os.environ, "API_PORT": str(port), "API_HOST": "127.0.0.1",
            "RATE_LIMIT_PER_SECOND": "10000000"}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "paystream"), "api"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "paystream"), "api", "--workers", str(workers)],
+            env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, proc)
     return url, proc
+
+
+def stop_api(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def measure(url: str, key: str, label: str, levels: list[int], seconds: float
+            ) -> tuple[dict[int, Result], Result]:
+    """The closed-loop levels, then the open loop at half the best of them."""
+    print(f"API {url} ({label}); {seconds:.0f} s per level; {os.cpu_count()} cores", flush=True)
+    results: dict[int, Result] = {}
+    for level in levels:
+        results[level] = closed_loop(url, key, level, seconds)
+        print(results[level].line(), flush=True)
+    best = max(results.values(), key=lambda r: r.throughput)
+    half = asyncio.run(open_loop(url, key, best.throughput / 2, seconds))
+    print(half.line() + "   <- open loop at half the best rate", flush=True)
+    return results, half
+
+
+def stack_worker_up() -> bool:
+    status = subprocess.run([*STACKCTL, "status"], capture_output=True, text=True)
+    return any(line.split()[:2] == ["worker", "up"] for line in status.stdout.splitlines())
+
+
+def measure_api(args: argparse.Namespace, key: str, levels: list[int]
+                ) -> dict[str, tuple[dict[int, Result], Result]]:
+    """Every configuration: the API at --api-url, or one started per --workers value."""
+    runs: dict[str, tuple[dict[int, Result], Result]] = {}
+    if args.api_url:
+        url = args.api_url.rstrip("/")
+        wait_healthy(url, None)
+        runs["given API"] = measure(url, key, "given API", levels, args.seconds)
+    else:
+        log = ROOT / ".stack" / "logs" / "bench-api.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        for workers in (int(x) for x in args.workers.split(",") if x.strip()):
+            label = f"{workers} process{'es' if workers > 1 else ''}"
+            url, proc = start_api(workers, log)
+            try:
+                runs[label] = measure(url, key, label, levels, args.seconds)
+            finally:
+                stop_api(proc)
+        print(f"(API log: {log})")
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,38 +294,32 @@ def main(argv: list[str] | None = None) -> int:
     if not args.database_url:
         raise SystemExit("set DATABASE_URL (eval \"$(python3 stack/stackctl.py env)\") "
                          "or pass --database-url")
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is missing: run make install (it comes from Debian's wrk package)")
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
-    proc: subprocess.Popen[bytes] | None = None
-    if args.api_url:
-        url = args.api_url.rstrip("/")
-        wait_healthy(url, None)
-    else:
-        url, proc = start_api()
-    print(f"API {url}; {args.seconds:.0f} s per level; {os.cpu_count()} cores", flush=True)
+    key = create_merchant(args.database_url)
+    # The stack's stream worker would process every created payment on the same
+    # two cores while we measure: paused meanwhile (it catches up afterwards).
+    paused = stack_worker_up()
+    if paused:
+        subprocess.run([*STACKCTL, "stop", "worker"], check=True, capture_output=True)
     try:
-        key = create_merchant(args.database_url)
-        api: dict[int, Result] = {}
-        for level in levels:
-            api[level] = asyncio.run(closed_loop(url, key, level, args.seconds))
-            print(api[level].line(), flush=True)
-        best = max(api.values(), key=lambda r: r.throughput)
-        half = asyncio.run(open_loop(url, key, best.throughput / 2, args.seconds))
-        print(half.line() + "   <- open loop at half the best rate", flush=True)
+        runs = measure_api(args, key, levels)
+        base = {} if args.no_pgbench else run_pgbench(args, levels)
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=20)
-
-    if args.no_pgbench:
+        if paused:
+            subprocess.run([*STACKCTL, "start", "worker"], check=True, capture_output=True)
+    if not base:
         return 0
-    base = run_pgbench(args, levels)
-    print("ratio (API creates/s / pgbench inserts/s at the same client count):")
-    for level in levels:
-        print(f"  c={level:<4} {api[level].throughput / base[level]:6.1%}")
     best_pg = max(base.values())
-    print(f"best API {best.throughput:.0f}/s ({best.level}) vs best pgbench {best_pg:.0f}/s: "
-          f"{best.throughput / best_pg:.1%} (target >= 30%); p99 at half the best API rate "
-          f"{half.percentile(99):.1f} ms (target < 50 ms)")
+    for label, (api, half) in runs.items():
+        print(f"ratio, {label} (API creates/s / pgbench inserts/s at the same client count):")
+        for level in levels:
+            print(f"  c={level:<4} {api[level].throughput / base[level]:6.1%}")
+        best = max(api.values(), key=lambda r: r.throughput)
+        print(f"  best API {best.throughput:.0f}/s ({best.level}) vs best pgbench "
+              f"{best_pg:.0f}/s: {best.throughput / best_pg:.1%} (target >= 30%); p99 at half "
+              f"the best API rate {half.percentile(99):.1f} ms (target < 50 ms)")
     return 0
 
 

@@ -50,6 +50,9 @@ class Settings:
     stripe_webhook_secrets: tuple[str, ...] = field(default=("whsec_paystream_local",), repr=False)
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    # API processes sharing the port (SO_REUSEPORT): one asyncio process is
+    # CPU-bound on one core long before Postgres is busy.
+    api_workers: int = 1
     faust_web_port: int = 6066
     faust_web_host: str = "127.0.0.1"
     faust_data_dir: str = ".stack/faust"
@@ -109,6 +112,7 @@ class Settings:
             stripe_webhook_secrets=tuple(s.strip() for s in secrets.split(",") if s.strip()),
             api_host=env.get("API_HOST", d.api_host),
             api_port=_int(env, "API_PORT", d.api_port, minimum=1),
+            api_workers=_int(env, "API_WORKERS", d.api_workers, minimum=1),
             faust_web_port=_int(env, "FAUST_WEB_PORT", d.faust_web_port, minimum=1),
             faust_web_host=env.get("FAUST_WEB_HOST", d.faust_web_host),
             faust_data_dir=env.get("FAUST_DATA_DIR", d.faust_data_dir),

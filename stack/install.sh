@@ -20,7 +20,7 @@ as_root() {
 # --- Debian packages -------------------------------------------------------
 missing=()
 need_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed' || missing+=("$1"); }
-for p in postgresql postgresql-contrib redis-server nginx libnginx-mod-stream kcat docker-compose curl python3-venv; do
+for p in postgresql postgresql-contrib redis-server nginx libnginx-mod-stream kcat docker-compose curl python3-venv wrk; do
   need_pkg "$p"
 done
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)

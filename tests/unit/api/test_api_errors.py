@@ -105,3 +105,11 @@ async def test_unexpected_errors_are_500_and_never_log_the_key(
                                  "message": "An internal error occurred.", "param": None}
     assert "sk_secret_value" not in caplog.text
     assert "/v1/payments" in caplog.text
+
+
+async def test_a_client_gone_mid_request_is_499_not_a_logged_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    response = await run(ConnectionResetError("Connection lost"))
+    assert response.status == 499
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
