@@ -1,4 +1,13 @@
-"""Per-API-key request limit in Redis: a counter per key per wall-clock second."""
+"""Per-API-key request limit in Redis: a counter per key per wall-clock second.
+
+Every API process claims the key's allowance from Redis in small chunks (a
+twentieth of the limit) and spends each chunk locally, so at most one request
+in `chunk` costs a Redis round trip, and every process (on every machine)
+still draws from the same per-second total in Redis. The price: allowance a
+process claimed and did not spend within its second is lost, so with several
+busy processes a key may get up to (chunk - 1) fewer requests per process per
+second than the limit; never more.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +17,25 @@ import redis.asyncio as aioredis
 
 # A counter lives for its second plus one, so a slow clock edge never resets it early.
 _WINDOW_TTL_SECONDS = 2
+# Claims at most this share of the limit at a time.
+_CHUNK_DIVISOR = 20
+# Local allowances are forgotten wholesale past this many keys (they expire each second anyway).
+_MAX_LOCAL_KEYS = 10_000
 
-# INCR and EXPIRE in one atomic call: one round trip, and a counter can never
-# be left without its expiry (as a crash between two separate commands could).
-_HIT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then
-    redis.call('EXPIRE', KEYS[1], ARGV[1])
+# Grant up to ARGV[1] requests of what is left of the second's ARGV[2]; atomic,
+# so processes never claim the same allowance twice, and the counter can never
+# be left without its expiry.
+_CLAIM = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local grant = math.min(tonumber(ARGV[1]), tonumber(ARGV[2]) - used)
+if grant <= 0 then
+    return 0
 end
-return count
+redis.call('INCRBY', KEYS[1], grant)
+if used == 0 then
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return grant
 """
 
 
@@ -24,12 +43,15 @@ class RateLimiter:
     """Fixed one-second windows.
 
     A burst straddling a second boundary may reach twice the limit for an
-    instant; in exchange a check costs one Redis round trip.
+    instant; in exchange a check rarely needs Redis.
     """
 
     def __init__(self, redis: aioredis.Redis, limit_per_second: int) -> None:
         self.limit = limit_per_second
-        self._hit = redis.register_script(_HIT)
+        self.chunk = max(1, limit_per_second // _CHUNK_DIVISOR)
+        self._claim = redis.register_script(_CLAIM)
+        # bucket -> (the second it was claimed for, requests left to spend in it)
+        self._allowance: dict[str, tuple[int, int]] = {}
 
     async def hit(self, bucket: str, *, now: float | None = None) -> int | None:
         """Count one request; the Retry-After seconds if over the limit, else None.
@@ -37,8 +59,16 @@ class RateLimiter:
         Raises RedisError; the caller decides to fail open.
         """
         second = int(time.time() if now is None else now)
-        count = await self._hit(keys=[f"rl:{bucket}:{second}"], args=[_WINDOW_TTL_SECONDS])
-        if int(count) > self.limit:
+        claimed_for, left = self._allowance.get(bucket, (second, 0))
+        if claimed_for == second and left > 0:
+            self._allowance[bucket] = (second, left - 1)
+            return None
+        granted = int(await self._claim(keys=[f"rl:{bucket}:{second}"],
+                                        args=[self.chunk, self.limit, _WINDOW_TTL_SECONDS]))
+        if granted <= 0:
             # The window ends at the next second boundary.
             return 1
+        if len(self._allowance) >= _MAX_LOCAL_KEYS:
+            self._allowance.clear()
+        self._allowance[bucket] = (second, granted - 1)
         return None
