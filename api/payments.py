@@ -15,8 +15,9 @@ from api import reads, validation
 from api.body import json_object
 from api.db import current_lsn, write_returning
 from api.errors import IdempotencyKeyInUse, InvalidRequest, NotFound, json_response
-from api.idempotency import TOKEN_HEADER, Outcome, mismatch_error, run_idempotent
-from api.state import IDEMPOTENCY, MERCHANT, METRICS, PRIMARY, SETTINGS
+from api.idempotency import TOKEN_HEADER, Outcome, mismatch_error
+from api.state import MERCHANT, PRIMARY
+from api.writes import create_once
 from paystream.domain.errors import InvalidTransition
 from paystream.domain.ids import new_id
 from paystream.domain.money import currency as parse_currency
@@ -179,21 +180,7 @@ async def _insert(
 
 
 async def create(request: web.Request) -> web.Response:
-    merchant = request[MERCHANT]
-    body = await json_object(request)
-    params = parse_create(body)
-    key = validation.idempotency_key(request.headers.get("Idempotency-Key"))
-    fingerprint = params.fingerprint()
-    pool = request.app[PRIMARY]
-    ttl = request.app[SETTINGS].idempotency_ttl_seconds
-    return await run_idempotent(
-        request.app[IDEMPOTENCY],
-        request.app[METRICS],
-        merchant_id=merchant.id,
-        idempotency_key=key,
-        fingerprint=fingerprint,
-        action=lambda: _insert(pool, merchant.id, params, key, fingerprint, ttl),
-    )
+    return await create_once(request, parse_create(await json_object(request)), _insert)
 
 
 def payment_id(request: web.Request) -> str:

@@ -11,6 +11,7 @@ second than the limit; never more.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import redis.asyncio as aioredis
@@ -52,6 +53,9 @@ class RateLimiter:
         self._claim = redis.register_script(_CLAIM)
         # bucket -> (the second it was claimed for, requests left to spend in it)
         self._allowance: dict[str, tuple[int, int]] = {}
+        # One claim in flight per bucket: a burst waits for it instead of each
+        # request claiming a chunk of its own and starving the others.
+        self._claims: dict[str, asyncio.Future[int]] = {}
 
     async def hit(self, bucket: str, *, now: float | None = None) -> int | None:
         """Count one request; the Retry-After seconds if over the limit, else None.
@@ -59,16 +63,29 @@ class RateLimiter:
         Raises RedisError; the caller decides to fail open.
         """
         second = int(time.time() if now is None else now)
+        while not self._spend(bucket, second):
+            claim = self._claims.get(bucket)
+            if claim is None:
+                claim = asyncio.ensure_future(self._claim_chunk(bucket, second))
+                self._claims[bucket] = claim
+                claim.add_done_callback(lambda _done: self._claims.pop(bucket, None))
+            if await asyncio.shield(claim) == 0 and not self._spend(bucket, second):
+                # The window ends at the next second boundary.
+                return 1
+        return None
+
+    def _spend(self, bucket: str, second: int) -> bool:
         claimed_for, left = self._allowance.get(bucket, (second, 0))
-        if claimed_for == second and left > 0:
-            self._allowance[bucket] = (second, left - 1)
-            return None
+        if claimed_for != second or left == 0:
+            return False
+        self._allowance[bucket] = (second, left - 1)
+        return True
+
+    async def _claim_chunk(self, bucket: str, second: int) -> int:
         granted = int(await self._claim(keys=[f"rl:{bucket}:{second}"],
                                         args=[self.chunk, self.limit, _WINDOW_TTL_SECONDS]))
-        if granted <= 0:
-            # The window ends at the next second boundary.
-            return 1
-        if len(self._allowance) >= _MAX_LOCAL_KEYS:
-            self._allowance.clear()
-        self._allowance[bucket] = (second, granted - 1)
-        return None
+        if granted > 0:
+            if len(self._allowance) >= _MAX_LOCAL_KEYS:
+                self._allowance.clear()
+            self._allowance[bucket] = (second, granted)
+        return granted

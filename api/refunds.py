@@ -13,8 +13,8 @@ from api import validation
 from api.body import json_object
 from api.db import current_lsn
 from api.errors import InvalidRequest, NotFound
-from api.idempotency import Outcome, mismatch_error, run_idempotent
-from api.state import IDEMPOTENCY, MERCHANT, METRICS, PRIMARY, SETTINGS
+from api.idempotency import Outcome, mismatch_error
+from api.writes import create_once
 from paystream.domain.ids import new_id
 from paystream.domain.money import parse_amount
 from paystream.domain.refunds import check_refund
@@ -158,17 +158,4 @@ async def _insert(
 
 
 async def create(request: web.Request) -> web.Response:
-    merchant = request[MERCHANT]
-    params = parse_create(await json_object(request))
-    key = validation.idempotency_key(request.headers.get("Idempotency-Key"))
-    fingerprint = params.fingerprint()
-    pool = request.app[PRIMARY]
-    ttl = request.app[SETTINGS].idempotency_ttl_seconds
-    return await run_idempotent(
-        request.app[IDEMPOTENCY],
-        request.app[METRICS],
-        merchant_id=merchant.id,
-        idempotency_key=key,
-        fingerprint=fingerprint,
-        action=lambda: _insert(pool, merchant.id, params, key, fingerprint, ttl),
-    )
+    return await create_once(request, parse_create(await json_object(request)), _insert)

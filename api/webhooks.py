@@ -174,29 +174,27 @@ def changes_for(event: Mapping[str, Any]) -> list[Change] | None:
     return None
 
 
-async def _find_payment(cur: psycopg.AsyncCursor[Any], change: PaymentChange) -> dict | None:
-    await cur.execute(
-        "SELECT id, stripe_payment_intent_id FROM payments "
-        "WHERE stripe_payment_intent_id = %s FOR UPDATE",
-        (change.payment_intent,),
-    )
+async def _find_locked(
+    cur: psycopg.AsyncCursor[Any], table: str, stripe_column: str, stripe_id: str,
+    our_id: str | None,
+) -> dict | None:
+    """Our row for a Stripe object, locked: by the Stripe id stored on it, else by
+    the id Stripe echoes in metadata (the webhook may beat the worker's write-back
+    of the Stripe id) unless that row is bound to another Stripe object."""
+    select = f"SELECT id, {stripe_column} AS stripe_id FROM {table} WHERE"
+    await cur.execute(f"{select} {stripe_column} = %s FOR UPDATE", (stripe_id,))
     row = await cur.fetchone()
-    if row is None and change.payment_id is not None:
-        # The webhook may beat the worker's write-back of the PaymentIntent id.
-        await cur.execute(
-            "SELECT id, stripe_payment_intent_id FROM payments WHERE id = %s FOR UPDATE",
-            (change.payment_id,),
-        )
+    if row is None and our_id is not None:
+        await cur.execute(f"{select} id = %s FOR UPDATE", (our_id,))
         row = await cur.fetchone()
-        bound = row["stripe_payment_intent_id"] if row else None
-        if bound is not None and bound != change.payment_intent:
-            # Metadata naming a payment that belongs to another PaymentIntent.
+        if row is not None and row["stripe_id"] not in (None, stripe_id):
             return None
     return row
 
 
 async def _apply_payment(cur: psycopg.AsyncCursor[Any], change: PaymentChange) -> tuple[str, str]:
-    row = await _find_payment(cur, change)
+    row = await _find_locked(cur, "payments", "stripe_payment_intent_id",
+                             change.payment_intent, change.payment_id)
     if row is None:
         return "unmatched", ""
     columns = ["stripe_payment_intent_id"]
@@ -213,19 +211,8 @@ async def _apply_payment(cur: psycopg.AsyncCursor[Any], change: PaymentChange) -
 
 
 async def _apply_refund(cur: psycopg.AsyncCursor[Any], change: RefundChange) -> tuple[str, str]:
-    await cur.execute(
-        "SELECT id, stripe_refund_id FROM refunds WHERE stripe_refund_id = %s FOR UPDATE",
-        (change.stripe_refund,),
-    )
-    row = await cur.fetchone()
-    if row is None and change.refund_id is not None:
-        await cur.execute(
-            "SELECT id, stripe_refund_id FROM refunds WHERE id = %s FOR UPDATE",
-            (change.refund_id,),
-        )
-        row = await cur.fetchone()
-        if row and row["stripe_refund_id"] not in (None, change.stripe_refund):
-            row = None
+    row = await _find_locked(cur, "refunds", "stripe_refund_id", change.stripe_refund,
+                             change.refund_id)
     if row is None:
         return "unmatched", ""
     columns = ["stripe_refund_id"]

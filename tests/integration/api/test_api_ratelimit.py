@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import redis.asyncio as aioredis
@@ -50,5 +51,24 @@ async def test_one_process_claims_in_chunks_and_spends_them_locally(
         exact = RateLimiter(client, 3)
         results = [await exact.hit(f"{bucket}-small", now=SECOND) for _ in range(5)]
         assert results == [None, None, None, 1, 1]
+    finally:
+        await client.aclose()
+
+
+async def test_concurrent_requests_in_one_process_lose_no_allowance(settings: Settings) -> None:
+    client = aioredis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        bucket = f"test-{secrets.token_hex(6)}"
+        limiter = RateLimiter(client, 100)
+        # Forty requests at once all find no local allowance and claim in parallel.
+        results = await asyncio.gather(*(limiter.hit(bucket, now=SECOND) for _ in range(40)))
+        assert results == [None] * 40
+        claimed = int(await client.get(f"rl:{bucket}:{SECOND}"))
+        # What was claimed and not yet spent stays spendable, with no Redis call.
+        spent = 40
+        while spent < claimed:
+            assert await limiter.hit(bucket, now=SECOND) is None
+            spent += 1
+        assert int(await client.get(f"rl:{bucket}:{SECOND}")) == claimed
     finally:
         await client.aclose()
