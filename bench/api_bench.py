@@ -37,8 +37,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import psycopg
+import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKCTL = [sys.executable, str(ROOT / "stack" / "stackctl.py")]
@@ -160,33 +160,57 @@ def closed_loop(url: str, key: str, concurrency: int, seconds: float) -> Result:
                   p50_ms=fields["p50_ms"], p99_ms=fields["p99_ms"])
 
 
+# Keep-alive connections the open loop spreads its requests over; a request
+# waiting for a free one counts that wait as latency.
+OPEN_LOOP_CONNECTIONS = 64
+
+
+async def read_response(reader: asyncio.StreamReader) -> int:
+    """One HTTP/1.1 response off a keep-alive connection; its status code."""
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status
+
+
 async def open_loop(url: str, key: str, rate: float, seconds: float) -> Result:
     """Requests at a fixed rate whatever the answers; latency counts from the scheduled
     send time, so a stall is not hidden by clients that stopped sending (coordinated
-    omission)."""
-    body = json.dumps(BODY)
+    omission). A bare HTTP/1.1 client on uvloop: aiohttp's client would spend the
+    CPU the server needs."""
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps(BODY).encode()
+    head = (f"POST /v1/payments HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n")
+    run = uuid.uuid4().hex[:12]
     latencies: list[float] = []
     errors = 0
-    total = int(rate * seconds)
-    connector = aiohttp.TCPConnector(limit=512)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(OPEN_LOOP_CONNECTIONS):
+        idle.put_nowait(await asyncio.open_connection(host, int(port)))
 
-        async def one(scheduled: float) -> None:
-            nonlocal errors
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": uuid.uuid4().hex,
-                       "Content-Type": "application/json"}
-            async with session.post(f"{url}/v1/payments", data=body, headers=headers) as resp:
-                await resp.read()
-                if resp.status == 201:
-                    latencies.append(time.perf_counter() - scheduled)
-                else:
-                    errors += 1
+    async def one(i: int, scheduled: float) -> None:
+        nonlocal errors
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        reader, writer = await idle.get()
+        writer.write(f"{head}Idempotency-Key: {run}-{i}\r\n\r\n".encode() + body)
+        status = await read_response(reader)
+        idle.put_nowait((reader, writer))
+        if status == 201:
+            latencies.append(time.perf_counter() - scheduled)
+        else:
+            errors += 1
 
-        start = time.perf_counter() + 0.2
-        await asyncio.gather(*(one(start + i / rate) for i in range(total)))
+    start = time.perf_counter() + 0.2
+    await asyncio.gather(*(one(i, start + i / rate) for i in range(int(rate * seconds))))
+    while not idle.empty():
+        idle.get_nowait()[1].close()
     return Result(f"rate={rate:.0f}/s", len(latencies), errors, seconds, latencies)
 
 
@@ -257,7 +281,7 @@ def measure(url: str, key: str, label: str, levels: list[int], seconds: float
         results[level] = closed_loop(url, key, level, seconds)
         print(results[level].line(), flush=True)
     best = max(results.values(), key=lambda r: r.throughput)
-    half = asyncio.run(open_loop(url, key, best.throughput / 2, seconds))
+    half = uvloop.run(open_loop(url, key, best.throughput / 2, seconds))
     print(half.line() + "   <- open loop at half the best rate", flush=True)
     return results, half
 
