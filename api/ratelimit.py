@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
@@ -65,14 +66,23 @@ class RateLimiter:
         second = int(time.time() if now is None else now)
         while not self._spend(bucket, second):
             claim = self._claims.get(bucket)
-            if claim is None:
+            if claim is None or claim.done():
+                # A finished claim whose allowance is spent is no use: awaiting it
+                # again would not even yield, and this loop would spin.
                 claim = asyncio.ensure_future(self._claim_chunk(bucket, second))
                 self._claims[bucket] = claim
-                claim.add_done_callback(lambda _done: self._claims.pop(bucket, None))
+                claim.add_done_callback(self._forget_claim(bucket))
             if await asyncio.shield(claim) == 0 and not self._spend(bucket, second):
                 # The window ends at the next second boundary.
                 return 1
         return None
+
+    def _forget_claim(self, bucket: str) -> Callable[[asyncio.Future[int]], None]:
+        def forget(done: asyncio.Future[int]) -> None:
+            # Only this claim: a newer one may have taken its place already.
+            if self._claims.get(bucket) is done:
+                del self._claims[bucket]
+        return forget
 
     def _spend(self, bucket: str, second: int) -> bool:
         claimed_for, left = self._allowance.get(bucket, (second, 0))

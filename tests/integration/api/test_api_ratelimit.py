@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 
 import redis.asyncio as aioredis
 
@@ -72,3 +73,42 @@ async def test_concurrent_requests_in_one_process_lose_no_allowance(settings: Se
         assert int(await client.get(f"rl:{bucket}:{SECOND}")) == claimed
     finally:
         await client.aclose()
+
+
+async def test_a_burst_over_a_small_limit_gets_exactly_the_limit(settings: Settings) -> None:
+    client = aioredis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        limiter = RateLimiter(client, 3)
+        bucket = f"test-{secrets.token_hex(6)}"
+        # Requests that arrive while a finished claim is still registered must
+        # claim anew (once, this spun forever instead).
+        results = await asyncio.gather(*(limiter.hit(bucket, now=SECOND) for _ in range(12)))
+        assert results.count(None) == 3 and results.count(1) == 9
+    finally:
+        await client.aclose()
+
+
+def test_a_finished_claim_still_registered_is_not_awaited_again(settings: Settings) -> None:
+    # The state a request can find between a claim finishing and its callbacks
+    # running: awaiting that claim again does not yield, so hit() must claim anew
+    # (it once spun forever here, freezing the API). Run in a thread so a spin
+    # fails the test instead of hanging it.
+    async def scenario() -> int | None:
+        client = aioredis.from_url(settings.redis_url, decode_responses=True)
+        try:
+            limiter = RateLimiter(client, 3)
+            bucket = f"test-{secrets.token_hex(6)}"
+            spent = asyncio.get_running_loop().create_future()
+            spent.set_result(1)
+            limiter._claims[bucket] = spent
+            return await limiter.hit(bucket, now=SECOND)
+        finally:
+            await client.aclose()
+
+    results: list[int | None] = []
+    thread = threading.Thread(target=lambda: results.append(asyncio.run(scenario())),
+                              daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "RateLimiter.hit spun on a finished claim"
+    assert results == [None]
