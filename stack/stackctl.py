@@ -125,6 +125,9 @@ class Config:
             "API_PORT": str(self.api_port),
             "FAUST_WEB_URL": f"http://{host}:{self.faust_web_port}",
             "FAUST_WEB_PORT": str(self.faust_web_port),
+            # The worker's RocksDB tables belong to this stack's Kafka: a second stack
+            # (another PAYSTREAM_STACK_DIR) sharing them would recover foreign offsets.
+            "FAUST_DATA_DIR": str(self.dir / "faust"),
             "PAYSTREAM_STACK_DIR": str(self.dir),
         }
 

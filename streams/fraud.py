@@ -1,7 +1,8 @@
 """Fraud: route new payments through customer and payment-method velocity, then decide.
 
-    payments CDC --fraud-route--> fraud-by-customer --fraud-customer--> fraud-by-method
-        --fraud-method--> fraud-verdicts (keyed like the payment; submit.py stores and acts)
+    payments CDC --fraud-route (a handler of changes.py)--> fraud-by-customer
+        --fraud-customer--> fraud-by-method --fraud-method--> fraud-verdicts
+        (keyed like the payment; submit.py stores and acts)
 
 Each velocity table is keyed by what its topic is keyed by, so with several
 workers every key's window lives on exactly one of them.
@@ -19,19 +20,9 @@ from paystream.domain import PaymentFacts, VelocitySnapshot, evaluate
 
 from . import metrics, store, topics
 from .app import app, runtime, settings
-from .handling import (
-    BATCH_MAX,
-    BATCH_WITHIN,
-    count,
-    guard_batch,
-    in_scope,
-    isolate,
-    out_of_scope,
-    retry_db,
-    with_db,
-)
-from .records import FraudCheck, PaymentRow, Verdict, decode_change, id_key
-from .tables import count_payment, customer_velocity, json_key, method_velocity, velocity
+from .handling import count, isolate, retry_db, with_db
+from .records import Change, FraudCheck, PaymentRow, Verdict, id_key
+from .tables import customer_velocity, json_key, method_velocity, observe
 
 ROUTE = "fraud-route"
 CUSTOMER = "fraud-customer"
@@ -69,38 +60,27 @@ def stored_verdict(row: dict[str, Any], *, partition: int,
                    source_ts_ms=source_ts_ms)
 
 
-@app.agent(topics.payments, name=ROUTE, concurrency=1)
-async def fraud_route(stream: StreamT) -> None:
-    """New pending payments into the velocity stages, unless already decided."""
-    async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN):
-        await guard_batch(ROUTE, events, _route)
-
-
-async def _route(events: Sequence[EventT]) -> None:
+async def route(changes: Sequence[tuple[EventT, Change]]) -> None:
+    """New pending payments into the velocity stages, unless already decided (changes.py)."""
     found: list[tuple[EventT, PaymentRow, int | None]] = []
-    for event in events:
+    for event, change in changes:
+        # Only a payment's arrival starts fraud; later updates are its consequences.
+        if change.op not in ("c", "r") or change.new_status != "pending":
+            continue
 
-        async def decode(event: EventT = event) -> None:
-            if out_of_scope(event.value):
-                return
-            change = decode_change(event.key, event.value)
-            # Only a payment's arrival starts fraud; later updates are its consequences.
-            if change is None or change.op not in ("c", "r") or change.new_status != "pending":
-                return
-            if not in_scope(change):
-                return
+        async def parse(event: EventT = event, change: Change = change) -> None:
             metrics.observe_source(ROUTE, change.source_ts_ms)
             found.append((event, PaymentRow.parse(change.row), change.source_ts_ms))
 
-        await isolate(event, ROUTE, decode)
+        await isolate(event, ROUTE, parse)
     if not found:
         return
     ids = [p.id for _, p, _ in found]
     rows = await with_db(lambda conn: store.load_payments(conn, ids), what=ROUTE)
     for event, payment, source_ts in found:
 
-        async def route(event: EventT = event, payment: PaymentRow = payment,
-                        source_ts: int | None = source_ts) -> None:
+        async def route_one(event: EventT = event, payment: PaymentRow = payment,
+                            source_ts: int | None = source_ts) -> None:
             row = rows.get(payment.id)
             # A replayed or late event for a payment that has moved on: nothing to decide.
             if row is None or row["status"] != "pending":
@@ -113,7 +93,7 @@ async def _route(events: Sequence[EventT]) -> None:
                 return
             await send_check(check_for(payment, partition=partition, source_ts_ms=source_ts))
 
-        await isolate(event, ROUTE, route)
+        await isolate(event, ROUTE, route_one)
 
 
 @app.agent(topics.fraud_by_customer, name=CUSTOMER, concurrency=1)
@@ -124,13 +104,9 @@ async def fraud_customer(stream: StreamT) -> None:
 
         async def handle(event: EventT = event) -> None:
             check = FraudCheck.loads(event.value)
-            count_, amounts = velocity(customer_velocity, check.customer, check.created_ms)
-            if not count_payment(customer_velocity, "customer", check.customer,
-                                 check.payment_id, check.created_ms, check.amount,
-                                 check.currency):
-                # A redelivery: the window already holds this payment, leave it out.
-                count_ -= 1
-                amounts[check.currency] = amounts.get(check.currency, 0) - check.amount
+            count_, amounts = observe(customer_velocity, "customer", check.customer,
+                                      check.payment_id, check.created_ms, check.amount,
+                                      check.currency)
             amount = amounts.get(check.currency, 0)
             forwarded = dataclasses.replace(check, customer_count=count_,
                                             customer_amount=amount)
@@ -148,11 +124,9 @@ async def fraud_method(stream: StreamT) -> None:
 
         async def handle(event: EventT = event) -> None:
             check = FraudCheck.loads(event.value)
-            count_, _ = velocity(method_velocity, check.payment_method, check.created_ms)
-            if not count_payment(method_velocity, "method", check.payment_method,
-                                 check.payment_id, check.created_ms, check.amount,
-                                 check.currency):
-                count_ -= 1
+            count_, _ = observe(method_velocity, "method", check.payment_method,
+                                check.payment_id, check.created_ms, check.amount,
+                                check.currency)
             customers, methods = await retry_db(runtime.blocklist, what=METHOD)
             snapshot = VelocitySnapshot(customer_count=check.customer_count,
                                         customer_amount=check.customer_amount,

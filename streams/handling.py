@@ -95,10 +95,12 @@ def count(agent: str, events: Iterable[EventT]) -> None:
 
 
 async def guard_batch(agent: str, events: Sequence[EventT],
-                      fn: Callable[[Sequence[EventT]], Awaitable[None]]) -> None:
+                      fn: Callable[[Sequence[EventT]], Awaitable[None]], *,
+                      count_events: bool = True) -> None:
     """Last line of defence for a batch: if fn escapes with an error, dead-letter every
     message of the batch (fn isolates messages itself, so this means a bug)."""
-    count(agent, events)
+    if count_events:
+        count(agent, events)
     try:
         await fn(events)
     except asyncio.CancelledError:

@@ -20,17 +20,8 @@ from paystream.domain import Journal, journal_for_payment, journal_for_refund
 from . import metrics, store, topics
 from .app import app, settings
 from .dlq import dead_letter
-from .handling import (
-    BATCH_MAX,
-    BATCH_WITHIN,
-    count,
-    guard_batch,
-    in_scope,
-    isolate,
-    out_of_scope,
-    with_db,
-)
-from .records import BalanceDelta, PaymentRow, RefundRow, decode_change
+from .handling import count, isolate, with_db
+from .records import BalanceDelta, Change, PaymentRow, RefundRow
 from .tables import balance_applied, balances, json_key
 
 log = logging.getLogger(__name__)
@@ -38,12 +29,9 @@ AGENT = "ledger"
 BALANCES = "balances"
 
 
-def journal_for(topic: str, key: bytes | None, value: bytes | None) -> Journal | None:
+def journal_for(topic: str, change: Change | None) -> Journal | None:
     """The journal a change event posts, if it moves a payment or refund into succeeded."""
-    if out_of_scope(value):
-        return None
-    change = decode_change(key, value)
-    if change is None or not change.entered("succeeded") or not in_scope(change):
+    if change is None or not change.entered("succeeded"):
         return None
     if topic == settings.payments_topic:
         p = PaymentRow.parse(change.row)
@@ -52,22 +40,19 @@ def journal_for(topic: str, key: bytes | None, value: bytes | None) -> Journal |
     return journal_for_refund(r.id, r.payment_id, r.merchant_id, r.amount, r.currency)
 
 
-@app.agent(topics.changes, name=AGENT, concurrency=1)
-async def ledger(stream: StreamT) -> None:
-    async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN):
-        await guard_batch(AGENT, events, _post)
-
-
-async def _post(events: Sequence[EventT]) -> None:
+async def post(changes: Sequence[tuple[EventT, Change]]) -> None:
+    """Post the journals of a batch of changes in one transaction (a handler of changes.py)."""
     found: list[tuple[EventT, Journal]] = []
-    for event in events:
+    for event, change in changes:
+        if not change.entered("succeeded"):
+            continue  # most changes: skipped before any parsing or I/O
 
-        async def decode(event: EventT = event) -> None:
-            journal = journal_for(event.message.topic, event.key, event.value)
+        async def parse(event: EventT = event, change: Change = change) -> None:
+            journal = journal_for(event.message.topic, change)
             if journal is not None:
                 found.append((event, journal))
 
-        await isolate(event, AGENT, decode)
+        await isolate(event, AGENT, parse)
     if not found:
         return
     try:

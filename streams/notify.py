@@ -14,28 +14,19 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from faust.types import EventT, StreamT
+from faust.types import EventT
 
 from paystream.domain import PaymentStatus, RefundStatus, sign
 from paystream.domain.ids import notification_event_id
 from paystream.domain.signing import SIGNATURE_HEADER
 
-from . import dlq, metrics, store, topics
-from .app import app, runtime, settings
-from .handling import (
-    BATCH_MAX,
-    BATCH_WITHIN,
-    guard_batch,
-    in_scope,
-    isolate,
-    out_of_scope,
-    with_db,
-)
-from .records import PaymentRow, RefundRow, decode_change
+from . import dlq, metrics, store
+from .app import runtime, settings
+from .handling import isolate, with_db
+from .records import Change, Notification, PaymentRow, RefundRow
 from .resilience import backoff_delay
 
 log = logging.getLogger(__name__)
@@ -50,23 +41,9 @@ _TERMINAL_PAYMENT = frozenset(s.value for s in PaymentStatus if s.is_terminal)
 _TERMINAL_REFUND = frozenset(s.value for s in RefundStatus if s.is_terminal)
 
 
-@dataclass(frozen=True, slots=True)
-class Notification:
-    event_id: str
-    merchant_id: str
-    event_type: str
-    object_id: str
-    payload: str
-
-
-def notification_for(topic: str, key: bytes | None, value: bytes | None) -> Notification | None:
+def notification_for(topic: str, change: Change | None) -> Notification | None:
     """The merchant event a change causes: one per terminal status an object enters."""
-    if out_of_scope(value):
-        return None
-    change = decode_change(key, value)
     if change is None or change.op == "d" or change.new_status is None:
-        return None
-    if not in_scope(change):
         return None
     status = change.new_status
     if not change.entered(status):
@@ -95,36 +72,20 @@ def notification_for(topic: str, key: bytes | None, value: bytes | None) -> Noti
                         json.dumps(body, separators=(",", ":"), sort_keys=True))
 
 
-@app.agent(topics.changes, name=AGENT, concurrency=1)
-async def notify(stream: StreamT) -> None:
-    async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN):
-        await guard_batch(AGENT, events, _enqueue)
+async def enqueue(changes: Sequence[tuple[EventT, Change]]) -> None:
+    """Put a batch's merchant events in the outbox, one round trip (a handler of changes.py)."""
+    found: list[Notification] = []
+    for event, change in changes:
 
-
-async def _enqueue(events: Sequence[EventT]) -> None:
-    found: list[tuple[EventT, Notification]] = []
-    for event in events:
-
-        async def decode(event: EventT = event) -> None:
-            note = notification_for(event.message.topic, event.key, event.value)
+        async def build(event: EventT = event, change: Change = change) -> None:
+            note = notification_for(event.message.topic, change)
             if note is not None:
-                found.append((event, note))
+                found.append(note)
 
-        await isolate(event, AGENT, decode)
+        await isolate(event, AGENT, build)
     if not found:
         return
-
-    async def insert(conn: Any) -> list[str]:
-        new = []
-        for _, n in found:
-            if await store.enqueue_notification(
-                conn, event_id=n.event_id, merchant_id=n.merchant_id,
-                event_type=n.event_type, object_id=n.object_id, payload=n.payload,
-            ):
-                new.append(n.event_id)
-        return new
-
-    new = await with_db(insert, what=AGENT)
+    new = await with_db(lambda conn: store.enqueue_notifications(conn, found), what=AGENT)
     if new:
         deliverer.start(new)
 

@@ -26,7 +26,7 @@ from .refunds import record_refund, submit_refund
 from .resilience import backoff_delay
 from .stripe_gateway import StripeObject
 from .submit import block, record_payment_intent, submit_payment
-from .tables import pending
+from .tables import lookup, pending
 
 log = logging.getLogger(__name__)
 AGENT = "pending"
@@ -84,7 +84,7 @@ async def apply_event(event: EventT) -> None:
     topic = event.message.topic
     if topic == topics.pending_commands.get_topic_name():
         command = PendingCommand.loads(event.value)
-        entry = pending.get(command.id)
+        entry = lookup(pending, command.id)
         if entry is not None:
             pending[command.id] = {**entry, "attempts": command.attempts,
                                    "next_poll_at": command.next_poll_at,
@@ -100,13 +100,13 @@ async def apply_event(event: EventT) -> None:
     metrics.observe_source(AGENT, change.source_ts_ms)
     object_id = change.key_id
     status = None if change.op == "d" else change.new_status
+    entry = lookup(pending, object_id)
     if is_terminal(kind, status):
-        if pending.get(object_id) is not None:
+        if entry is not None:
             del pending[object_id]
         return
     row = change.row
     stripe_id = row.get("stripe_payment_intent_id" if kind == "payment" else "stripe_refund_id")
-    entry = pending.get(object_id)
     if entry is None:
         pending[object_id] = new_entry(kind, object_id, str(status), event.message.partition,
                                        stripe_id, time.time())

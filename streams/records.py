@@ -276,6 +276,17 @@ def _created(row: Mapping[str, Any]) -> datetime:
     return _timestamp(row, "created_at")
 
 
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A merchant event for the outbox, built once from the change that caused it."""
+
+    event_id: str
+    merchant_id: str
+    event_type: str
+    object_id: str
+    payload: str
+
+
 # --- messages between our own agents (JSON on internal topics) -------------------
 
 M = TypeVar("M", bound="Message")

@@ -19,6 +19,8 @@ from paystream.domain import (
     guarded_update_sql,
 )
 
+from .records import Notification
+
 Row = dict[str, Any]
 
 
@@ -57,6 +59,26 @@ async def transition_payment(
         guarded_update_sql("payments", target, list(columns)),
         {"id": payment_id, **guard_params(target), **columns},
     )
+
+
+async def transition_payments(
+    conn: AsyncConnection[Any], target: PaymentStatus, updates: Sequence[Mapping[str, Any]]
+) -> list[Row]:
+    """transition_payment for many rows in one round trip (a pipeline); the rows that moved.
+
+    Each update is ``{"id": ..., <column>: value, ...}``, with the same columns in all.
+    """
+    if not updates:
+        return []
+    columns = [c for c in updates[0] if c != "id"]
+    moved: list[Row] = []
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.executemany(guarded_update_sql("payments", target, columns),
+                              [{**guard_params(target), **u} for u in updates],
+                              returning=True)
+        async for _ in cur.results():
+            moved += await cur.fetchall()
+    return moved
 
 
 async def bind_payment_intent(conn: AsyncConnection[Any], payment_id: str, pi_id: str) -> None:
@@ -230,26 +252,23 @@ async def post_journals(conn: AsyncConnection[Any], journals: Iterable[Journal])
 # --- merchant notifications -----------------------------------------------------------
 
 
-async def enqueue_notification(
-    conn: AsyncConnection[Any],
-    *,
-    event_id: str,
-    merchant_id: str,
-    event_type: str,
-    object_id: str,
-    payload: str,
-) -> bool:
-    """Add an event to the outbox if the merchant has a webhook URL; False if already there."""
-    row = await _one(
+async def enqueue_notifications(conn: AsyncConnection[Any],
+                                notes: Sequence[Notification]) -> list[str]:
+    """Add events to the outbox for merchants with a webhook URL; the ids not already there."""
+    rows = await _all(
         conn,
         "INSERT INTO merchant_notifications "
         "(event_id, merchant_id, event_type, object_id, payload) "
-        "SELECT %s, m.id, %s, %s, %s FROM merchants m "
-        "WHERE m.id = %s AND coalesce(m.webhook_url, '') <> '' "
+        "SELECT n.event_id, m.id, n.event_type, n.object_id, n.payload "
+        "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+        "  AS n(event_id, merchant_id, event_type, object_id, payload) "
+        "JOIN merchants m ON m.id = n.merchant_id AND coalesce(m.webhook_url, '') <> '' "
         "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-        (event_id, event_type, object_id, payload, merchant_id),
+        ([n.event_id for n in notes], [n.merchant_id for n in notes],
+         [n.event_type for n in notes], [n.object_id for n in notes],
+         [n.payload for n in notes]),
     )
-    return row is not None
+    return [r["event_id"] for r in rows]
 
 
 async def claim_notifications(

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import psycopg
 from faust.types import EventT, StreamT
 
 from paystream.domain import FraudDecision, PaymentStatus, map_stripe_payment_intent_status
@@ -68,6 +69,7 @@ async def _apply_verdicts(events: Sequence[EventT]) -> None:
 
     stored, rows = await with_db(load, what=AGENT)
     work: list[tuple[EventT, Callable[[], Awaitable[Any]]]] = []
+    blocked: list[tuple[EventT, str, Sequence[str]]] = []
     for event, verdict in verdicts:
         decision = stored.get(verdict.payment_id)
         row = rows.get(verdict.payment_id)
@@ -77,22 +79,32 @@ async def _apply_verdicts(events: Sequence[EventT]) -> None:
         if decision["approved"]:
             work.append((event, lambda pid=verdict.payment_id: submit_payment(pid, AGENT)))
         else:
-            work.append((event, lambda pid=verdict.payment_id,
-                         rules=decision["rules_hit"]: block(pid, rules)))
+            blocked.append((event, verdict.payment_id, decision["rules_hit"]))
+    if blocked:
+        try:
+            await block_payments([(pid, rules) for _, pid, rules in blocked])
+        except psycopg.Error:
+            # One bad row fails the whole pipeline: block one by one, so that only
+            # the message that fails is dead-lettered.
+            work += [(event, lambda pid=pid, rules=rules: block(pid, rules))
+                     for event, pid, rules in blocked]
     await each_concurrently(work, AGENT)
 
 
 async def block(payment_id: str, rules_hit: Sequence[str]) -> None:
     """pending -> blocked; the payment never reaches Stripe."""
-    row = await with_db(
-        lambda conn: store.transition_payment(
-            conn, payment_id, PaymentStatus.BLOCKED, failure_code=FRAUD_BLOCKED,
-            failure_message="Blocked by fraud rules: " + ", ".join(rules_hit),
-        ),
-        what=AGENT,
-    )
-    if row is not None:
-        metrics.TRANSITIONS.labels("payment", "blocked", AGENT).inc()
+    await block_payments([(payment_id, rules_hit)])
+
+
+async def block_payments(blocked: Sequence[tuple[str, Sequence[str]]]) -> None:
+    """block() for many payments in one round trip."""
+    updates = [{"id": payment_id, "failure_code": FRAUD_BLOCKED,
+                "failure_message": "Blocked by fraud rules: " + ", ".join(rules_hit)}
+               for payment_id, rules_hit in blocked]
+    moved = await with_db(
+        lambda conn: store.transition_payments(conn, PaymentStatus.BLOCKED, updates),
+        what=AGENT)
+    metrics.TRANSITIONS.labels("payment", "blocked", AGENT).inc(len(moved))
 
 
 async def submit_payment(payment_id: str, source: str) -> None:

@@ -524,6 +524,27 @@ async def stripe(settings: Settings, method: str, path: str,
         return body
 
 
+async def point_stripe_webhooks(settings: Settings, url: str) -> None:
+    """Re-register localstripe's webhook (`make up` named it "paystream") to url."""
+    form = {"url": url, "secret": settings.stripe_webhook_secrets[0]}
+    async with aiohttp.ClientSession() as http, http.post(
+        f"{settings.stripe_api_base}/_config/webhooks/paystream", data=form
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+@contextlib.asynccontextmanager
+async def stripe_webhooks_off(settings: Settings) -> AsyncIterator[None]:
+    """Stripe tells the API nothing meanwhile (events go to a closed port)."""
+    # A port just freed: nothing listens there.
+    await point_stripe_webhooks(settings, f"http://127.0.0.1:{free_port()}/nowhere")
+    try:
+        yield
+    finally:
+        await point_stripe_webhooks(
+            settings, f"http://127.0.0.1:{settings.api_port}/v1/webhooks/stripe")
+
+
 async def three_d_secure_method(settings: Settings) -> str:
     pm = await stripe(settings, "POST", "/v1/payment_methods", {
         "type": "card", "card[number]": THREE_D_SECURE_CARD, "card[exp_month]": "12",

@@ -18,6 +18,7 @@ from streams_harness import (  # noqa: F401 - fixtures
     pipeline_fixture,
     read_topic,
     receiver_fixture,
+    stripe_webhooks_off,
     three_d_secure_method,
 )
 
@@ -40,9 +41,9 @@ async def test_poller_alone_resolves_a_payment_stripe_never_told_us_about(
 
     entry = await eventually(tracked, timeout=30, what="pending entry")
     assert entry["kind"] == "payment" and entry["stripe_id"] == pi_id
-    await authenticate(settings, pi_id)
-
-    row = await eventually(lambda: db.terminal(payment_id), timeout=60, what="terminal")
+    async with stripe_webhooks_off(settings):
+        await authenticate(settings, pi_id)
+        row = await eventually(lambda: db.terminal(payment_id), timeout=60, what="terminal")
     assert row["status"] == "succeeded"
     # The worker asked Stripe about it (through the proxy): that is the poller.
     assert ("GET", f"/v1/payment_intents/{pi_id}") in {c[:2] for c in pipeline.stripe.calls}

@@ -15,8 +15,8 @@ from streams.records import BalanceDelta, PendingCommand, id_key
 from streams.tables import (
     balance_applied,
     balances,
-    count_payment,
     customer_velocity,
+    observe,
     pending,
     velocity,
 )
@@ -49,15 +49,19 @@ async def run(fn: Any) -> Any:
 async def test_velocity_counts_a_redelivered_payment_once() -> None:
     now_ms = int(time.time() * 1000)
 
-    async def add(_: EventT) -> tuple[bool, bool, tuple[int, dict[str, int]]]:
-        first = count_payment(customer_velocity, "customer", "c_v", "pay_a", now_ms, 300, "usd")
-        again = count_payment(customer_velocity, "customer", "c_v", "pay_a", now_ms, 300, "usd")
-        count_payment(customer_velocity, "customer", "c_v", "pay_b", now_ms - 1000, 200, "eur")
-        return first, again, velocity(customer_velocity, "c_v", now_ms)
+    async def add(_: EventT) -> list[tuple[int, dict[str, int]]]:
+        return [
+            observe(customer_velocity, "customer", "c_v", "pay_a", now_ms, 300, "usd"),
+            observe(customer_velocity, "customer", "c_v", "pay_a", now_ms, 300, "usd"),
+            observe(customer_velocity, "customer", "c_v", "pay_b", now_ms, 200, "eur"),
+            velocity(customer_velocity, "c_v", now_ms),
+        ]
 
-    first, again, (count, amounts) = await run(add)
-    assert (first, again) == (True, False)
-    assert count == 2 and amounts == {"usd": 300, "eur": 200}
+    first, again, other, window = await run(add)
+    # What the window holds besides the payment observed: never the payment itself.
+    assert first == (0, {}) and again == (0, {"usd": 0})
+    assert other == (1, {"usd": 300})
+    assert window == (2, {"usd": 300, "eur": 200})
 
 
 async def test_velocity_forgets_payments_older_than_the_window() -> None:
@@ -65,9 +69,9 @@ async def test_velocity_forgets_payments_older_than_the_window() -> None:
     window_ms = settings.fraud.velocity_window_seconds * 1000
 
     async def add(_: EventT) -> tuple[int, dict[str, int]]:
-        count_payment(customer_velocity, "customer", "c_old", "pay_old",
-                      now_ms - 2 * window_ms, 100, "usd")
-        count_payment(customer_velocity, "customer", "c_old", "pay_new", now_ms, 100, "usd")
+        observe(customer_velocity, "customer", "c_old", "pay_old",
+                now_ms - 2 * window_ms, 100, "usd")
+        observe(customer_velocity, "customer", "c_old", "pay_new", now_ms, 100, "usd")
         return velocity(customer_velocity, "c_old", now_ms)
 
     assert await run(add) == (1, {"usd": 100})

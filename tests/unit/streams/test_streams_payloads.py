@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 
 from paystream.domain.ids import notification_event_id
+from streams import ledger, notify
 from streams.app import settings
-from streams.ledger import journal_for
-from streams.notify import notification_for
-from streams.records import id_key
+from streams.records import decode_change, id_key
 
 PAYMENTS = settings.payments_topic
 REFUNDS = settings.refunds_topic
@@ -34,6 +33,14 @@ def refund(status: str) -> dict[str, Any]:
 def event(op: str, before: dict | None, after: dict | None) -> bytes:
     return json.dumps({"op": op, "before": before, "after": after,
                        "source": {"ts_ms": 1795446000123}}).encode()
+
+
+def journal_for(topic: str, key: bytes, raw: bytes | None) -> Any:
+    return ledger.journal_for(topic, decode_change(key, raw))
+
+
+def notification_for(topic: str, key: bytes, raw: bytes | None) -> Any:
+    return notify.notification_for(topic, decode_change(key, raw))
 
 
 def test_a_payment_entering_succeeded_posts_its_journal() -> None:
