@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -106,6 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", default=f"1,{os.cpu_count() or 1}",
                         help="API process counts to start and measure in turn "
                         "(default: 1 and the number of cores)")
+    parser.add_argument("--connect-url", default=os.environ.get("CONNECT_URL"),
+                        help="Kafka Connect, whose Debezium connector is paused while "
+                        "measuring (default: CONNECT_URL; empty: leave it running)")
     parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench baseline")
     return parser.parse_args(argv)
 
@@ -286,6 +290,32 @@ def measure(url: str, key: str, label: str, levels: list[int], seconds: float
     return results, half
 
 
+CONNECTOR = "paystream-payments"
+
+
+def connect_request(connect_url: str, method: str, path: str) -> int:
+    request = urllib.request.Request(connect_url + path, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def pause_connector(connect_url: str | None) -> str | None:
+    """Pause the Debezium connector if it runs; its name, to resume it after."""
+    if not connect_url:
+        return None
+    try:
+        status = connect_request(connect_url, "PUT", f"/connectors/{CONNECTOR}/pause")
+    except OSError:
+        return None
+    if status != 202:
+        return None
+    print(f"(Debezium connector {CONNECTOR} paused while measuring; resumed after)")
+    return CONNECTOR
+
+
 def stack_worker_up() -> bool:
     status = subprocess.run([*STACKCTL, "status"], capture_output=True, text=True)
     return any(line.split()[:2] == ["worker", "up"] for line in status.stdout.splitlines())
@@ -322,15 +352,20 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("wrk is missing: run make install (it comes from Debian's wrk package)")
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
     key = create_merchant(args.database_url)
-    # The stack's stream worker would process every created payment on the same
-    # two cores while we measure: paused meanwhile (it catches up afterwards).
+    # The stack's stream worker and Debezium would process every created payment
+    # on the same two cores while we measure (Connect alone takes most of a core):
+    # both paused meanwhile. The changes wait in the replication slot, and both
+    # catch up afterwards; nothing is lost.
     paused = stack_worker_up()
     if paused:
         subprocess.run([*STACKCTL, "stop", "worker"], check=True, capture_output=True)
+    connector = pause_connector(args.connect_url)
     try:
         runs = measure_api(args, key, levels)
         base = {} if args.no_pgbench else run_pgbench(args, levels)
     finally:
+        if connector:
+            connect_request(args.connect_url, "PUT", f"/connectors/{connector}/resume")
         if paused:
             subprocess.run([*STACKCTL, "start", "worker"], check=True, capture_output=True)
     if not base:
