@@ -98,6 +98,16 @@ class BenchWorker:
                 await asyncio.sleep(0.5)
         raise SystemExit("worker not ready in 180 s")
 
+    def cpu_seconds(self) -> float | None:
+        """The worker process's user + system CPU so far (Linux /proc), None elsewhere."""
+        if self.proc is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     async def stats(self) -> dict[str, Any]:
         async with aiohttp.ClientSession() as http, http.get(
             f"http://127.0.0.1:{self.port}/stats/"
@@ -211,12 +221,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             if args.burst:
                 before = events_total(await worker.stats()) if worker else 0.0
+                cpu_before = worker.cpu_seconds() if worker else None
                 started = time.monotonic()
                 # Over the amount limit: blocked by fraud, never sent to Stripe.
                 blocked = await insert_at_rate(conn, merchant, args.burst, 0, 50_000_000)
                 await wait_terminal(conn, blocked, args.timeout)
                 took = time.monotonic() - started
                 after = events_total(await worker.stats()) if worker else 0.0
+                cpu_after = worker.cpu_seconds() if worker else None
+                if cpu_before is not None and cpu_after is not None:
+                    result["burst_worker_cpu_ms_per_payment"] = round(
+                        1000 * (cpu_after - cpu_before) / args.burst, 2)
                 result.update({
                     "burst": args.burst,
                     "burst_payments_per_s": round(args.burst / took, 1),

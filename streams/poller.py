@@ -20,8 +20,9 @@ from paystream.domain import PaymentStatus, RefundStatus
 from . import metrics, store, topics
 from .app import app, runtime, settings
 from .errors import StripeRejected, StripeUnavailable
+from .fraud import check_for, send_check
 from .handling import count, in_scope, isolate, out_of_scope, with_db
-from .records import PendingCommand, decode_change, id_key
+from .records import PaymentRow, PendingCommand, decode_change, id_key
 from .refunds import record_refund, submit_refund
 from .resilience import backoff_delay
 from .stripe_gateway import StripeObject
@@ -38,7 +39,14 @@ MAX_BACKOFF_INTERVALS = 32
 # Outcomes that did not involve Stripe: the entry is only snoozed in memory
 # (no command, no attempt), so a backlog upstream cannot turn the poller into
 # a source of load. A restart forgets snoozes and looks at each entry once.
-_QUIET = frozenset({"missing", "already_terminal", "awaiting_fraud", "blocked"})
+_QUIET = frozenset({"missing", "already_terminal", "awaiting_fraud", "fraud_restarted",
+                    "blocked"})
+# The fraud stages decide within a second; a payment still undecided this long
+# after its commit lost its check between stages (seen once after a kill -9: a
+# verdict produced by the dying worker never reached the submitter), so the
+# poller sends the check again. Repeats are harmless: the velocity windows count
+# a payment once and the first stored decision wins.
+FRAUD_STALL_SECONDS = 30.0
 _snoozed: dict[str, tuple[float, int]] = {}
 
 
@@ -170,7 +178,7 @@ async def poll_one(entry: dict[str, Any], row: dict[str, Any] | None) -> Pending
     error: str | None = None
     try:
         if entry["kind"] == "payment":
-            outcome = await _poll_payment(row)
+            outcome = await _poll_payment(row, int(entry["partition"]))
         else:
             outcome = await _poll_refund(row)
     except StripeUnavailable as err:
@@ -192,7 +200,7 @@ async def poll_one(entry: dict[str, Any], row: dict[str, Any] | None) -> Pending
                           last_error=error[:300] if error else None)
 
 
-async def _poll_payment(row: dict[str, Any] | None) -> str:
+async def _poll_payment(row: dict[str, Any] | None, partition: int) -> str:
     if row is None:
         return "missing"
     status = PaymentStatus(row["status"])
@@ -201,9 +209,14 @@ async def _poll_payment(row: dict[str, Any] | None) -> str:
     payment_id = row["id"]
     if status is PaymentStatus.PENDING and not row["stripe_payment_intent_id"]:
         if row["approved"] is None:
-            # Still in the fraud stages (which lose nothing: a failure there is
-            # dead-lettered and replayed with `paystream dlq replay`).
-            return "awaiting_fraud"
+            # Still in the fraud stages (a failure there is dead-lettered and
+            # replayed with `paystream dlq replay`), or its check was lost.
+            if time.time() - row["created_at"].timestamp() < FRAUD_STALL_SECONDS:
+                return "awaiting_fraud"
+            payment = PaymentRow.parse(row)
+            await send_check(check_for(payment, partition=partition, source_ts_ms=None))
+            log.warning("payment %s still undecided by fraud; check sent again", payment_id)
+            return "fraud_restarted"
         if row["approved"] is False:
             await block(payment_id, row["rules_hit"] or [])
             return "blocked"

@@ -53,21 +53,29 @@ pending = app.tables.add(_IdKeyedTable(
 ))
 
 # Velocity per customer and per payment method: a sliding window of
-# VELOCITY_BUCKETS tumbling buckets ({"n": count, "amt": {currency: minor units}}),
-# so a hot key (every payment with pm_card_visa) costs a few small reads per
-# payment, not a list of every payment in the window. The window slides by one
-# bucket (5 s for the default 60 s window). Keys arrive on topics keyed by their
-# JSON form, the bytes table_route hashes.
+# VELOCITY_BUCKETS buckets ({"n": count, "amt": {currency: minor units}}), so a hot
+# key (every payment with pm_card_visa) costs a few small values per payment, not a
+# list of every payment in the window. The window slides by one bucket (5 s for the
+# default 60 s window).
+# The buckets of a key are stored together, one table value per key and
+# window-length period ({bucket start ms: bucket}, tumbling by the window): a
+# window spans at most its own period and the one before, so a stage reads 2
+# values and writes 1 per payment, where one value per bucket cost 13 reads.
+# Payment ids stay out of these values (a hot key's would grow with its traffic),
+# hence the separate velocity-seen marker below. Periods expire with the table's
+# window, so keys that go quiet do not stay forever. Keys arrive on topics keyed
+# by their JSON form, the bytes table_route hashes.
 VELOCITY_BUCKETS = 12
-_BUCKET = max(1.0, _WINDOW / VELOCITY_BUCKETS)
+_WINDOW_MS = _WINDOW * 1000
+VELOCITY_BUCKET_MS = max(1000, _WINDOW_MS // VELOCITY_BUCKETS)
 customer_velocity = app.Table(
     "velocity-customer", default=dict, partitions=_PARTITIONS, schema=_JSON,
-    help="Payments per customer per velocity bucket",
-).tumbling(_BUCKET, expires=_WINDOW + 2 * _BUCKET)
+    help="Payments per customer per velocity bucket, grouped by window-length period",
+).tumbling(_WINDOW, expires=2 * _WINDOW)
 method_velocity = app.Table(
     "velocity-method", default=dict, partitions=_PARTITIONS, schema=_JSON,
-    help="Payments per payment method per velocity bucket",
-).tumbling(_BUCKET, expires=_WINDOW + 2 * _BUCKET)
+    help="Payments per payment method per velocity bucket, grouped by window-length period",
+).tumbling(_WINDOW, expires=2 * _WINDOW)
 # Payments already counted, per (kind, key, payment): a redelivered payment
 # must not count twice. Same partition as the key it marks.
 velocity_seen = app.Table(
@@ -88,44 +96,43 @@ def json_key(value: str) -> bytes:
     return json.dumps(value).encode()
 
 
-def _bucket_ranges(table: Any, at: float) -> list[Any]:
-    """The buckets covering the window that ends at ``at`` (seconds), newest first."""
-    size = float(table.window.size)
-    ranges: list[Any] = []
-    t = at
-    while t > at - _WINDOW:
-        window_range = table.window.current(t)
-        if window_range not in ranges:
-            ranges.append(window_range)
-        t -= size
-    return ranges
-
-
 def lookup(table: Any, key: Any) -> Any:
     """key's value or None, in one store read.
 
     ``table[key]`` and ``table.get`` read twice (a membership test, then the
-    value), and velocity alone reads 26 keys per payment.
+    value), and velocity reads 6 keys per payment.
     """
     return table.data.get(key)
 
 
-def _totals(table: Any, key: str, ranges: list[Any]) -> tuple[int, dict[str, int], Any]:
-    """(payments, {currency: amount}, newest bucket) of key over these bucket ranges."""
+def _period(table: Any, key: str, start_ms: int) -> Any:
+    """The table key of key's period holding the bucket that starts at start_ms."""
+    return (key, table.window.current((start_ms - start_ms % _WINDOW_MS) / 1000))
+
+
+def _window(table: Any, key: str, at_ms: int) -> tuple[int, dict[str, int], Any, dict[str, Any]]:
+    """(payments, {currency: amount}) of key in the window ending with at_ms's bucket,
+    plus the key and value of the period holding that bucket (where a payment goes)."""
+    bucket = at_ms - at_ms % VELOCITY_BUCKET_MS
+    current_key = _period(table, key, bucket)
+    current = lookup(table, current_key) or {}
+    # The oldest bucket in the window may lie in the previous period, never further.
+    previous = lookup(table, _period(table, key, bucket - _WINDOW_MS)) or {}
     count = 0
     amounts: dict[str, int] = {}
-    buckets = [lookup(table, (key, window_range)) or {} for window_range in ranges]
-    for bucket in buckets:
-        count += int(bucket.get("n", 0))
-        for cur, amount in (bucket.get("amt") or {}).items():
-            amounts[cur] = amounts.get(cur, 0) + int(amount)
-    return count, amounts, buckets[0]
+    for period in (current, previous):
+        for start, counted in period.items():
+            # Buckets newer than at_ms's are left out, as they would be had it come in order.
+            if bucket - _WINDOW_MS < int(start) <= bucket:
+                count += int(counted.get("n", 0))
+                for cur, amount in (counted.get("amt") or {}).items():
+                    amounts[cur] = amounts.get(cur, 0) + int(amount)
+    return count, amounts, current_key, current
 
 
 def velocity(windowed: Any, key: str, at_ms: int) -> tuple[int, dict[str, int]]:
     """(payments, {currency: amount}) for key in the window ending at at_ms."""
-    table = windowed.table
-    count, amounts, _ = _totals(table, key, _bucket_ranges(table, at_ms / 1000))
+    count, amounts, _, _ = _window(windowed.table, key, at_ms)
     return count, amounts
 
 
@@ -136,14 +143,16 @@ def observe(windowed: Any, kind: str, key: str, payment_id: str, at_ms: int,
     table = windowed.table
     seen = velocity_seen.table
     marker = (f"{kind}|{key}|{payment_id}", seen.window.current(at_ms / 1000))
-    ranges = _bucket_ranges(table, at_ms / 1000)
-    count, amounts, current = _totals(table, key, ranges)
+    count, amounts, period_key, period = _window(table, key, at_ms)
     if lookup(seen, marker):
         # A redelivery: the window holds this payment already; leave it out.
         amounts[currency] = amounts.get(currency, 0) - amount
         return count - 1, amounts
-    bucket_amounts = dict(current.get("amt") or {})
+    bucket = str(at_ms - at_ms % VELOCITY_BUCKET_MS)  # JSON object keys are strings
+    counted = period.get(bucket) or {}
+    bucket_amounts = dict(counted.get("amt") or {})
     bucket_amounts[currency] = int(bucket_amounts.get(currency, 0)) + amount
-    table[(key, ranges[0])] = {"n": int(current.get("n", 0)) + 1, "amt": bucket_amounts}
+    table[period_key] = {**period, bucket: {"n": int(counted.get("n", 0)) + 1,
+                                            "amt": bucket_amounts}}
     seen[marker] = True
     return count, amounts

@@ -13,6 +13,7 @@ from streams import ledger, poller
 from streams.app import app, settings
 from streams.records import BalanceDelta, PendingCommand, id_key
 from streams.tables import (
+    VELOCITY_BUCKET_MS,
     balance_applied,
     balances,
     customer_velocity,
@@ -77,6 +78,30 @@ async def test_velocity_forgets_payments_older_than_the_window() -> None:
     assert await run(add) == (1, {"usd": 100})
 
 
+async def test_velocity_window_spans_the_previous_period() -> None:
+    # A key's buckets are stored per window-length period; a payment early in a
+    # period must still see the rest of its window in the period before.
+    window_ms = settings.fraud.velocity_window_seconds * 1000
+    period_ms = int(time.time() * 1000) // window_ms * window_ms
+    oldest_bucket_ms = period_ms - window_ms + VELOCITY_BUCKET_MS
+
+    async def add(_: EventT) -> tuple[tuple[int, dict[str, int]], int]:
+        observe(customer_velocity, "customer", "c_span", "pay_out",
+                oldest_bucket_ms - 1, 1, "usd")
+        observe(customer_velocity, "customer", "c_span", "pay_in",
+                oldest_bucket_ms, 10, "usd")
+        observe(customer_velocity, "customer", "c_span", "pay_late",
+                period_ms - 1, 100, "usd")
+        seen = observe(customer_velocity, "customer", "c_span", "pay_now",
+                       period_ms, 1000, "usd")
+        stored = [k for k in customer_velocity.table.data.keys() if k[0] == "c_span"]
+        return seen, len(stored)
+
+    seen, stored = await run(add)
+    assert seen == (2, {"usd": 110})
+    assert stored == 2  # one value per period, however many buckets and payments
+
+
 async def test_balances_apply_each_journal_entry_once() -> None:
     delta = BalanceDelta(journal_id="jrn_payment_pay_x", account="merchant_available:m:usd",
                          amount=-1050, currency="usd")
@@ -124,3 +149,32 @@ async def test_pending_table_follows_the_change_stream_and_the_pollers_commands(
     gone = await run(on(settings.payments_topic, key,
                         change("u", "succeeded", before="requires_action")))
     assert gone is None
+
+
+def _undecided_row(age_seconds: float) -> dict[str, Any]:
+    from datetime import datetime, timedelta, timezone
+
+    return {"id": "pay_stalled", "merchant_id": "acct_x", "amount": 700, "currency": "usd",
+            "status": "pending", "customer": "cus_x", "payment_method": "pm_card_visa",
+            "metadata": {}, "amount_refunded": 0, "stripe_payment_intent_id": None,
+            "failure_code": None, "failure_message": None, "approved": None,
+            "created_at": datetime.now(timezone.utc) - timedelta(seconds=age_seconds)}
+
+
+async def test_poller_resends_the_fraud_check_of_a_payment_stuck_undecided(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[Any] = []
+
+    async def send_check(check: Any) -> None:
+        sent.append(check)
+
+    monkeypatch.setattr(poller, "send_check", send_check)
+    # Just committed: the fraud stages are at work; nothing is sent.
+    assert await poller._poll_payment(_undecided_row(1), 2) == "awaiting_fraud"
+    assert sent == []
+    # Undecided long after its commit: its check was lost, so it goes again.
+    assert await poller._poll_payment(
+        _undecided_row(poller.FRAUD_STALL_SECONDS + 5), 2) == "fraud_restarted"
+    assert [(c.payment_id, c.partition, c.amount, c.customer) for c in sent] == [
+        ("pay_stalled", 2, 700, "cus_x")]
