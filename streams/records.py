@@ -156,6 +156,17 @@ def decode_change(key: bytes | None, value: bytes | None) -> Change | None:
     )
 
 
+S = TypeVar("S", PaymentStatus, RefundStatus)
+
+
+def _status(row: Mapping[str, Any], kind: type[S], what: str) -> S:
+    try:
+        return kind(str(row.get("status")))
+    except ValueError:
+        raise DecodeError(f"unknown {what} status {row.get('status')!r}",
+                          field="status") from None
+
+
 @dataclass(frozen=True, slots=True)
 class PaymentRow:
     """The columns of a ``payments`` row that the agents use, validated."""
@@ -176,11 +187,7 @@ class PaymentRow:
 
     @classmethod
     def parse(cls, row: Mapping[str, Any]) -> PaymentRow:
-        try:
-            status = PaymentStatus(str(row.get("status")))
-        except ValueError:
-            raise DecodeError(f"unknown payment status {row.get('status')!r}",
-                              field="status") from None
+        status = _status(row, PaymentStatus, "payment")
         metadata = row.get("metadata") or {}
         # Debezium sends jsonb as a JSON string; psycopg already decodes it to a dict.
         if isinstance(metadata, str):
@@ -236,11 +243,7 @@ class RefundRow:
 
     @classmethod
     def parse(cls, row: Mapping[str, Any]) -> RefundRow:
-        try:
-            status = RefundStatus(str(row.get("status")))
-        except ValueError:
-            raise DecodeError(f"unknown refund status {row.get('status')!r}",
-                              field="status") from None
+        status = _status(row, RefundStatus, "refund")
         return cls(
             id=_str(row, "id") or "",
             payment_id=_str(row, "payment_id") or "",

@@ -17,7 +17,7 @@ from faust.types import EventT, StreamT
 from paystream.domain import RefundStatus, map_stripe_refund_status
 
 from . import metrics, store, topics
-from .app import app, runtime, settings
+from .app import app, runtime
 from .errors import StripeRejected, StripeUnavailable
 from .handling import (
     BATCH_WITHIN,
@@ -30,14 +30,11 @@ from .handling import (
 )
 from .records import RefundRow, decode_change
 from .stripe_gateway import StripeObject
+from .submit import lease_seconds
 
 log = logging.getLogger(__name__)
 AGENT = "refunds"
 BATCH = 64
-
-
-def lease_seconds() -> float:
-    return 2 * settings.stripe_timeout_seconds + 5
 
 
 @app.agent(topics.refunds, name=AGENT, concurrency=1)
