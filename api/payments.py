@@ -22,6 +22,7 @@ from paystream.domain.errors import InvalidTransition
 from paystream.domain.ids import new_id
 from paystream.domain.money import currency as parse_currency
 from paystream.domain.money import parse_amount
+from paystream.domain.objects import payment_object
 from paystream.domain.signing import request_fingerprint
 from paystream.domain.status import PaymentStatus, check_transition, guarded_update_sql
 
@@ -105,38 +106,6 @@ def parse_create(body: dict[str, Any]) -> PaymentParams:
         ),
         metadata=validation.metadata(body.get("metadata")),
     )
-
-
-def payment_object(row: dict[str, Any], *, as_created: bool = False) -> dict[str, Any]:
-    """The API's payment object for a row.
-
-    ``as_created`` renders the row as the create call first answered it (a
-    replay must repeat that answer even if the workers have moved it on since).
-    """
-    created = {
-        "status": PaymentStatus.PENDING.value,
-        "amount_refunded": 0,
-        "failure_code": None,
-        "failure_message": None,
-    }
-    obj = {
-        "id": row["id"],
-        "object": "payment",
-        "amount": row["amount"],
-        "currency": row["currency"],
-        "status": row["status"],
-        "customer": row["customer"],
-        "payment_method": row["payment_method"],
-        "description": row["description"],
-        "metadata": row["metadata"] or {},
-        "amount_refunded": row["amount_refunded"],
-        "failure_code": row["failure_code"],
-        "failure_message": row["failure_message"],
-        "created": row["created"],
-    }
-    if as_created:
-        obj.update(created)
-    return obj
 
 
 async def _insert(

@@ -17,6 +17,7 @@ from api.idempotency import Outcome, mismatch_error
 from api.writes import create_once
 from paystream.domain.ids import new_id
 from paystream.domain.money import parse_amount
+from paystream.domain.objects import refund_object
 from paystream.domain.refunds import check_refund
 from paystream.domain.signing import request_fingerprint
 from paystream.domain.status import PaymentStatus, RefundStatus
@@ -81,24 +82,6 @@ def parse_create(body: dict[str, Any]) -> RefundParams:
         raise NotFound(f"No such payment: '{raw[:64]}'", param="payment")
     amount = body.get("amount")
     return RefundParams(payment, None if amount is None else parse_amount(amount))
-
-
-def refund_object(row: dict[str, Any], *, as_created: bool = False) -> dict[str, Any]:
-    """The API's refund object; ``as_created`` as the create call first answered it."""
-    obj = {
-        "id": row["id"],
-        "object": "refund",
-        "amount": row["amount"],
-        "currency": row["currency"],
-        "payment": row["payment_id"],
-        "status": row["status"],
-        "failure_code": row["failure_code"],
-        "failure_message": row["failure_message"],
-        "created": row["created"],
-    }
-    if as_created:
-        obj.update(status=RefundStatus.PENDING.value, failure_code=None, failure_message=None)
-    return obj
 
 
 async def _insert(

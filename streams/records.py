@@ -8,7 +8,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from paystream.domain import PaymentStatus, RefundStatus, ValidationError, currency
+from paystream.domain import (
+    PaymentStatus,
+    RefundStatus,
+    ValidationError,
+    currency,
+    payment_object,
+    refund_object,
+)
 
 from .errors import DecodeError
 
@@ -178,6 +185,7 @@ class PaymentRow:
     status: PaymentStatus
     customer: str
     payment_method: str
+    description: str | None
     metadata: dict[str, Any]
     amount_refunded: int
     stripe_payment_intent_id: str | None
@@ -200,6 +208,7 @@ class PaymentRow:
             status=status,
             customer=_str(row, "customer") or "",
             payment_method=_str(row, "payment_method") or "",
+            description=row.get("description"),
             metadata=_object(metadata, "metadata"),
             amount_refunded=_int(row, "amount_refunded") if "amount_refunded" in row else 0,
             stripe_payment_intent_id=_str(row, "stripe_payment_intent_id", optional=True),
@@ -209,21 +218,9 @@ class PaymentRow:
         )
 
     def public(self) -> dict[str, Any]:
-        """The payment as merchants see it in webhook payloads."""
-        return {
-            "id": self.id,
-            "object": "payment",
-            "amount": self.amount,
-            "currency": self.currency,
-            "status": self.status.value,
-            "customer": self.customer,
-            "payment_method": self.payment_method,
-            "metadata": self.metadata,
-            "amount_refunded": self.amount_refunded,
-            "failure_code": self.failure_code,
-            "failure_message": self.failure_message,
-            "created": int(self.created_at.timestamp()),
-        }
+        """The payment as merchants see it in webhook payloads: the API's payment object."""
+        return payment_object({**asdict(self), "status": self.status.value,
+                               "created": int(self.created_at.timestamp())})
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,18 +255,9 @@ class RefundRow:
         )
 
     def public(self) -> dict[str, Any]:
-        """The refund as merchants see it in webhook payloads."""
-        return {
-            "id": self.id,
-            "object": "refund",
-            "payment": self.payment_id,
-            "amount": self.amount,
-            "currency": self.currency,
-            "status": self.status.value,
-            "failure_code": self.failure_code,
-            "failure_message": self.failure_message,
-            "created": int(self.created_at.timestamp()),
-        }
+        """The refund as merchants see it in webhook payloads: the API's refund object."""
+        return refund_object({**asdict(self), "status": self.status.value,
+                              "created": int(self.created_at.timestamp())})
 
 
 def _created(row: Mapping[str, Any]) -> datetime:

@@ -15,6 +15,7 @@ from .ledger import (
     stripe_clearing_account,
 )
 from .money import CURRENCIES, MAX_AMOUNT, Currency, Money, currency, format_minor, parse_amount
+from .objects import payment_object, refund_object
 from .refunds import check_refund, refundable_amount
 from .signing import request_fingerprint, sign, verify
 from .status import (
@@ -67,7 +68,9 @@ __all__ = [
     "merchant_available_account",
     "new_id",
     "parse_amount",
+    "payment_object",
     "predecessors_for",
+    "refund_object",
     "refundable_amount",
     "request_fingerprint",
     "sign",

@@ -79,6 +79,8 @@ async def test_succeeded_payment_posts_one_balanced_journal_and_a_signed_webhook
     assert event["id"] == notification_event_id(payment_id, "succeeded")
     assert event["data"]["object"]["id"] == payment_id
     assert event["data"]["object"]["amount"] == 1050
+    # The same object GET /v1/payments/{id} answers, description included.
+    assert event["data"]["object"]["description"] == "e2e"
     outbox = await db.one("SELECT * FROM merchant_notifications WHERE event_id = %s",
                           event["id"])
     assert outbox["status"] == "delivered" and outbox["attempts"] == 1

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from paystream.domain.ids import notification_event_id
+from paystream.domain.objects import payment_object
 from streams import ledger, notify
 from streams.app import settings
 from streams.records import decode_change, id_key
@@ -84,6 +85,15 @@ def test_terminal_transitions_become_deterministic_signed_events() -> None:
     assert first.event_type == "payment.succeeded" and first.merchant_id == "acct_1"
     body = json.loads(first.payload)
     assert body["created"] == 1795446000 and body["data"]["object"]["id"] == "pay_1"
+
+
+def test_the_event_carries_the_object_the_api_answers() -> None:
+    after = payment("succeeded", description="Order 1001")
+    note = notification_for(PAYMENTS, id_key("pay_1"), event("u", payment("processing"), after))
+    assert note is not None
+    obj = json.loads(note.payload)["data"]["object"]
+    assert obj == payment_object({**after, "metadata": {}, "created": 1795445971})
+    assert obj["description"] == "Order 1001"
 
 
 def test_refund_events_and_non_events() -> None:

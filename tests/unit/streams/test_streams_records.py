@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from paystream.domain import PaymentStatus
+from paystream.domain import PaymentStatus, payment_object, refund_object
 from streams.errors import DecodeError
 from streams.records import (
     Change,
@@ -31,6 +31,11 @@ def row(**overrides: Any) -> dict[str, Any]:
     }
     base.update(overrides)
     return base
+
+
+REFUND = {"id": "re_1", "payment_id": "pay_1", "merchant_id": "acct_1", "amount": 500,
+          "currency": "usd", "status": "succeeded", "stripe_refund_id": "re_s",
+          "created_at": "2026-01-01T00:00:00Z"}
 
 
 def envelope(op: str, before: dict | None, after: dict | None, **source: Any) -> bytes:
@@ -109,7 +114,18 @@ def test_payment_row_parses_debezium_strings() -> None:
     assert payment.status is PaymentStatus.PENDING
     assert payment.metadata == {"order": "o-1"}
     assert payment.created_at == datetime(2026, 11, 23, 14, 59, 31, 829509, tzinfo=UTC)
-    assert payment.public()["amount"] == 1050
+    assert payment.description is None
+
+
+def test_public_objects_are_the_api_objects() -> None:
+    payment = PaymentRow.parse(row(description="Order 1001", status="succeeded"))
+    assert payment.public() == payment_object({
+        **row(description="Order 1001", status="succeeded", metadata={"order": "o-1"}),
+        "created": 1795445971,
+    })
+    refund = RefundRow.parse(REFUND)
+    assert refund.public() == refund_object(
+        {**REFUND, "failure_code": None, "failure_message": None, "created": 1767225600})
 
 
 @pytest.mark.parametrize(
@@ -131,9 +147,7 @@ def test_payment_row_refuses_corrupt_columns(overrides: dict[str, Any], field: s
 
 
 def test_refund_row_parses() -> None:
-    refund = RefundRow.parse({"id": "re_1", "payment_id": "pay_1", "merchant_id": "acct_1",
-                              "amount": 500, "currency": "usd", "status": "succeeded",
-                              "stripe_refund_id": "re_s", "created_at": "2026-01-01T00:00:00Z"})
+    refund = RefundRow.parse(REFUND)
     assert refund.public()["payment"] == "pay_1"
 
 
