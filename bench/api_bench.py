@@ -8,9 +8,10 @@ INSERT, LSN, cached answer) back to back for a fixed time. The load comes from
 wrk (C, like pgbench, so the client's own CPU does not eat the 2 cores the
 server needs; bench/create_payment.lua numbers the keys). Then one open-loop
 run at half the best throughput measures latency at a steady, unsaturated
-load. In the same run pgbench inserts single rows into a scratch table (created
-and dropped here) on the same primary, through the same DATABASE_URL the API
-uses, at the same client counts, and the ratio is printed. Without --api-url
+load. In the same run pgbench inserts single rows on the same primary, through
+the same DATABASE_URL the API uses, at the same client counts, into two scratch
+tables (created and dropped here): a narrow row, and a copy of `payments` with
+the API's own INSERT; the ratio to each is printed. Without --api-url
 the API is started as a subprocess (`paystream api --workers N` on a free port,
 rate limit lifted) once per --workers value and stopped after its levels.
 
@@ -38,6 +39,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import cpu
 import psycopg
 import uvloop
 
@@ -135,14 +137,28 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes] | None, timeout: float 
     raise SystemExit(f"the API at {url} did not answer /health within {timeout:.0f}s")
 
 
-def create_merchant(database_url: str) -> str:
+def create_merchant(database_url: str) -> tuple[str, str]:
+    """A merchant of the bench's own: its id and API key."""
     sys.path.insert(0, str(ROOT))
     from api.merchants import INSERT_MERCHANT, NewMerchant
 
     merchant = NewMerchant(name="Bench")
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(INSERT_MERCHANT, merchant.row())
-    return merchant.api_key
+    return merchant.id, merchant.api_key
+
+
+def cancel_created(database_url: str, merchant_id: str) -> int:
+    """Cancel the bench's payments (pending -> canceled, the merchant's own cancel).
+
+    Left pending, tens of thousands of them would go to localstripe once the
+    stack's worker resumes, and it pickles its whole store on every write: the
+    stack would be busy for hours. Canceled, the worker only files them.
+    """
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        cur = conn.execute("UPDATE payments SET status = 'canceled', updated_at = now() "
+                           "WHERE merchant_id = %s AND status = 'pending'", (merchant_id,))
+        return cur.rowcount
 
 
 def closed_loop(url: str, key: str, concurrency: int, seconds: float) -> Result:
@@ -231,30 +247,54 @@ def pgbench(binary: str, database_url: str, clients: int, seconds: float, script
     return float(match.group(1))
 
 
-def run_pgbench(args: argparse.Namespace, levels: list[int]) -> dict[int, float]:
-    results: dict[int, float] = {}
+# pgbench's baselines: a narrow row, and a row of `payments` itself (a copy of the
+# table with its indexes and checks, the API's very INSERT ... ON CONFLICT ...
+# RETURNING): the second is what the API's one write costs Postgres, so its ratio
+# is the API's own overhead.
+BASELINES = {
+    "narrow row": (
+        "(id bigserial PRIMARY KEY, amount bigint NOT NULL, currency text NOT NULL, "
+        "customer text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())",
+        "INSERT INTO {table} (amount, currency, customer) VALUES (1050, 'usd', 'cus_bench');",
+    ),
+    "payment row": (
+        "(LIKE payments INCLUDING ALL)",
+        "\\set n random(1, 1000000000000)\n"
+        "INSERT INTO {table} (id, merchant_id, amount, currency, customer, payment_method, "
+        "description, metadata, idempotency_key, request_fingerprint) VALUES "
+        "('pay_' || md5(:n::text || random()::text), 'acct_bench', 1050, 'usd', 'cus_bench', "
+        "'pm_card_visa', NULL, '{{}}', md5(random()::text), md5(:n::text)) "
+        "ON CONFLICT (merchant_id, idempotency_key) DO NOTHING RETURNING *;",
+    ),
+}
+
+
+def run_pgbench(args: argparse.Namespace, levels: list[int], pids: dict[str, int]
+                ) -> dict[str, dict[int, float]]:
+    results: dict[str, dict[int, float]] = {}
     with psycopg.connect(args.database_url, autocommit=True) as conn:
-        # A table shaped like a payment row's hot columns; dropped in `finally`.
-        conn.execute(f"DROP TABLE IF EXISTS {SCRATCH}")
-        conn.execute(f"CREATE TABLE {SCRATCH} (id bigserial PRIMARY KEY, amount bigint NOT NULL, "
-                     "currency text NOT NULL, customer text NOT NULL, "
-                     "created_at timestamptz NOT NULL DEFAULT now())")
-        # pgbench connects as the table's owner or a superuser; make the app role able too.
-        conn.execute(f"GRANT ALL ON {SCRATCH}, {SCRATCH}_id_seq TO PUBLIC")
-        try:
+        for name, (columns, insert) in BASELINES.items():
+            conn.execute(f"DROP TABLE IF EXISTS {SCRATCH}")
+            conn.execute(f"CREATE TABLE {SCRATCH} {columns}")
+            # pgbench connects as the table's owner or a superuser; make the app role able too.
+            conn.execute(f"GRANT ALL ON {SCRATCH} TO PUBLIC")
+            results[name] = {}
             with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
-                handle.write(f"INSERT INTO {SCRATCH} (amount, currency, customer) "
-                             "VALUES (1050, 'usd', 'cus_bench');\n")
+                handle.write(insert.format(table=SCRATCH) + "\n")
                 script = Path(handle.name)
             try:
                 for clients in levels:
+                    before = cpu.tree_seconds(pids)
                     tps = pgbench(args.pgbench, args.database_url, clients, args.seconds, script)
-                    results[clients] = tps
-                    print(f"  pgbench c={clients:<12} {tps:8.0f} inserts/s", flush=True)
+                    results[name][clients] = tps
+                    costs = cpu.per_item_ms(before, cpu.tree_seconds(pids),
+                                            max(1, round(tps * args.seconds)))
+                    print(f"  pgbench {name:<12} c={clients:<4} {tps:8.0f} inserts/s   cpu "
+                          "ms/insert: " + "  ".join(f"{k} {v}" for k, v in costs.items() if v),
+                          flush=True)
             finally:
                 script.unlink(missing_ok=True)
-        finally:
-            conn.execute(f"DROP TABLE IF EXISTS {SCRATCH}")
+                conn.execute(f"DROP TABLE IF EXISTS {SCRATCH}")
     return results
 
 
@@ -276,14 +316,19 @@ def stop_api(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=30)
 
 
-def measure(url: str, key: str, label: str, levels: list[int], seconds: float
-            ) -> tuple[dict[int, Result], Result]:
+def measure(url: str, key: str, label: str, levels: list[int], seconds: float,
+            pids: dict[str, int]) -> tuple[dict[int, Result], Result]:
     """The closed-loop levels, then the open loop at half the best of them."""
     print(f"API {url} ({label}); {seconds:.0f} s per level; {os.cpu_count()} cores", flush=True)
     results: dict[int, Result] = {}
     for level in levels:
+        before = cpu.tree_seconds(pids)
         results[level] = closed_loop(url, key, level, seconds)
         print(results[level].line(), flush=True)
+        # Where each create's CPU went: the target is bound by the 2 shared cores.
+        costs = cpu.per_item_ms(before, cpu.tree_seconds(pids), max(1, results[level].requests))
+        print("       cpu ms/create: " + "  ".join(f"{k} {v}" for k, v in costs.items() if v),
+              flush=True)
     best = max(results.values(), key=lambda r: r.throughput)
     half = uvloop.run(open_loop(url, key, best.throughput / 2, seconds))
     print(half.line() + "   <- open loop at half the best rate", flush=True)
@@ -321,14 +366,19 @@ def stack_worker_up() -> bool:
     return any(line.split()[:2] == ["worker", "up"] for line in status.stdout.splitlines())
 
 
+def stack_pids() -> dict[str, int]:
+    return cpu.stack_pids(Path(os.environ.get("PAYSTREAM_STACK_DIR", ROOT / ".stack")))
+
+
 def measure_api(args: argparse.Namespace, key: str, levels: list[int]
                 ) -> dict[str, tuple[dict[int, Result], Result]]:
     """Every configuration: the API at --api-url, or one started per --workers value."""
     runs: dict[str, tuple[dict[int, Result], Result]] = {}
+    pids = stack_pids()
     if args.api_url:
         url = args.api_url.rstrip("/")
         wait_healthy(url, None)
-        runs["given API"] = measure(url, key, "given API", levels, args.seconds)
+        runs["given API"] = measure(url, key, "given API", levels, args.seconds, pids)
     else:
         log = ROOT / ".stack" / "logs" / "bench-api.log"
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -336,7 +386,8 @@ def measure_api(args: argparse.Namespace, key: str, levels: list[int]
             label = f"{workers} process{'es' if workers > 1 else ''}"
             url, proc = start_api(workers, log)
             try:
-                runs[label] = measure(url, key, label, levels, args.seconds)
+                runs[label] = measure(url, key, label, levels, args.seconds,
+                                      {**pids, "api": proc.pid})
             finally:
                 stop_api(proc)
         print(f"(API log: {log})")
@@ -351,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: run make install (it comes from Debian's wrk package)")
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
-    key = create_merchant(args.database_url)
+    merchant_id, key = create_merchant(args.database_url)
     # The stack's stream worker and Debezium would process every created payment
     # on the same two cores while we measure (Connect alone takes most of a core):
     # both paused meanwhile. The changes wait in the replication slot, and both
@@ -362,23 +413,27 @@ def main(argv: list[str] | None = None) -> int:
     connector = pause_connector(args.connect_url)
     try:
         runs = measure_api(args, key, levels)
-        base = {} if args.no_pgbench else run_pgbench(args, levels)
+        base = {} if args.no_pgbench else run_pgbench(args, levels, stack_pids())
     finally:
+        print(f"(canceled the bench's {cancel_created(args.database_url, merchant_id)} "
+              "payments, so the stack's worker does not send them to localstripe)", flush=True)
         if connector:
             connect_request(args.connect_url, "PUT", f"/connectors/{connector}/resume")
         if paused:
             subprocess.run([*STACKCTL, "start", "worker"], check=True, capture_output=True)
     if not base:
         return 0
-    best_pg = max(base.values())
     for label, (api, half) in runs.items():
-        print(f"ratio, {label} (API creates/s / pgbench inserts/s at the same client count):")
-        for level in levels:
-            print(f"  c={level:<4} {api[level].throughput / base[level]:6.1%}")
         best = max(api.values(), key=lambda r: r.throughput)
-        print(f"  best API {best.throughput:.0f}/s ({best.level}) vs best pgbench "
-              f"{best_pg:.0f}/s: {best.throughput / best_pg:.1%} (target >= 30%); p99 at half "
-              f"the best API rate {half.percentile(99):.1f} ms (target < 50 ms)")
+        for name, tps in base.items():
+            print(f"ratio, {label}, vs pgbench {name} (API creates/s / inserts/s at the same "
+                  "client count):")
+            print("  " + "  ".join(f"c={level} {api[level].throughput / tps[level]:.1%}"
+                                  for level in levels))
+            print(f"  best API {best.throughput:.0f}/s ({best.level}) vs best pgbench "
+                  f"{max(tps.values()):.0f}/s: {best.throughput / max(tps.values()):.1%} "
+                  "(target >= 30%)")
+        print(f"  p99 at half the best API rate {half.percentile(99):.1f} ms (target < 50 ms)")
     return 0
 
 

@@ -11,18 +11,22 @@ that already holds data.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import psycopg
 import pytest
 import redis.asyncio as aioredis
 import stripe
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from conftest import eventually
 
 from api.app import create_app
 from api.idempotency import redis_key
@@ -88,12 +92,53 @@ async def start_api(settings: Settings) -> tuple[TestClient, web.Application]:
     return client, app
 
 
+# connectors/payments.json, under the name connectors/register.py gives it.
+CONNECTOR = "paystream-payments"
+
+
+@contextlib.asynccontextmanager
+async def cdc_paused() -> AsyncIterator[None]:
+    """The Debezium connector paused: the stack's worker leaves the payments alone.
+
+    These tests play Stripe (signed webhooks) on payments they have just created.
+    The stack's worker would race them: fraud-block the payment (every test
+    payment uses pm_card_visa, over the per-method velocity limit) or submit it
+    to localstripe first, and the webhook would find it already moved on. The
+    changes wait in the replication slot and stream once resumed. Without
+    CONNECT_URL (no stack environment) nothing is paused.
+    """
+    url = os.environ.get("CONNECT_URL")
+    if not url:
+        yield
+        return
+    connector = f"{url}/connectors/{CONNECTOR}"
+    # Connect answers a PUT without a JSON content type 415.
+    async with aiohttp.ClientSession(headers={"Content-Type": "application/json"}) as http:
+
+        async def paused() -> bool:
+            async with http.get(f"{connector}/status") as resp:
+                status = await resp.json()
+            states = [status["connector"]["state"], *(t["state"] for t in status["tasks"])]
+            return all(state == "PAUSED" for state in states)
+
+        async with http.put(f"{connector}/pause") as resp:
+            assert resp.status == 202, await resp.text()
+        try:
+            await eventually(paused, what="Debezium connector paused")
+            yield
+        finally:
+            async with http.put(f"{connector}/resume") as resp:
+                assert resp.status == 202, await resp.text()
+
+
 @pytest.fixture(name="api", scope="module")
 async def api_fixture(settings: Settings) -> AsyncIterator[Api]:
-    """The API on the stack's settings, shared by a module's tests."""
+    """The API on the stack's settings, shared by a module's tests, with the stack's
+    worker kept off their payments (cdc_paused)."""
     client, app = await start_api(settings)
     try:
-        yield Api(client, app, settings)
+        async with cdc_paused():
+            yield Api(client, app, settings)
     finally:
         await client.close()
 
