@@ -40,8 +40,8 @@ def create_app(conf: Settings) -> faust.App:
         broker_commit_interval=1.0,
         table_cleanup_interval=30.0,
         # Wait up to 5 ms to fill a produce request: a payment sends ~9 messages
-        # (stage hops, changelogs), and one request per message cost the broker
-        # and aiokafka more CPU than the worker's own handlers. Adds at most 5 ms
+        # (stage hops, changelogs), and one request per message costs the broker
+        # and aiokafka CPU per request (see streams/README.md). Adds at most 5 ms
         # per hop; the fraud path has three.
         producer_linger=0.005,
         # Stop without draining the stream buffers: what was not acked is
