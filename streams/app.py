@@ -67,6 +67,8 @@ async def _quiet_logging() -> None:
     logging.getLogger("stripe").setLevel(max(log_level, logging.WARNING))
 
 
+# mode calls a receiver as (sender, *args, signal=..., **kwargs), and types it with
+# sender positional-only.
 @app.on_before_shutdown.connect
-async def _close_runtime(sender: Any, **kwargs: Any) -> None:
+async def _close_runtime(sender: Any, /, *args: Any, **kwargs: Any) -> None:
     await runtime.close()

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 
+from faust import Stream
 from faust.types import EventT, StreamT
 
 from . import fraud, ledger, notify, topics
@@ -35,7 +37,8 @@ HANDLERS: tuple[tuple[str, frozenset[str], Handler], ...] = (
 
 @app.agent(topics.changes, name=AGENT, concurrency=1)
 async def changes(stream: StreamT) -> None:
-    async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN):
+    # Typed as StreamT, which omits take_events; an agent's stream is a faust.Stream.
+    async for events in cast(Stream, stream).take_events(BATCH_MAX, BATCH_WITHIN):
         # Counted per handler below, not here.
         await guard_batch(AGENT, events, _dispatch, count_events=False)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from functools import partial
 
 import psycopg
 from faust.types import EventT, StreamT
@@ -65,7 +66,7 @@ async def post(changes: Sequence[tuple[EventT, Change]]) -> None:
         posted, ok = [], []
         for event, journal in found:
             try:
-                posted += await with_db(lambda conn, j=journal: store.post_journals(conn, [j]),
+                posted += await with_db(partial(store.post_journals, journals=[journal]),
                                         what=AGENT)
                 ok.append((event, journal))
             except psycopg.Error as err:
@@ -88,7 +89,7 @@ async def post(changes: Sequence[tuple[EventT, Change]]) -> None:
 async def balance_agent(stream: StreamT) -> None:
     async for event in stream.events():
         count(BALANCES, (event,))
-        await isolate(event, BALANCES, lambda event=event: apply_delta(event.value))
+        await isolate(event, BALANCES, partial(apply_delta, event.value))
 
 
 async def apply_delta(raw: bytes) -> None:

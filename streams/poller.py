@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import Any
 
 from faust.types import EventT, StreamT
@@ -84,7 +85,7 @@ def is_terminal(kind: str, status: str | None) -> bool:
 async def track(stream: StreamT) -> None:
     async for event in stream.events():
         count(AGENT, (event,))
-        await isolate(event, AGENT, lambda event=event: apply_event(event))
+        await isolate(event, AGENT, partial(apply_event, event))
 
 
 async def apply_event(event: EventT) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
+from faust import Stream
 from faust.types import EventT, StreamT
 
 from paystream.domain import RefundStatus, map_stripe_refund_status
@@ -39,7 +41,8 @@ BATCH = 64
 
 @app.agent(topics.refunds, name=AGENT, concurrency=1)
 async def refunds(stream: StreamT) -> None:
-    async for events in stream.take_events(BATCH, BATCH_WITHIN):
+    # Typed as StreamT, which omits take_events; an agent's stream is a faust.Stream.
+    async for events in cast(Stream, stream).take_events(BATCH, BATCH_WITHIN):
         await guard_batch(AGENT, events, _handle)
 
 
@@ -56,9 +59,9 @@ async def _handle(events: Sequence[EventT]) -> None:
             metrics.observe_source(AGENT, change.source_ts_ms)
             refund = RefundRow.parse(change.row)
             if change.op in ("c", "r") and refund.status is RefundStatus.PENDING:
-                work.append((event, lambda rid=refund.id: submit_refund(rid, AGENT)))
+                work.append((event, partial(submit_refund, refund.id, AGENT)))
             elif change.entered(RefundStatus.SUCCEEDED):
-                work.append((event, lambda pid=refund.payment_id: sync_refunded(pid)))
+                work.append((event, partial(sync_refunded, refund.payment_id)))
 
         await isolate(event, AGENT, decode)
     await each_concurrently(work, AGENT)

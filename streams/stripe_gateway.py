@@ -187,10 +187,10 @@ class StripeGateway:
                 "created": {"gt": int(since)}, "limit": _LIST_PAGE,
                 "expand": ["data.payment_intent"]})
             async for charge in page.auto_paging_iter():
-                pi = charge["payment_intent"] if "payment_intent" in charge else None
-                if pi is not None and not isinstance(pi, str) \
-                        and _meta(pi, "payment_id") == payment_id:
-                    return _payment_intent(pi)
+                expanded = charge["payment_intent"] if "payment_intent" in charge else None
+                if expanded is not None and not isinstance(expanded, str) \
+                        and _meta(expanded, "payment_id") == payment_id:
+                    return _payment_intent(expanded)
             return None
 
         return await self._find("payment_intent.find", lookup)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import psycopg
+from faust import Stream
 from faust.types import EventT, StreamT
 
 from paystream.domain import FraudDecision, PaymentStatus, map_stripe_payment_intent_status
@@ -43,7 +45,8 @@ def lease_seconds() -> float:
 
 @app.agent(topics.verdicts, name=AGENT, concurrency=1)
 async def submit(stream: StreamT) -> None:
-    async for events in stream.take_events(SUBMIT_BATCH, BATCH_WITHIN):
+    # Typed as StreamT, which omits take_events; an agent's stream is a faust.Stream.
+    async for events in cast(Stream, stream).take_events(SUBMIT_BATCH, BATCH_WITHIN):
         await guard_batch(AGENT, events, _apply_verdicts)
 
 
@@ -77,7 +80,7 @@ async def _apply_verdicts(events: Sequence[EventT]) -> None:
             continue  # gone, or moved on (a replay): nothing left to do
         metrics.FRAUD_DECISIONS.labels("approved" if decision["approved"] else "blocked").inc()
         if decision["approved"]:
-            work.append((event, lambda pid=verdict.payment_id: submit_payment(pid, AGENT)))
+            work.append((event, partial(submit_payment, verdict.payment_id, AGENT)))
         else:
             blocked.append((event, verdict.payment_id, decision["rules_hit"]))
     if blocked:
@@ -86,8 +89,7 @@ async def _apply_verdicts(events: Sequence[EventT]) -> None:
         except psycopg.Error:
             # One bad row fails the whole pipeline: block one by one, so that only
             # the message that fails is dead-lettered.
-            work += [(event, lambda pid=pid, rules=rules: block(pid, rules))
-                     for event, pid, rules in blocked]
+            work += [(event, partial(block, pid, rules)) for event, pid, rules in blocked]
     await each_concurrently(work, AGENT)
 
 

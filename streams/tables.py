@@ -7,6 +7,8 @@ from typing import Any
 
 import faust
 from faust.serializers import codecs
+from faust.types.tables import TableT, WindowWrapperT
+from faust.types.windows import WindowRange
 
 from .app import app, settings
 from .records import id_key
@@ -30,7 +32,7 @@ class _CdcIdKey(codecs.Codec):
 codecs.register("paystream_cdc_id", _CdcIdKey())
 
 _PARTITIONS = settings.topic_partitions
-_JSON = faust.Schema(key_serializer="json", value_serializer="json")
+_JSON: faust.Schema[Any, Any] = faust.Schema(key_serializer="json", value_serializer="json")
 _WINDOW = settings.fraud.velocity_window_seconds
 
 # Every non-terminal payment and refund, keyed by id, owned by the worker that
@@ -47,10 +49,11 @@ class _IdKeyedTable(faust.Table):
         self.key_serializer = "paystream_cdc_id"
 
 
-pending = app.tables.add(_IdKeyedTable(
+pending = _IdKeyedTable(
     app, name="pending", default=None, partitions=_PARTITIONS, beacon=app.tables.beacon,
     help="Non-terminal payments and refunds",
-))
+)
+app.tables.add(pending)  # returns the table typed as a bare CollectionT: keep ours
 
 # Velocity per customer and per payment method: a sliding window of
 # VELOCITY_BUCKETS buckets ({"n": count, "amt": {currency: minor units}}), so a hot
@@ -105,12 +108,19 @@ def lookup(table: Any, key: Any) -> Any:
     return table.data.get(key)
 
 
-def _period(table: Any, key: str, start_ms: int) -> Any:
+def _window_range(table: TableT, timestamp: float) -> WindowRange:
+    """The range of table's window that holds timestamp (seconds)."""
+    # Faust types every table's window as optional; .tumbling() above set these.
+    assert table.window is not None, f"{table.name} is not windowed"
+    return table.window.current(timestamp)
+
+
+def _period(table: TableT, key: str, start_ms: int) -> Any:
     """The table key of key's period holding the bucket that starts at start_ms."""
-    return (key, table.window.current((start_ms - start_ms % _WINDOW_MS) / 1000))
+    return (key, _window_range(table, (start_ms - start_ms % _WINDOW_MS) / 1000))
 
 
-def _window(table: Any, key: str, at_ms: int) -> tuple[int, dict[str, int], Any, dict[str, Any]]:
+def _window(table: TableT, key: str, at_ms: int) -> tuple[int, dict[str, int], Any, dict[str, Any]]:
     """(payments, {currency: amount}) of key in the window ending with at_ms's bucket,
     plus the key and value of the period holding that bucket (where a payment goes)."""
     bucket = at_ms - at_ms % VELOCITY_BUCKET_MS
@@ -130,19 +140,19 @@ def _window(table: Any, key: str, at_ms: int) -> tuple[int, dict[str, int], Any,
     return count, amounts, current_key, current
 
 
-def velocity(windowed: Any, key: str, at_ms: int) -> tuple[int, dict[str, int]]:
+def velocity(windowed: WindowWrapperT, key: str, at_ms: int) -> tuple[int, dict[str, int]]:
     """(payments, {currency: amount}) for key in the window ending at at_ms."""
     count, amounts, _, _ = _window(windowed.table, key, at_ms)
     return count, amounts
 
 
-def observe(windowed: Any, kind: str, key: str, payment_id: str, at_ms: int,
+def observe(windowed: WindowWrapperT, kind: str, key: str, payment_id: str, at_ms: int,
             amount: int, currency: str) -> tuple[int, dict[str, int]]:
     """Count a payment in key's window (once, however often it is redelivered) and
     return what the window holds besides it: (payments, {currency: amount})."""
     table = windowed.table
     seen = velocity_seen.table
-    marker = (f"{kind}|{key}|{payment_id}", seen.window.current(at_ms / 1000))
+    marker = (f"{kind}|{key}|{payment_id}", _window_range(seen, at_ms / 1000))
     count, amounts, period_key, period = _window(table, key, at_ms)
     if lookup(seen, marker):
         # A redelivery: the window holds this payment already; leave it out.

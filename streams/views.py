@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
+from faust.tables.manager import TableManager
 from faust.web import Request, Response, View
 
 from . import metrics
@@ -48,7 +49,8 @@ class Ready(View):
     async def get(self, request: Request) -> Response:
         checks: dict[str, bool] = {
             "assigned": bool(_assigned()),
-            "recovered": app.tables.recovery.completed.is_set(),
+            # Typed as TableManagerT, which lacks recovery; the app's manager has it.
+            "recovered": cast(TableManager, app.tables).recovery.completed.is_set(),
             "not_rebalancing": not app.rebalancing,
         }
         try:
@@ -105,7 +107,9 @@ def _entry(entry: dict[str, Any], now: float) -> dict[str, Any]:
 class PendingDetail(View):
     """One entry, answered by the worker that owns the id (table_route forwards)."""
 
-    @app.table_route(table=pending, match_info="object_id")
+    # Faust types a routed handler as (View, Request[, *args]): a View subclass's
+    # method taking its match_info by name does not fit, though Faust calls it so.
+    @app.table_route(table=pending, match_info="object_id")  # type: ignore[arg-type]
     async def get(self, request: Request, object_id: str) -> Response:
         entry = pending.get(object_id)
         if entry is None:
@@ -120,7 +124,7 @@ class PendingDetail(View):
 class Balance(View):
     """A ledger account's balance (minor units; debit +, credit -), from the balances table."""
 
-    @app.table_route(table=balances, match_info="account")
+    @app.table_route(table=balances, match_info="account")  # type: ignore[arg-type]
     async def get(self, request: Request, account: str) -> Response:
         return self.json({"account": account, "balance": int(balances[account]),
                           "currency": account.rsplit(":", 1)[-1]})
@@ -130,7 +134,7 @@ class Balance(View):
 class Velocity(View):
     """A customer's payments in the current sliding window, per currency."""
 
-    @app.table_route(table=customer_velocity.table, match_info="customer")
+    @app.table_route(table=customer_velocity.table, match_info="customer")  # type: ignore[arg-type]
     async def get(self, request: Request, customer: str) -> Response:
         count, amounts = velocity(customer_velocity, customer, int(time.time() * 1000))
         return self.json({
