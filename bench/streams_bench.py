@@ -1,6 +1,6 @@
 """Stream pipeline benchmark: commit -> succeeded and commit -> journal latency, events/s.
 
-Two phases against the running stack (Postgres, Kafka, Connect, localstripe):
+Phases against the running stack (Postgres, Kafka, Connect, localstripe):
 
 1. latency: --payments payments inserted exactly as the API does (one
    transaction each) at --rate per second; each goes through CDC, fraud,
@@ -10,7 +10,10 @@ Two phases against the running stack (Postgres, Kafka, Connect, localstripe):
 2. throughput: --burst payments over the amount limit, inserted as fast as
    possible: they are blocked by fraud, so Stripe is out of the way and what is
    measured is the worker itself. Reported: payments/s end to end and agent
-   events/s (from the worker's /stats/).
+   events/s (from the worker's /stats/). --stripe-burst does the same with
+   approved payments, through localstripe; --sustain offers blocked payments at
+   a steady rate and samples the worker's consumer lag (does it keep up?).
+   Each burst reports the CPU every component spent per payment (bench/cpu.py).
 
 By default it starts its own worker (own group starting at the end of the
 change stream, own merchants) and pauses the stack's worker meanwhile, so
@@ -38,6 +41,7 @@ from typing import Any
 import aiohttp
 import cpu
 import psycopg
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from paystream.domain import new_id
@@ -173,6 +177,53 @@ async def wait_terminal(conn: psycopg.AsyncConnection[Any], ids: list[str],
     raise SystemExit(f"not all {len(ids)} payments terminal within {timeout:.0f}s")
 
 
+async def sustain(conn: psycopg.AsyncConnection[Any], merchant: str, worker: BenchWorker,
+                  rate: float, seconds: float, timeout: float) -> dict[str, Any]:
+    """Fraud-blocked payments at a steady rate: does the worker keep up?
+
+    The group's lag (messages not yet committed, over every topic it reads) is
+    sampled every second while the payments arrive; lag that keeps growing
+    through the second half means the rate is more than the worker sustains.
+    """
+    bootstrap = worker.settings.kafka_bootstrap
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    ends = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await ends.start()
+    samples: list[tuple[float, int]] = []
+    try:
+        inserting = asyncio.create_task(
+            insert_at_rate(conn, merchant, int(rate * seconds), rate, 50_000_000))
+        started = time.monotonic()
+        while not inserting.done():
+            committed = await admin.list_consumer_group_offsets(worker.app_id)
+            end = await ends.end_offsets(list(committed))
+            samples.append((time.monotonic() - started,
+                            sum(max(0, end[tp] - meta.offset) for tp, meta in committed.items())))
+            await asyncio.wait({inserting}, timeout=1.0)
+        ids = inserting.result()
+    finally:
+        await ends.stop()
+        await admin.close()
+    drain = await wait_terminal(conn, ids, timeout)
+    cur = await conn.execute(
+        "SELECT extract(epoch FROM updated_at - created_at) FROM payments WHERE id = ANY(%s)",
+        (ids,))
+    latency = [float(r[0]) for r in await cur.fetchall()]
+    half = [(t, lag) for t, lag in samples if t >= seconds / 2]
+    growth = (half[-1][1] - half[0][1]) / (half[-1][0] - half[0][0]) if len(half) > 1 else 0.0
+    return {
+        "sustain_rate": rate,
+        "sustain_seconds": seconds,
+        "sustain_lag_max": max((lag for _, lag in samples), default=0),
+        # Messages per second the lag grew by over the second half (~0: keeping up).
+        "sustain_lag_growth_per_s": round(growth, 1),
+        "sustain_drain_after_last_s": round(drain, 1),
+        "sustain_commit_to_blocked_p50_s": round(percentile(latency, 0.50), 3),
+        "sustain_commit_to_blocked_p99_s": round(percentile(latency, 0.99), 3),
+    }
+
+
 def settings_stack_dir() -> Path:
     return Path(os.environ.get("PAYSTREAM_STACK_DIR", ROOT / ".stack"))
 
@@ -259,6 +310,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 # Approved payments as fast as possible: the whole path, Stripe included.
                 result.update(await burst(conn, merchant, worker, pids, "stripe_burst",
                                           args.stripe_burst, 1050, args.timeout))
+            if args.sustain and worker is not None:
+                result.update(await sustain(conn, merchant, worker, args.sustain,
+                                            args.sustain_seconds, args.timeout))
             if args.burst:
                 # Over the amount limit: blocked by fraud, never sent to Stripe.
                 result.update(await burst(conn, merchant, worker, pids, "burst",
@@ -290,6 +344,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="approved payments inserted as fast as possible, through "
                         "Stripe (localstripe), 0 to skip (default 0: localstripe slows "
                         "down as its store grows, see --rate)")
+    parser.add_argument("--sustain", type=float, default=100.0,
+                        help="fraud-blocked payments per second offered for --sustain-seconds "
+                        "while the worker's consumer lag is sampled, 0 to skip (default 100; "
+                        "needs --worker spawn)")
+    parser.add_argument("--sustain-seconds", type=float, default=30.0,
+                        help="length of the sustained phase (default 30)")
     parser.add_argument("--worker", choices=("spawn", "existing"), default="spawn",
                         help="start a dedicated worker (default), or measure the running one")
     parser.add_argument("--timeout", type=float, default=900.0,
