@@ -65,68 +65,78 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class BenchWorker:
-    """A `paystream worker` of its own, scoped to the benchmark's merchants."""
+class BenchWorkers:
+    """`paystream worker` processes of its own (one consumer group), scoped to the
+    benchmark's merchants."""
 
-    def __init__(self, settings: Settings, prefix: str) -> None:
+    def __init__(self, settings: Settings, prefix: str, count: int) -> None:
         self.app_id = f"paystream-bench-{secrets.token_hex(3)}"
-        self.port = free_port()
-        self.datadir = Path(tempfile.mkdtemp(prefix="streams-bench-"))
-        self.env = {**os.environ, "FAUST_APP_ID": self.app_id,
-                    "FAUST_WEB_PORT": str(self.port), "FAUST_DATA_DIR": str(self.datadir),
-                    "STREAMS_MERCHANT_PREFIX": prefix,
-                    # One payment method (pm_card_visa) for every payment: not a fraud signal.
-                    "FRAUD_MAX_PAYMENTS_PER_PAYMENT_METHOD": "100000000"}
         self.settings = settings
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.prefix = prefix
+        self.ports = [free_port() for _ in range(count)]
+        self.datadirs = [Path(tempfile.mkdtemp(prefix="streams-bench-")) for _ in range(count)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def _env(self, i: int) -> dict[str, str]:
+        return {**os.environ, "FAUST_APP_ID": self.app_id,
+                "FAUST_WEB_PORT": str(self.ports[i]), "FAUST_DATA_DIR": str(self.datadirs[i]),
+                "STREAMS_MERCHANT_PREFIX": self.prefix,
+                # One payment method (pm_card_visa) for every payment: not a fraud signal.
+                "FRAUD_MAX_PAYMENTS_PER_PAYMENT_METHOD": "100000000"}
 
     async def start(self) -> None:
         await offsets.start_at_end(self.settings.kafka_bootstrap, self.app_id,
                                    [self.settings.payments_topic, self.settings.refunds_topic])
-        log = open(self.datadir / "worker.log", "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "paystream"), "worker",
-                                      "-l", "warning"], env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT, cwd=ROOT,
-                                     start_new_session=True)
-        log.close()
+        for i, datadir in enumerate(self.datadirs):
+            log = open(datadir / "worker.log", "ab")  # noqa: SIM115 - the child owns it
+            self.procs.append(subprocess.Popen(
+                [str(ROOT / ".venv" / "bin" / "paystream"), "worker", "-l", "warning"],
+                env=self._env(i), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                start_new_session=True))
+            log.close()
+        # Every one ready at once: a later one joining rebalances the earlier ones.
         deadline = time.monotonic() + 180
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
-                try:
-                    async with http.get(f"http://127.0.0.1:{self.port}/ready/") as resp:
-                        if resp.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                if self.proc.poll() is not None:
-                    raise SystemExit(f"worker exited; see {self.datadir / 'worker.log'}")
+                ready = 0
+                for port, proc, datadir in zip(self.ports, self.procs, self.datadirs,
+                                               strict=True):
+                    if proc.poll() is not None:
+                        raise SystemExit(f"worker exited; see {datadir / 'worker.log'}")
+                    try:
+                        async with http.get(f"http://127.0.0.1:{port}/ready/") as resp:
+                            ready += resp.status == 200
+                    except aiohttp.ClientError:
+                        pass
+                if ready == len(self.procs):
+                    return
                 await asyncio.sleep(0.5)
-        raise SystemExit("worker not ready in 180 s")
+        raise SystemExit("workers not ready in 180 s")
 
-    def cpu_seconds(self) -> float | None:
-        """The worker process's user + system CPU so far (Linux /proc), None elsewhere."""
-        if self.proc is None:
-            return None
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    def pids(self) -> dict[str, int]:
+        return {"worker" if i == 0 else f"worker{i + 1}": proc.pid
+                for i, proc in enumerate(self.procs)}
 
-    async def stats(self) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as http, http.get(
-            f"http://127.0.0.1:{self.port}/stats/"
-        ) as resp:
-            return dict(await resp.json())
+    async def events(self) -> float:
+        """Events the agents processed so far, over every worker (their /stats/)."""
+        total = 0.0
+        async with aiohttp.ClientSession() as http:
+            for port in self.ports:
+                async with http.get(f"http://127.0.0.1:{port}/stats/") as resp:
+                    stats = await resp.json()
+                total += sum(stats.get("events_processed", {}).values())
+        return total
 
     async def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
             try:
-                self.proc.wait(60)
+                proc.wait(60)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        # Its internal topics are of no use once it is gone (the empty group expires).
+                os.killpg(proc.pid, signal.SIGKILL)
+        # Their internal topics are of no use once they are gone (the empty group expires).
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
         await admin.start()
         try:
@@ -135,11 +145,8 @@ class BenchWorker:
                 await admin.delete_topics(names)
         finally:
             await admin.close()
-        shutil.rmtree(self.datadir, ignore_errors=True)
-
-
-def events_total(stats: dict[str, Any]) -> float:
-    return float(sum(stats.get("events_processed", {}).values()))
+        for datadir in self.datadirs:
+            shutil.rmtree(datadir, ignore_errors=True)
 
 
 async def insert_at_rate(conn: psycopg.AsyncConnection[Any], merchant: str, n: int,
@@ -177,7 +184,7 @@ async def wait_terminal(conn: psycopg.AsyncConnection[Any], ids: list[str],
     raise SystemExit(f"not all {len(ids)} payments terminal within {timeout:.0f}s")
 
 
-async def sustain(conn: psycopg.AsyncConnection[Any], merchant: str, worker: BenchWorker,
+async def sustain(conn: psycopg.AsyncConnection[Any], merchant: str, worker: BenchWorkers,
                   rate: float, seconds: float, timeout: float) -> dict[str, Any]:
     """Fraud-blocked payments at a steady rate: does the worker keep up?
 
@@ -228,21 +235,21 @@ def settings_stack_dir() -> Path:
     return Path(os.environ.get("PAYSTREAM_STACK_DIR", ROOT / ".stack"))
 
 
-async def burst(conn: psycopg.AsyncConnection[Any], merchant: str, worker: BenchWorker | None,
+async def burst(conn: psycopg.AsyncConnection[Any], merchant: str, worker: BenchWorkers | None,
                 pids: dict[str, int], name: str, n: int, amount: int,
                 timeout: float) -> dict[str, Any]:
     """Insert n payments as fast as possible; payments/s until all are terminal, and
     the CPU each component of the stack spent per payment meanwhile (net of what
     it spends idle, measured just before)."""
     idle = await asyncio.to_thread(cpu.idle_rate, pids)
-    before = events_total(await worker.stats()) if worker else 0.0
+    before = await worker.events() if worker else 0.0
     cpu_before = cpu.tree_seconds(pids)
     started = time.monotonic()
     ids = await insert_at_rate(conn, merchant, n, 0, amount)
     await wait_terminal(conn, ids, timeout)
     took = time.monotonic() - started
     cpu_ms = cpu.per_item_ms(cpu_before, cpu.tree_seconds(pids), n, elapsed=took, idle=idle)
-    after = events_total(await worker.stats()) if worker else 0.0
+    after = await worker.events() if worker else 0.0
     cur = await conn.execute("SELECT status, count(*) FROM payments WHERE id = ANY(%s) "
                              "GROUP BY status ORDER BY status", (ids,))
     return {
@@ -259,7 +266,7 @@ async def burst(conn: psycopg.AsyncConnection[Any], merchant: str, worker: Bench
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings.from_env()
     prefix = f"acct_bench{secrets.token_hex(3)}"
-    worker = BenchWorker(settings, prefix) if args.worker == "spawn" else None
+    worker = BenchWorkers(settings, prefix, args.workers) if args.worker == "spawn" else None
     paused = False
     if worker is not None:
         status = subprocess.run([*STACKCTL, "status"], capture_output=True, text=True, cwd=ROOT)
@@ -304,8 +311,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             })
 
             pids = cpu.stack_pids(settings_stack_dir())
-            if worker is not None and worker.proc is not None:
-                pids["worker"] = worker.proc.pid
+            if worker is not None:
+                pids.update(worker.pids())
             if args.stripe_burst:
                 # Approved payments as fast as possible: the whole path, Stripe included.
                 result.update(await burst(conn, merchant, worker, pids, "stripe_burst",
@@ -351,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sustain-seconds", type=float, default=30.0,
                         help="length of the sustained phase (default 30)")
     parser.add_argument("--worker", choices=("spawn", "existing"), default="spawn",
-                        help="start a dedicated worker (default), or measure the running one")
+                        help="start dedicated workers (default), or measure the running one")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="dedicated workers to start, one consumer group (default 1)")
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="seconds to wait for each phase (default 900)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
