@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import cast
 
-from faust import Stream
 from faust.types import EventT, StreamT
 
 from . import fraud, ledger, notify, topics
 from .app import app, settings
-from .handling import BATCH_MAX, BATCH_WITHIN, guard_batch, in_scope, isolate, out_of_scope
+from .handling import batches, guard_batch, in_scope, isolate, out_of_scope
 from .records import Change, decode_change
 
 AGENT = "changes"
@@ -37,8 +35,7 @@ HANDLERS: tuple[tuple[str, frozenset[str], Handler], ...] = (
 
 @app.agent(topics.changes, name=AGENT, concurrency=1)
 async def changes(stream: StreamT) -> None:
-    # Typed as StreamT, which omits take_events; an agent's stream is a faust.Stream.
-    async for events in cast(Stream, stream).take_events(BATCH_MAX, BATCH_WITHIN):
+    async for events in batches(stream):
         # Counted per handler below, not here.
         await guard_batch(AGENT, events, _dispatch, count_events=False)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar, cast
 
 import psycopg
-from faust.types import EventT
+from faust import Stream
+from faust.types import EventT, StreamT
 from psycopg import AsyncConnection
 from psycopg_pool import PoolTimeout
 
@@ -20,7 +21,7 @@ from .records import Change
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Batch size and wait of the agents that batch (take_events): a batch waits at
+# Batch size and wait of the agents that batch (batches()): a batch waits at
 # most BATCH_WITHIN for stragglers, which bounds the latency it adds per hop.
 BATCH_MAX = 200
 BATCH_WITHIN = 0.02
@@ -28,6 +29,12 @@ BATCH_WITHIN = 0.02
 # and the consumer simply stops advancing until Postgres is back.
 _DB_RETRY_MAX_DELAY = 5.0
 TRANSIENT_DB_ERRORS = (psycopg.OperationalError, PoolTimeout)
+
+
+def batches(stream: StreamT, size: int = BATCH_MAX) -> AsyncIterator[Sequence[EventT]]:
+    """An agent's events in batches of at most size, each waiting at most BATCH_WITHIN."""
+    # Typed as StreamT, which omits take_events; an agent's stream is a faust.Stream.
+    return cast(Stream, stream).take_events(size, BATCH_WITHIN)
 
 
 def in_scope(change: Change) -> bool:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
-from faust import Stream
 from faust.types import EventT, StreamT
 
 from paystream.domain import RefundStatus, map_stripe_refund_status
@@ -22,7 +21,7 @@ from . import metrics, store, topics
 from .app import app, runtime
 from .errors import StripeRejected, StripeUnavailable
 from .handling import (
-    BATCH_WITHIN,
+    batches,
     each_concurrently,
     guard_batch,
     in_scope,
@@ -41,8 +40,7 @@ BATCH = 64
 
 @app.agent(topics.refunds, name=AGENT, concurrency=1)
 async def refunds(stream: StreamT) -> None:
-    # Typed as StreamT, which omits take_events; an agent's stream is a faust.Stream.
-    async for events in cast(Stream, stream).take_events(BATCH, BATCH_WITHIN):
+    async for events in batches(stream, BATCH):
         await guard_batch(AGENT, events, _handle)
 
 

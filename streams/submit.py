@@ -13,10 +13,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import psycopg
-from faust import Stream
 from faust.types import EventT, StreamT
 
 from paystream.domain import FraudDecision, PaymentStatus, map_stripe_payment_intent_status
@@ -24,7 +23,7 @@ from paystream.domain import FraudDecision, PaymentStatus, map_stripe_payment_in
 from . import metrics, store, topics
 from .app import app, runtime, settings
 from .errors import StripeRejected, StripeUnavailable
-from .handling import BATCH_WITHIN, each_concurrently, guard_batch, isolate, with_db
+from .handling import batches, each_concurrently, guard_batch, isolate, with_db
 from .records import PaymentRow, Verdict
 from .stripe_gateway import StripeObject
 
@@ -45,8 +44,7 @@ def lease_seconds() -> float:
 
 @app.agent(topics.verdicts, name=AGENT, concurrency=1)
 async def submit(stream: StreamT) -> None:
-    # Typed as StreamT, which omits take_events; an agent's stream is a faust.Stream.
-    async for events in cast(Stream, stream).take_events(SUBMIT_BATCH, BATCH_WITHIN):
+    async for events in batches(stream, SUBMIT_BATCH):
         await guard_batch(AGENT, events, _apply_verdicts)
 
 
