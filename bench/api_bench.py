@@ -289,9 +289,8 @@ def run_pgbench(args: argparse.Namespace, levels: list[int], pids: dict[str, int
                     results[name][clients] = tps
                     costs = cpu.per_item_ms(before, cpu.tree_seconds(pids),
                                             max(1, round(tps * args.seconds)))
-                    print(f"  pgbench {name:<12} c={clients:<4} {tps:8.0f} inserts/s   cpu "
-                          "ms/insert: " + "  ".join(f"{k} {v}" for k, v in costs.items() if v),
-                          flush=True)
+                    print(f"  pgbench {name:<12} c={clients:<4} {tps:8.0f} inserts/s   "
+                          f"cpu ms/insert: {cpu.line(costs)}", flush=True)
             finally:
                 script.unlink(missing_ok=True)
                 conn.execute(f"DROP TABLE IF EXISTS {SCRATCH}")
@@ -327,8 +326,7 @@ def measure(url: str, key: str, label: str, levels: list[int], seconds: float,
         print(results[level].line(), flush=True)
         # Where each create's CPU went: the target is bound by the 2 shared cores.
         costs = cpu.per_item_ms(before, cpu.tree_seconds(pids), max(1, results[level].requests))
-        print("       cpu ms/create: " + "  ".join(f"{k} {v}" for k, v in costs.items() if v),
-              flush=True)
+        print(f"       cpu ms/create: {cpu.line(costs)}", flush=True)
     best = max(results.values(), key=lambda r: r.throughput)
     half = uvloop.run(open_loop(url, key, best.throughput / 2, seconds))
     print(half.line() + "   <- open loop at half the best rate", flush=True)
@@ -366,15 +364,11 @@ def stack_worker_up() -> bool:
     return any(line.split()[:2] == ["worker", "up"] for line in status.stdout.splitlines())
 
 
-def stack_pids() -> dict[str, int]:
-    return cpu.stack_pids(Path(os.environ.get("PAYSTREAM_STACK_DIR", ROOT / ".stack")))
-
-
 def measure_api(args: argparse.Namespace, key: str, levels: list[int]
                 ) -> dict[str, tuple[dict[int, Result], Result]]:
     """Every configuration: the API at --api-url, or one started per --workers value."""
     runs: dict[str, tuple[dict[int, Result], Result]] = {}
-    pids = stack_pids()
+    pids = cpu.stack_pids()
     if args.api_url:
         url = args.api_url.rstrip("/")
         wait_healthy(url, None)
@@ -413,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     connector = pause_connector(args.connect_url)
     try:
         runs = measure_api(args, key, levels)
-        base = {} if args.no_pgbench else run_pgbench(args, levels, stack_pids())
+        base = {} if args.no_pgbench else run_pgbench(args, levels, cpu.stack_pids())
     finally:
         print(f"(canceled the bench's {cancel_created(args.database_url, merchant_id)} "
               "payments, so the stack's worker does not send them to localstripe)", flush=True)

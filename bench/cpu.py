@@ -49,8 +49,12 @@ def tree_seconds(roots: dict[str, int]) -> dict[str, float]:
     return {name: totals.get(name, 0.0) for name in roots}
 
 
-def stack_pids(stack_dir: Path) -> dict[str, int]:
-    """The root pid of every running component under PAYSTREAM_STACK_DIR (pid files)."""
+def stack_pids(stack_dir: Path | None = None) -> dict[str, int]:
+    """The root pid of every running component of the stack, from its pid files
+    (under PAYSTREAM_STACK_DIR, by default the project's .stack)."""
+    if stack_dir is None:
+        stack_dir = Path(os.environ.get("PAYSTREAM_STACK_DIR",
+                                        Path(__file__).resolve().parents[1] / ".stack"))
     pids: dict[str, int] = {}
     for pidfile in sorted((stack_dir / "run").glob("*.pid")):
         pids[pidfile.stem] = int(pidfile.read_text().split()[0])
@@ -82,3 +86,8 @@ def per_item_ms(before: dict[str, float], after: dict[str, float], items: int, *
              for name in after}
     costs["total"] = round(sum(costs.values()), 2)
     return costs
+
+
+def line(costs: dict[str, float]) -> str:
+    """The non-zero costs of per_item_ms, for one printed line."""
+    return "  ".join(f"{name} {ms}" for name, ms in costs.items() if ms)

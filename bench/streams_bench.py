@@ -231,10 +231,6 @@ async def sustain(conn: psycopg.AsyncConnection[Any], merchant: str, worker: Ben
     }
 
 
-def settings_stack_dir() -> Path:
-    return Path(os.environ.get("PAYSTREAM_STACK_DIR", ROOT / ".stack"))
-
-
 async def burst(conn: psycopg.AsyncConnection[Any], merchant: str, worker: BenchWorkers | None,
                 pids: dict[str, int], name: str, n: int, amount: int,
                 timeout: float) -> dict[str, Any]:
@@ -310,7 +306,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "latency_phase_payments_per_s": round(args.payments / elapsed, 1),
             })
 
-            pids = cpu.stack_pids(settings_stack_dir())
+            pids = cpu.stack_pids()
             if worker is not None:
                 pids.update(worker.pids())
             if args.stripe_burst:

@@ -38,3 +38,7 @@ def test_tree_seconds_counts_a_child_that_exited_once_reaped() -> None:
                     "import time\nend = time.process_time() + 0.3\n"
                     "while time.process_time() < end: pass"], check=True)
     assert cpu.tree_seconds(me)["me"] - before >= 0.25
+
+
+def test_line_lists_the_non_zero_costs() -> None:
+    assert cpu.line({"pg": 5.0, "redis": 0.0, "total": 5.0}) == "pg 5.0  total 5.0"
