@@ -1,8 +1,9 @@
-"""Shared fixtures: the stack's settings and a poll-until-true helper (no bare sleeps)."""
+"""Shared fixtures: the stack's settings, a poll-until-true helper (no bare sleeps), a free port."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -54,3 +55,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Tests that stop components go last, so a slow recovery cannot upset the others.
     items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

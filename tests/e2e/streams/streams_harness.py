@@ -20,7 +20,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from conftest import eventually
+from conftest import eventually, free_port
 from psycopg.rows import dict_row
 
 from paystream.domain import new_id
@@ -49,12 +48,6 @@ TERMINAL = ("succeeded", "failed", "canceled", "blocked")
 # One token per session: names the worker group, its topics and its merchants.
 SESSION = secrets.token_hex(3)
 MERCHANT_PREFIX = f"acct_e2e{SESSION}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- worker processes -----------------------------------------------------------------

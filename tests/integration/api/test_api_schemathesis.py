@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import wait_until
+from conftest import free_port, wait_until
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
@@ -39,12 +38,6 @@ PAYSTREAM = Path(sys.executable).parent / "paystream"
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "30"))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=1) as resp:
@@ -55,7 +48,7 @@ def _healthy(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    port = _free_port()
+    port = free_port()
     # Generated requests come fast; the limit itself is tested elsewhere.
     env = {**os.environ, "API_PORT": str(port), "API_HOST": "127.0.0.1",
            "RATE_LIMIT_PER_SECOND": "100000"}

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -16,18 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import free_port, wait_until
 
 PAYSTREAM = Path(sys.executable).parent / "paystream"
 CREATED = re.compile(
     r'^paystream_api_requests_total\{method="POST",route="/v1/payments",status="201"\} (\S+)$',
     re.MULTILINE)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get(url: str) -> tuple[int, str]:
