@@ -90,13 +90,6 @@ async def isolate(event: EventT, agent: str, fn: Callable[[], Awaitable[Any]]) -
         return False
 
 
-async def each_concurrently(
-    items: Sequence[tuple[EventT, Callable[[], Awaitable[Any]]]], agent: str
-) -> None:
-    """Handle several messages at once (Stripe calls), each isolated from the others."""
-    await asyncio.gather(*(isolate(event, agent, fn) for event, fn in items))
-
-
 def count(agent: str, events: Iterable[EventT]) -> None:
     metrics.EVENTS.labels(agent).inc(sum(1 for _ in events))
 

@@ -25,6 +25,13 @@ STRIPE_CALLS = Counter("paystream_stripe_calls", "Stripe calls by operation and 
 CIRCUIT_STATE = Gauge("paystream_stripe_circuit_open",
                       "1 while the Stripe circuit breaker is open or half-open",
                       registry=REGISTRY)
+CIRCUIT_OPENINGS = Counter("paystream_stripe_circuit_openings",
+                           "Times the Stripe circuit breaker opened", registry=REGISTRY)
+STRIPE_IN_FLIGHT = Gauge("paystream_stripe_in_flight", "Stripe calls awaiting an answer",
+                         registry=REGISTRY)
+STRIPE_BUDGET_WAITING = Gauge("paystream_stripe_budget_waiting",
+                              "Stripe calls waiting for the request budget (rate limit)",
+                              registry=REGISTRY)
 TRANSITIONS = Counter("paystream_transitions", "Guarded status writes that took effect",
                       ["entity", "status", "source"], registry=REGISTRY)
 FRAUD_DECISIONS = Counter("paystream_fraud_decisions", "Fraud decisions stored",

@@ -19,15 +19,14 @@ from faust.types import EventT, StreamT
 from paystream.domain import PaymentStatus, RefundStatus
 
 from . import metrics, store, topics
-from .app import app, runtime, settings
-from .errors import StripeRejected, StripeUnavailable
+from .app import app, settings
 from .fraud import check_for, send_check
 from .handling import count, in_scope, isolate, out_of_scope, with_db
 from .records import PaymentRow, PendingCommand, decode_change, id_key
-from .refunds import record_refund, submit_refund
 from .resilience import backoff_delay
-from .stripe_gateway import StripeObject
-from .submit import block, record_payment_intent, submit_payment
+from .stripe_gateway import BACKGROUND
+from .stripe_sequence import PAYMENT, REFUND, sequence
+from .submit import block
 from .tables import lookup, pending
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ MAX_BACKOFF_INTERVALS = 32
 # (no command, no attempt), so a backlog upstream cannot turn the poller into
 # a source of load. A restart forgets snoozes and looks at each entry once.
 _QUIET = frozenset({"missing", "already_terminal", "awaiting_fraud", "fraud_restarted",
-                    "blocked"})
+                    "blocked", "in_flight"})
 # The fraud stages decide within a second; a payment still undecided this long
 # after its commit lost its check between stages (seen once after a kill -9: a
 # verdict produced by the dying worker never reached the submitter), so the
@@ -177,17 +176,13 @@ async def poll_one(entry: dict[str, Any], row: dict[str, Any] | None) -> Pending
     """Resolve one entry if Stripe knows more; when Stripe was asked, when to ask next."""
     attempts = int(entry["attempts"]) + 1
     error: str | None = None
+    # The poller spends only the Stripe budget no new payment or refund is waiting for.
+    BACKGROUND.set(True)
     try:
         if entry["kind"] == "payment":
-            outcome = await _poll_payment(row, int(entry["partition"]))
+            outcome, error = await _poll_payment(row, int(entry["partition"]))
         else:
-            outcome = await _poll_refund(row)
-    except StripeUnavailable as err:
-        outcome, error = "stripe_unavailable", str(err)
-    except StripeRejected as err:
-        # e.g. a PaymentIntent Stripe does not know: nothing to resolve it with; look
-        # again later in case it was a glitch, but do not fail the payment on a read.
-        outcome, error = "stripe_rejected", f"{err.code}: {err}"
+            outcome, error = await _poll_refund(row)
     except Exception as err:  # noqa: BLE001 - one entry must not stop the others
         log.exception("poller failed on %s %s", entry["kind"], entry["id"])
         metrics.ERRORS.labels(POLLER).inc()
@@ -201,52 +196,33 @@ async def poll_one(entry: dict[str, Any], row: dict[str, Any] | None) -> Pending
                           last_error=error[:300] if error else None)
 
 
-async def _poll_payment(row: dict[str, Any] | None, partition: int) -> str:
+async def _poll_payment(row: dict[str, Any] | None, partition: int) -> tuple[str, str | None]:
     if row is None:
-        return "missing"
+        return "missing", None
     status = PaymentStatus(row["status"])
     if status.is_terminal:
-        return "already_terminal"  # e.g. the webhook won; its change event drops the entry
-    payment_id = row["id"]
+        return "already_terminal", None  # e.g. the webhook won; its change event drops the entry
     if status is PaymentStatus.PENDING and not row["stripe_payment_intent_id"]:
         if row["approved"] is None:
             # Still in the fraud stages (a failure there is dead-lettered and
             # replayed with `paystream dlq replay`), or its check was lost.
             if time.time() - row["created_at"].timestamp() < FRAUD_STALL_SECONDS:
-                return "awaiting_fraud"
+                return "awaiting_fraud", None
             payment = PaymentRow.parse(row)
             await send_check(check_for(payment, partition=partition, source_ts_ms=None))
-            log.warning("payment %s still undecided by fraud; check sent again", payment_id)
-            return "fraud_restarted"
+            log.warning("payment %s still undecided by fraud; check sent again", row["id"])
+            return "fraud_restarted", None
         if row["approved"] is False:
-            await block(payment_id, row["rules_hit"] or [])
-            return "blocked"
-        await runtime.poll_limiter.acquire()
-        await submit_payment(payment_id, POLLER)
-        return "submitted"
-    await runtime.poll_limiter.acquire()
-    pi: StripeObject | None
-    async with runtime.stripe_slots:
-        if row["stripe_payment_intent_id"]:
-            pi = await runtime.stripe.retrieve_payment_intent(row["stripe_payment_intent_id"])
-        else:
-            pi = await runtime.stripe.find_payment_intent(
-                payment_id, since=row["created_at"].timestamp() - 5)
-    if pi is None:
-        return "not_found"
-    return "resolved" if await record_payment_intent(payment_id, pi, POLLER) else "unchanged"
+            await block(row["id"], row["rules_hit"] or [])
+            return "blocked", None
+    attempt = await sequence.run(PAYMENT, row, source=POLLER)
+    return attempt.outcome, attempt.error
 
 
-async def _poll_refund(row: dict[str, Any] | None) -> str:
+async def _poll_refund(row: dict[str, Any] | None) -> tuple[str, str | None]:
     if row is None:
-        return "missing"
+        return "missing", None
     if RefundStatus(row["status"]).is_terminal:
-        return "already_terminal"
-    await runtime.poll_limiter.acquire()
-    if not row["stripe_refund_id"]:
-        await submit_refund(row["id"], POLLER)
-        return "submitted"
-    async with runtime.stripe_slots:
-        refund = await runtime.stripe.retrieve_refund(row["stripe_refund_id"])
-    return "resolved" if await record_refund(row["id"], refund, POLLER) else "unchanged"
-
+        return "already_terminal", None
+    attempt = await sequence.run(REFUND, row, source=POLLER)
+    return attempt.outcome, attempt.error

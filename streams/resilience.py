@@ -1,10 +1,11 @@
-"""Circuit breaker, token-bucket rate limiter and jittered exponential backoff."""
+"""Circuit breaker, the Stripe request budget and jittered exponential backoff."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from enum import StrEnum
 
@@ -74,8 +75,15 @@ class CircuitBreaker:
         self._probing = False
 
 
-class RateLimiter:
-    """A token bucket: at most ``rate`` acquisitions per second, bursts up to ``burst``."""
+class RequestBudget:
+    """The Stripe account's request rate, shared by every Stripe call of one worker.
+
+    A token bucket at ``rate`` requests per second (bursts up to ``burst``).
+    Foreground callers (new payments and refunds) are served first, in order;
+    background callers (the poller) get only the tokens no foreground caller is
+    waiting for. ``pause`` stops the whole bucket: a 429 is about the account,
+    not the one request Stripe refused, so every caller waits out Retry-After.
+    """
 
     def __init__(self, rate: float, *, burst: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -86,22 +94,60 @@ class RateLimiter:
         self._clock = clock
         self._tokens = self.burst
         self._updated = clock()
-        self._lock = asyncio.Lock()
+        self._paused_until = float("-inf")
+        self._waiters: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (
+            deque(), deque())
+        self._timer: asyncio.TimerHandle | None = None
+        self.pauses = 0
 
-    def _refill(self) -> None:
+    @property
+    def waiting(self) -> int:
+        return sum(1 for queue in self._waiters for f in queue if not f.done())
+
+    async def take(self, *, background: bool = False) -> None:
+        """Wait for one request's worth of budget."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[1 if background else 0].append(future)
+        self._grant()
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._tokens += 1  # granted as we were cancelled: give it back
+            raise
+
+    def pause(self, seconds: float) -> None:
+        """No request for ``seconds`` (Stripe answered 429)."""
+        until = self._clock() + max(0.0, seconds)
+        if until > self._paused_until:
+            self._paused_until = until
+            self.pauses += 1
+        # Whatever was saved up is what Stripe just refused, and nothing
+        # accrues while paused: after it the bucket starts empty.
+        self._tokens = min(self._tokens, 0.0)
+        self._updated = max(self._updated, until)
+
+    def _grant(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
-
-    async def acquire(self) -> None:
-        # The lock makes waiters queue in order instead of all waking at once.
-        async with self._lock:
-            while True:
-                self._refill()
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                await asyncio.sleep((1 - self._tokens) / self.rate)
+        if now > self._updated:
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+        if now >= self._paused_until:
+            for queue in self._waiters:
+                while queue and self._tokens >= 1:
+                    future = queue.popleft()
+                    if not future.done():
+                        future.set_result(None)
+                        self._tokens -= 1
+        for queue in self._waiters:
+            while queue and queue[0].done():
+                queue.popleft()
+        if any(self._waiters):
+            wait = max(self._paused_until - now, (1 - self._tokens) / self.rate, 0.001)
+            self._timer = asyncio.get_running_loop().call_later(wait, self._grant)
 
 
 def backoff_delay(attempt: int, *, base: float, cap: float,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,8 +13,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from paystream.settings import Settings
 
-from . import store
-from .resilience import RateLimiter
+from . import metrics, store
+from .resilience import RequestBudget
 from .stripe_gateway import StripeGateway
 
 # The blocklist table is read at most this often; a new entry applies within it.
@@ -36,13 +35,9 @@ class Runtime:
         self._gateway: StripeGateway | None = None
         self._http: aiohttp.ClientSession | None = None
         self._open_lock: asyncio.Lock | None = None
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
         self._blocklist: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
         self._blocklist_at = float("-inf")
-        self._poll_limiter: RateLimiter | None = None
-        self._stripe_slots: asyncio.Semaphore | None = None
+        self._budget: RequestBudget | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
 
     def on_close(self, fn: Callable[[], Awaitable[None]]) -> None:
@@ -73,8 +68,18 @@ class Runtime:
     @property
     def stripe(self) -> StripeGateway:
         if self._gateway is None:
-            self._gateway = StripeGateway(self.settings)
+            self._gateway = StripeGateway(self.settings, budget=self.stripe_budget)
+            gateway = self._gateway
+            metrics.STRIPE_IN_FLIGHT.set_function(lambda: gateway.in_flight)
         return self._gateway
+
+    @property
+    def stripe_budget(self) -> RequestBudget:
+        """STRIPE_REQUESTS_PER_SECOND for every Stripe call of this worker."""
+        if self._budget is None:
+            budget = self._budget = RequestBudget(self.settings.stripe_requests_per_second)
+            metrics.STRIPE_BUDGET_WAITING.set_function(lambda: budget.waiting)
+        return self._budget
 
     async def http(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -84,26 +89,6 @@ class Runtime:
                 connector=aiohttp.TCPConnector(limit=64, limit_per_host=16),
             )
         return self._http
-
-    @property
-    def poll_limiter(self) -> RateLimiter:
-        if self._poll_limiter is None:
-            self._poll_limiter = RateLimiter(self.settings.stripe_requests_per_second)
-        return self._poll_limiter
-
-    @property
-    def stripe_slots(self) -> asyncio.Semaphore:
-        if self._stripe_slots is None:
-            self._stripe_slots = asyncio.Semaphore(self.settings.stripe_concurrency)
-        return self._stripe_slots
-
-    def object_lock(self, object_id: str) -> asyncio.Lock:
-        """One lock per payment or refund id, so the poller and an agent never both submit."""
-        lock = self._locks.get(object_id)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[object_id] = lock
-        return lock
 
     async def blocklist(self) -> tuple[frozenset[str], frozenset[str]]:
         """(customers, payment methods) from the fraud_blocklist table, cached briefly."""

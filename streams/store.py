@@ -50,21 +50,12 @@ async def load_payments(conn: AsyncConnection[Any], ids: Sequence[str]) -> dict[
     return {r["id"]: r for r in rows}
 
 
-async def transition_payment(
-    conn: AsyncConnection[Any], payment_id: str, target: PaymentStatus, **columns: Any
-) -> Row | None:
-    """The guarded UPDATE from the domain; None when the row was not in a predecessor."""
-    return await _one(
-        conn,
-        guarded_update_sql("payments", target, list(columns)),
-        {"id": payment_id, **guard_params(target), **columns},
-    )
-
-
-async def transition_payments(
-    conn: AsyncConnection[Any], target: PaymentStatus, updates: Sequence[Mapping[str, Any]]
+async def transition_rows(
+    conn: AsyncConnection[Any], table: str, target: PaymentStatus | RefundStatus,
+    updates: Sequence[Mapping[str, Any]],
 ) -> list[Row]:
-    """transition_payment for many rows in one round trip (a pipeline); the rows that moved.
+    """The guarded UPDATE for many rows of one table in one round trip (a pipeline);
+    the rows that moved.
 
     Each update is ``{"id": ..., <column>: value, ...}``, with the same columns in all.
     """
@@ -73,21 +64,12 @@ async def transition_payments(
     columns = [c for c in updates[0] if c != "id"]
     moved: list[Row] = []
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.executemany(guarded_update_sql("payments", target, columns),
+        await cur.executemany(guarded_update_sql(table, target, columns),
                               [{**guard_params(target), **u} for u in updates],
                               returning=True)
         async for _ in cur.results():
             moved += await cur.fetchall()
     return moved
-
-
-async def bind_payment_intent(conn: AsyncConnection[Any], payment_id: str, pi_id: str) -> None:
-    """Record the PaymentIntent on a payment that another writer already moved on."""
-    await conn.execute(
-        "UPDATE payments SET stripe_payment_intent_id = %s, updated_at = now() "
-        "WHERE id = %s AND stripe_payment_intent_id IS NULL",
-        (pi_id, payment_id),
-    )
 
 
 # --- fraud --------------------------------------------------------------------------
@@ -144,40 +126,97 @@ class Claim:
     first_attempt_at: float
 
 
-async def claim_submission(
-    conn: AsyncConnection[Any], object_type: str, object_id: str, lease_seconds: float
-) -> Claim | None:
-    """Take the lease to call Stripe for an object; None while another holder has it."""
-    row = await _one(
+# What may still be sent to Stripe, checked as the lease is taken: a payment
+# approved by fraud and still pending without a PaymentIntent (the fraud gate),
+# a refund still pending without a Stripe Refund.
+_CLAIMABLE = {
+    "payment": "SELECT p.id FROM payments p JOIN fraud_decisions d ON d.payment_id = p.id "
+               "WHERE p.id = ANY(%(ids)s) AND p.status = 'pending' AND d.approved "
+               "AND p.stripe_payment_intent_id IS NULL",
+    "refund": "SELECT r.id FROM refunds r WHERE r.id = ANY(%(ids)s) AND r.status = 'pending' "
+              "AND r.stripe_refund_id IS NULL",
+}
+
+
+async def claim_submissions(
+    conn: AsyncConnection[Any], object_type: str, ids: Sequence[str], lease_seconds: float
+) -> dict[str, Claim]:
+    """Take the lease to call Stripe for each object still claimable and not leased by
+    another caller; the claims taken, by id (one round trip for all)."""
+    rows = await _all(
         conn,
+        f"WITH claimable AS ({_CLAIMABLE[object_type]}) "
         "INSERT INTO stripe_submissions (object_type, object_id, attempts, lease_until) "
-        "VALUES (%(t)s, %(id)s, 1, now() + make_interval(secs => %(lease)s)) "
+        "SELECT %(t)s, id, 1, now() + make_interval(secs => %(lease)s) FROM claimable "
         "ON CONFLICT (object_type, object_id) DO UPDATE SET "
         "  attempts = stripe_submissions.attempts + 1, "
         "  lease_until = EXCLUDED.lease_until, updated_at = now() "
         "WHERE stripe_submissions.lease_until IS NULL OR stripe_submissions.lease_until < now() "
-        "RETURNING attempts, stripe_id, extract(epoch FROM created_at)::float8 AS since",
-        {"t": object_type, "id": object_id, "lease": lease_seconds},
+        "RETURNING object_id, attempts, stripe_id, extract(epoch FROM created_at)::float8 AS since",
+        {"t": object_type, "ids": sorted(set(ids)), "lease": lease_seconds},
     )
-    if row is None:
-        return None
-    return Claim(row["attempts"], row["stripe_id"], float(row["since"]))
+    return {r["object_id"]: Claim(r["attempts"], r["stripe_id"], float(r["since"]))
+            for r in rows}
 
 
-async def release_submission(
-    conn: AsyncConnection[Any],
-    object_type: str,
-    object_id: str,
-    *,
-    stripe_id: str | None = None,
-    error: str | None = None,
-) -> None:
-    await conn.execute(
-        "UPDATE stripe_submissions SET lease_until = NULL, "
-        "stripe_id = coalesce(%s, stripe_id), last_error = %s, updated_at = now() "
-        "WHERE object_type = %s AND object_id = %s",
-        (stripe_id, error, object_type, object_id),
-    )
+@dataclass(frozen=True, slots=True)
+class WriteBack:
+    """One Stripe answer (or its absence) to record for a payment or refund."""
+
+    object_type: str  # "payment" | "refund"
+    object_id: str
+    # The guarded move, with its columns; None when there is nothing to move.
+    target: PaymentStatus | RefundStatus | None
+    columns: Mapping[str, Any]
+    # The Stripe object's id, bound to the row even when another writer moved it.
+    stripe_id: str | None
+    # Whether this caller holds the object's lease (released here, with error).
+    release: bool
+    error: str | None = None
+
+
+_TABLES = {"payment": ("payments", "stripe_payment_intent_id"),
+           "refund": ("refunds", "stripe_refund_id")}
+
+
+async def write_back(conn: AsyncConnection[Any], items: Sequence[WriteBack]) -> list[bool]:
+    """Record many Stripe answers in one transaction; for each, whether its row moved.
+
+    Guarded moves grouped by (table, target, columns), then the Stripe ids bound
+    on rows another writer (the webhook) moved first, then the leases released.
+    """
+    groups: dict[tuple[str, Any, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for item in items:
+        if item.target is not None:
+            key = (item.object_type, item.target, tuple(item.columns))
+            groups.setdefault(key, []).append({"id": item.object_id, **item.columns})
+    moved: set[tuple[str, str]] = set()
+    async with conn.transaction():
+        for (object_type, target, _), updates in groups.items():
+            rows = await transition_rows(conn, _TABLES[object_type][0], target, updates)
+            moved |= {(object_type, r["id"]) for r in rows}
+        for object_type, (table, column) in _TABLES.items():
+            binds = [(i.object_id, i.stripe_id) for i in items if i.object_type == object_type
+                     and i.stripe_id and (object_type, i.object_id) not in moved]
+            if binds:
+                await conn.execute(
+                    f"UPDATE {table} t SET {column} = b.stripe_id, updated_at = now() "
+                    "FROM unnest(%s::text[], %s::text[]) AS b(id, stripe_id) "
+                    f"WHERE t.id = b.id AND t.{column} IS NULL",
+                    ([i for i, _ in binds], [s for _, s in binds]))
+        released = [i for i in items if i.release]
+        if released:
+            await conn.execute(
+                "UPDATE stripe_submissions s SET lease_until = NULL, "
+                "  stripe_id = coalesce(r.stripe_id, s.stripe_id), last_error = r.error, "
+                "  updated_at = now() "
+                "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) "
+                "  AS r(object_type, object_id, stripe_id, error) "
+                "WHERE s.object_type = r.object_type AND s.object_id = r.object_id",
+                ([i.object_type for i in released], [i.object_id for i in released],
+                 [i.stripe_id for i in released],
+                 [i.error[:500] if i.error else None for i in released]))
+    return [(i.object_type, i.object_id) in moved for i in items]
 
 
 # --- refunds --------------------------------------------------------------------------
@@ -192,16 +231,6 @@ async def load_refunds(conn: AsyncConnection[Any], ids: Sequence[str]) -> dict[s
         (list(ids),),
     )
     return {r["id"]: r for r in rows}
-
-
-async def transition_refund(
-    conn: AsyncConnection[Any], refund_id: str, target: RefundStatus, **columns: Any
-) -> Row | None:
-    return await _one(
-        conn,
-        guarded_update_sql("refunds", target, list(columns)),
-        {"id": refund_id, **guard_params(target), **columns},
-    )
 
 
 async def sync_amount_refunded(conn: AsyncConnection[Any], payment_id: str) -> bool:

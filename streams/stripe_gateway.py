@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
 import stripe
 
 from paystream.domain import stripe_idempotency_key
@@ -16,10 +19,16 @@ from paystream.settings import Settings
 from . import metrics
 from .errors import CircuitOpen, StripeRejected, StripeUnavailable
 from .records import PaymentRow, RefundRow
-from .resilience import CircuitBreaker, CircuitState
+from .resilience import CircuitBreaker, CircuitState, RequestBudget, backoff_delay
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# How long one call keeps retrying through 429s before the object is left for
+# the poller (it stays pending; the breaker is not touched).
+RATE_LIMIT_PATIENCE_SECONDS = 30.0
+# Set by the poller: its calls spend only the budget no new payment is waiting for.
+BACKGROUND: ContextVar[bool] = ContextVar("stripe_background", default=False)
 
 # Page size when looking up what an earlier attempt created (after a crash
 # between "create" and "write back" only).
@@ -54,6 +63,22 @@ def _refund(refund: Any) -> StripeObject:
     )
 
 
+class _RateLimited(Exception):
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+def _retry_after(err: stripe.StripeError) -> float | None:
+    """Seconds from a Retry-After header (Stripe's limiter may send one), if any."""
+    raw = (err.headers or {}).get("Retry-After") or (err.headers or {}).get("retry-after")
+    try:
+        return min(60.0, max(0.0, float(raw))) if raw is not None else None
+    except ValueError:
+        return None
+
+
 def _meta(obj: Any, key: str) -> str | None:
     # stripe 16 objects are not dicts: no .get(), only `in` and [].
     metadata = obj["metadata"] if "metadata" in obj else None
@@ -70,18 +95,28 @@ def customer_param(customer: str) -> str | None:
 
 
 class StripeGateway:
-    """Every Stripe call we make, mapped to our errors, counted, and guarded by a breaker."""
+    """Every Stripe call we make: paid for from the request budget, mapped to our
+    errors, counted, and guarded by a breaker."""
 
-    def __init__(self, settings: Settings, *, breaker: CircuitBreaker | None = None) -> None:
-        self._http = stripe.AIOHTTPClient(timeout=settings.stripe_timeout_seconds)
-        # No SDK retries: the poller retries with backoff, and localstripe would
-        # turn a retried create into a second PaymentIntent (it ignores Idempotency-Key).
+    def __init__(self, settings: Settings, *, budget: RequestBudget,
+                 breaker: CircuitBreaker | None = None) -> None:
+        # One pool as large as the calls we allow in flight: a call queued in
+        # aiohttp's pool would spend its timeout waiting for a socket.
+        self._http = stripe.AIOHTTPClient(
+            timeout=settings.stripe_timeout_seconds,
+            connector=aiohttp.TCPConnector(limit=settings.stripe_concurrency))
+        # No SDK retries: a 429 is retried here, after the budget's pause; anything
+        # else is the poller's to retry, with backoff (localstripe would turn a
+        # retried create into a second PaymentIntent: it ignores Idempotency-Key).
         self._client = stripe.StripeClient(
             settings.stripe_api_key,
             base_addresses={"api": settings.stripe_api_base},
             http_client=self._http,
             max_network_retries=0,
         )
+        self.budget = budget
+        self._slots = asyncio.Semaphore(settings.stripe_concurrency)
+        self.in_flight = 0
         self.breaker = breaker or CircuitBreaker(
             settings.circuit_failure_threshold, settings.circuit_reset_seconds
         )
@@ -89,12 +124,39 @@ class StripeGateway:
     async def close(self) -> None:
         await self._http.close_async()
 
-    async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, operation: str, fn: Callable[[], Awaitable[T]], *,
+                    prepaid: bool = False) -> T:
+        """fn's answer; a 429 is waited out (the whole budget pauses) and tried again
+        for up to RATE_LIMIT_PATIENCE_SECONDS. ``prepaid``: the caller already took
+        this request's token from the budget."""
+        give_up_at = time.monotonic() + RATE_LIMIT_PATIENCE_SECONDS
+        refusals = 0
+        while True:
+            if not prepaid:
+                await self.budget.take(background=BACKGROUND.get())
+            prepaid = False
+            try:
+                return await self._once(operation, fn)
+            except _RateLimited as limited:
+                refusals += 1
+                wait = limited.retry_after or backoff_delay(refusals, base=0.5, cap=8.0)
+                self.budget.pause(wait)
+                if time.monotonic() + wait > give_up_at:
+                    raise StripeUnavailable(
+                        f"rate limited {refusals} times in a row: {limited.message}",
+                        operation=operation, code="rate_limit") from None
+
+    async def _once(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
         if not self.breaker.allow():
             metrics.STRIPE_CALLS.labels(operation, "circuit_open").inc()
             raise CircuitOpen(operation=operation, retry_in=self.breaker.retry_in())
         try:
-            result = await fn()
+            async with self._slots:
+                self.in_flight += 1
+                try:
+                    result = await fn()
+                finally:
+                    self.in_flight -= 1
         except stripe.CardError as err:
             self.breaker.success()  # a decline is a healthy answer
             metrics.STRIPE_CALLS.labels(operation, "declined").inc()
@@ -106,19 +168,30 @@ class StripeGateway:
                 code=err.code or "card_declined",
                 stripe_id=pi["id"] if pi else None,
             ) from None
-        except (stripe.RateLimitError, stripe.APIConnectionError, stripe.AuthenticationError,
-                stripe.PermissionError, asyncio.TimeoutError) as err:
-            self._failed(operation)
-            raise StripeUnavailable(f"{type(err).__name__}: {_short(err)}",
-                                    operation=operation) from None
+        except stripe.RateLimitError as err:
+            # Backpressure, not an outage: Stripe is healthy and answered at once.
+            self.breaker.release()
+            metrics.STRIPE_CALLS.labels(operation, "rate_limited").inc()
+            raise _RateLimited(_short(err), _retry_after(err)) from None
         except stripe.InvalidRequestError as err:
             self.breaker.success()
             metrics.STRIPE_CALLS.labels(operation, "rejected").inc()
             raise StripeRejected(_short(err), operation=operation,
                                  code=err.code or "invalid_request") from None
-        except stripe.StripeError as err:
-            # APIError and anything unknown: 5xx and friends, worth a retry.
+        except (stripe.APIConnectionError, asyncio.TimeoutError) as err:
             self._failed(operation)
+            raise StripeUnavailable(f"{type(err).__name__}: {_short(err)}",
+                                    operation=operation) from None
+        except stripe.StripeError as err:
+            if (err.http_status or 500) >= 500:
+                # APIError and anything unknown: 5xx and friends, worth a retry.
+                self._failed(operation)
+            else:
+                # A bad key or a refused permission says nothing about Stripe's
+                # health: retry later without opening the breaker.
+                self.breaker.release()
+                metrics.STRIPE_CALLS.labels(operation, "refused").inc()
+                log.error("Stripe refused %s: %s", operation, _short(err))
             raise StripeUnavailable(f"{type(err).__name__}: {_short(err)}",
                                     operation=operation) from None
         except BaseException:
@@ -130,13 +203,17 @@ class StripeGateway:
         return result
 
     def _failed(self, operation: str) -> None:
+        opened = self.breaker.opened_count
         self.breaker.failure()
+        if self.breaker.opened_count > opened:
+            metrics.CIRCUIT_OPENINGS.inc()
         metrics.STRIPE_CALLS.labels(operation, "error").inc()
         metrics.CIRCUIT_STATE.set(0 if self.breaker.state == CircuitState.CLOSED else 1)
 
     # --- PaymentIntents ------------------------------------------------------------
 
-    async def create_payment_intent(self, payment: PaymentRow) -> StripeObject:
+    async def create_payment_intent(self, payment: PaymentRow, *,
+                                    prepaid: bool = False) -> StripeObject:
         """Create and confirm in one call, keyed by our payment id."""
         params: dict[str, Any] = {
             "amount": payment.amount,
@@ -157,17 +234,20 @@ class StripeGateway:
             lambda: self._client.v1.payment_intents.create_async(
                 params=params, options=options  # type: ignore[arg-type]
             ),
+            prepaid=prepaid,
         )
         return _payment_intent(pi)
 
-    async def retrieve_payment_intent(self, pi_id: str) -> StripeObject:
+    async def retrieve_payment_intent(self, pi_id: str, *, prepaid: bool = False) -> StripeObject:
         pi = await self._call(
             "payment_intent.retrieve",
             lambda: self._client.v1.payment_intents.retrieve_async(pi_id),
+            prepaid=prepaid,
         )
         return _payment_intent(pi)
 
-    async def find_payment_intent(self, payment_id: str, *, since: float) -> StripeObject | None:
+    async def find_payment_intent(self, payment_id: str, *, since: float,
+                                  prepaid: bool = False) -> StripeObject | None:
         """The PaymentIntent an earlier attempt made for payment_id, created after since."""
 
         async def lookup() -> StripeObject | None:
@@ -193,11 +273,12 @@ class StripeGateway:
                     return _payment_intent(expanded)
             return None
 
-        return await self._find("payment_intent.find", lookup)
+        return await self._find("payment_intent.find", lookup, prepaid=prepaid)
 
     # --- Refunds -------------------------------------------------------------------
 
-    async def create_refund(self, refund: RefundRow, payment_intent_id: str) -> StripeObject:
+    async def create_refund(self, refund: RefundRow, payment_intent_id: str, *,
+                            prepaid: bool = False) -> StripeObject:
         params = {
             "payment_intent": payment_intent_id,
             "amount": refund.amount,
@@ -209,16 +290,19 @@ class StripeGateway:
             lambda: self._client.v1.refunds.create_async(
                 params=params, options=options  # type: ignore[arg-type]
             ),
+            prepaid=prepaid,
         )
         return _refund(obj)
 
-    async def retrieve_refund(self, refund_id: str) -> StripeObject:
+    async def retrieve_refund(self, refund_id: str, *, prepaid: bool = False) -> StripeObject:
         obj = await self._call(
-            "refund.retrieve", lambda: self._client.v1.refunds.retrieve_async(refund_id)
+            "refund.retrieve", lambda: self._client.v1.refunds.retrieve_async(refund_id),
+            prepaid=prepaid,
         )
         return _refund(obj)
 
-    async def find_refund(self, refund_id: str, payment_intent_id: str) -> StripeObject | None:
+    async def find_refund(self, refund_id: str, payment_intent_id: str, *,
+                          prepaid: bool = False) -> StripeObject | None:
         """The Refund an earlier attempt created for refund_id, listed by its PaymentIntent."""
 
         async def scan() -> StripeObject | None:
@@ -230,14 +314,15 @@ class StripeGateway:
                     return _refund(obj)
             return None
 
-        return await self._find("refund.find", scan)
+        return await self._find("refund.find", scan, prepaid=prepaid)
 
     async def _find(self, operation: str,
-                    fn: Callable[[], Awaitable[StripeObject | None]]) -> StripeObject | None:
+                    fn: Callable[[], Awaitable[StripeObject | None]], *,
+                    prepaid: bool) -> StripeObject | None:
         # A look-up Stripe refuses says nothing about the payment: it must not fail
         # it, and without an answer creating again could charge twice. Retry later.
         try:
-            return await self._call(operation, fn)
+            return await self._call(operation, fn, prepaid=prepaid)
         except StripeRejected as err:
             raise StripeUnavailable(f"look-up refused: {err}", operation=operation,
                                     code=err.code) from None

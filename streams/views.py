@@ -151,7 +151,8 @@ class Stats(View):
 
     async def get(self, request: Request) -> Response:
         snap = metrics.snapshot()
-        breaker = runtime.stripe.breaker
+        stripe = runtime.stripe
+        breaker = stripe.breaker
         return self.json({
             "worker": str(app.conf.canonical_url),
             "partitions": _assigned(),
@@ -161,6 +162,9 @@ class Stats(View):
             "stripe_calls": snap.get("paystream_stripe_calls", {}),
             "circuit": {"state": breaker.state.value, "retry_in_seconds":
                         round(breaker.retry_in(), 3), "times_opened": breaker.opened_count},
+            "stripe_budget": {"requests_per_second": stripe.budget.rate,
+                              "waiting": stripe.budget.waiting, "in_flight": stripe.in_flight,
+                              "rate_limit_pauses": stripe.budget.pauses},
             "cdc_lag_seconds": snap.get("paystream_cdc_lag_seconds", {}),
             "transitions": snap.get("paystream_transitions", {}),
             "fraud_decisions": snap.get("paystream_fraud_decisions", {}),

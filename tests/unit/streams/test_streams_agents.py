@@ -171,10 +171,10 @@ async def test_poller_resends_the_fraud_check_of_a_payment_stuck_undecided(
 
     monkeypatch.setattr(poller, "send_check", send_check)
     # Just committed: the fraud stages are at work; nothing is sent.
-    assert await poller._poll_payment(_undecided_row(1), 2) == "awaiting_fraud"
+    assert await poller._poll_payment(_undecided_row(1), 2) == ("awaiting_fraud", None)
     assert sent == []
     # Undecided long after its commit: its check was lost, so it goes again.
     assert await poller._poll_payment(
-        _undecided_row(poller.FRAUD_STALL_SECONDS + 5), 2) == "fraud_restarted"
+        _undecided_row(poller.FRAUD_STALL_SECONDS + 5), 2) == ("fraud_restarted", None)
     assert [(c.payment_id, c.partition, c.amount, c.customer) for c in sent] == [
         ("pay_stalled", 2, 700, "cus_x")]

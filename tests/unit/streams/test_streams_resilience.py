@@ -1,12 +1,13 @@
-"""Circuit breaker, rate limiter and backoff, on a fake clock."""
+"""Circuit breaker, the Stripe request budget and backoff."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
-from streams.resilience import CircuitBreaker, CircuitState, RateLimiter, backoff_delay
+from streams.resilience import CircuitBreaker, CircuitState, RequestBudget, backoff_delay
 
 
 class Clock:
@@ -65,15 +66,54 @@ def test_backoff_is_jittered_between_half_and_all_of_the_capped_exponential(atte
     assert backoff_delay(0, base=1.0, cap=60.0) == 0.0
 
 
-async def test_rate_limiter_spaces_acquisitions() -> None:
-    limiter = RateLimiter(50.0, burst=1.0)
+async def test_budget_spaces_requests_at_its_rate() -> None:
+    budget = RequestBudget(50.0, burst=1.0)
     start = time.monotonic()
     for _ in range(6):
-        await limiter.acquire()
+        await budget.take()
     # The first is free, the next five wait 1/50 s each.
     assert time.monotonic() - start >= 5 / 50 * 0.9
 
 
-def test_rate_limiter_needs_a_positive_rate() -> None:
+async def test_budget_serves_new_payments_before_the_poller() -> None:
+    budget = RequestBudget(20.0, burst=1.0)
+    await budget.take()  # the bucket is empty now
+    served: list[str] = []
+
+    async def take(name: str, background: bool) -> None:
+        await budget.take(background=background)
+        served.append(name)
+
+    # The poller asked first, yet every foreground request goes before it.
+    tasks = [asyncio.create_task(take("poller", True))]
+    await asyncio.sleep(0)
+    tasks += [asyncio.create_task(take(f"submit{i}", False)) for i in range(3)]
+    await asyncio.gather(*tasks)
+    assert served == ["submit0", "submit1", "submit2", "poller"]
+
+
+async def test_a_429_pauses_every_caller_and_saved_up_budget_is_dropped() -> None:
+    budget = RequestBudget(1000.0, burst=100.0)
+    budget.pause(0.2)
+    start = time.monotonic()
+    await asyncio.gather(*(budget.take() for _ in range(3)))
+    # Nothing went out during the pause, and the 100 saved tokens were not spent at once.
+    assert time.monotonic() - start >= 0.2 * 0.9
+    assert budget.pauses == 1
+
+
+async def test_a_cancelled_caller_takes_no_budget() -> None:
+    budget = RequestBudget(10.0, burst=1.0)
+    await budget.take()
+    gone = asyncio.create_task(budget.take())
+    await asyncio.sleep(0)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert budget.waiting == 0
+    await asyncio.wait_for(budget.take(), timeout=5)
+
+
+def test_budget_needs_a_positive_rate() -> None:
     with pytest.raises(ValueError):
-        RateLimiter(0)
+        RequestBudget(0)

@@ -1,0 +1,291 @@
+"""The one Stripe sequence for payments and refunds: lease, look up, create, write back, release.
+
+Used by the submit and refunds agents (``start``: the agent moves on while
+Stripe answers) and by the poller (``run``, in the background share of the
+budget). Double-charge guards, in order:
+
+- the lease in ``stripe_submissions`` is taken only while the object is still
+  claimable (a payment pending, approved by fraud, without a PaymentIntent) and
+  nobody else holds it; the request's budget token is taken *before* the lease,
+  so a lease never expires while its holder waits for the rate limit;
+- a second attempt first looks for what an earlier one may have created (by
+  metadata; localstripe ignores Idempotency-Key, real Stripe honours the key
+  derived from our id too);
+- the answer is written with the guarded UPDATE, so a webhook that got there
+  first wins and only the Stripe id is bound.
+
+Claims and write-backs of the objects in flight are coalesced: one round trip
+for everything ready at the same moment, not one transaction per object.
+Every object is its own task, so a slow answer never holds back another one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from faust.types import EventT
+
+from paystream.domain import (
+    PaymentStatus,
+    RefundStatus,
+    map_stripe_payment_intent_status,
+    map_stripe_refund_status,
+)
+
+from . import metrics, store
+from .app import runtime, settings
+from .coalesce import Coalescer
+from .errors import StripeRejected, StripeUnavailable
+from .handling import isolate, with_db
+from .records import PaymentRow, RefundRow
+from .store import Claim, WriteBack
+from .stripe_gateway import BACKGROUND, RATE_LIMIT_PATIENCE_SECONDS, StripeGateway, StripeObject
+
+log = logging.getLogger(__name__)
+Row = Mapping[str, Any]
+# Our clock against Stripe's when looking up what an earlier attempt created.
+CLOCK_SKEW_SECONDS = 5.0
+
+
+def lease_seconds() -> float:
+    # Long enough for a call to time out and for a run of 429s to be waited out,
+    # short enough that a crashed holder's object is picked up soon after.
+    return 2 * settings.stripe_timeout_seconds + RATE_LIMIT_PATIENCE_SECONDS + 5
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What differs between a payment's PaymentIntent and a refund's Refund."""
+
+    name: str  # stripe_submissions.object_type, pending entries' kind
+    stripe_column: str
+    # The one mapping from a Stripe object to our move: (target, columns).
+    outcome: Callable[[StripeObject], tuple[PaymentStatus | RefundStatus | None,
+                                            dict[str, Any]]]
+    refused: Callable[[StripeRejected], tuple[PaymentStatus | RefundStatus, dict[str, Any]]]
+    retrieve: Callable[[StripeGateway, str, bool], Awaitable[StripeObject]]
+    find: Callable[[StripeGateway, Row, float, bool], Awaitable[StripeObject | None]]
+    create: Callable[[StripeGateway, Row, bool], Awaitable[StripeObject]]
+    # A reason Stripe must not even be asked (e.g. a refund of an uncharged payment).
+    precheck: Callable[[Row], StripeRejected | None]
+
+
+def _payment_outcome(pi: StripeObject) -> tuple[PaymentStatus, dict[str, Any]]:
+    target = map_stripe_payment_intent_status(pi.status)
+    columns: dict[str, Any] = {"stripe_payment_intent_id": pi.id}
+    if target is PaymentStatus.FAILED:
+        columns.update(failure_code=pi.failure_code or "payment_failed",
+                       failure_message=pi.failure_message)
+    return target, columns
+
+
+def _payment_refused(rejected: StripeRejected) -> tuple[PaymentStatus, dict[str, Any]]:
+    columns: dict[str, Any] = {"failure_code": rejected.code,
+                               "failure_message": str(rejected)[:500]}
+    if rejected.stripe_id:
+        columns["stripe_payment_intent_id"] = rejected.stripe_id
+    return PaymentStatus.FAILED, columns
+
+
+def _payment_precheck(row: Row) -> StripeRejected | None:
+    return None  # the claim itself checks the fraud gate
+
+
+def _refund_outcome(refund: StripeObject) -> tuple[RefundStatus | None, dict[str, Any]]:
+    target = map_stripe_refund_status(refund.status)
+    if target is RefundStatus.PENDING:
+        return None, {}  # nothing to move; the id is bound
+    columns: dict[str, Any] = {"stripe_refund_id": refund.id}
+    if target is RefundStatus.FAILED:
+        columns["failure_code"] = refund.failure_code or "refund_failed"
+    return target, columns
+
+
+def _refund_refused(rejected: StripeRejected) -> tuple[RefundStatus, dict[str, Any]]:
+    return RefundStatus.FAILED, {"failure_code": rejected.code,
+                                 "failure_message": str(rejected)[:500]}
+
+
+def _refund_precheck(row: Row) -> StripeRejected | None:
+    if row["payment_intent"]:
+        return None
+    return StripeRejected("The payment has no PaymentIntent to refund.",
+                          operation="refund.create", code="payment_not_captured")
+
+
+PAYMENT = Kind(
+    name="payment",
+    stripe_column="stripe_payment_intent_id",
+    outcome=_payment_outcome,
+    refused=_payment_refused,
+    retrieve=lambda gw, sid, prepaid: gw.retrieve_payment_intent(sid, prepaid=prepaid),
+    find=lambda gw, row, since, prepaid: gw.find_payment_intent(
+        row["id"], since=since - CLOCK_SKEW_SECONDS, prepaid=prepaid),
+    create=lambda gw, row, prepaid: gw.create_payment_intent(PaymentRow.parse(row),
+                                                             prepaid=prepaid),
+    precheck=_payment_precheck,
+)
+REFUND = Kind(
+    name="refund",
+    stripe_column="stripe_refund_id",
+    outcome=_refund_outcome,
+    refused=_refund_refused,
+    retrieve=lambda gw, sid, prepaid: gw.retrieve_refund(sid, prepaid=prepaid),
+    find=lambda gw, row, since, prepaid: gw.find_refund(row["id"], row["payment_intent"],
+                                                        prepaid=prepaid),
+    create=lambda gw, row, prepaid: gw.create_refund(RefundRow.parse(row), row["payment_intent"],
+                                                     prepaid=prepaid),
+    precheck=_refund_precheck,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one run did: ``outcome`` names it (metrics, the poller's schedule)."""
+
+    outcome: str
+    error: str | None = None
+
+
+class StripeSequence:
+    """Runs the sequence for any number of objects at once, each independently."""
+
+    def __init__(self) -> None:
+        self._active: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._window: asyncio.Semaphore | None = None
+        self._claims: dict[str, Coalescer[str, Claim | None]] = {
+            kind.name: Coalescer(self._claimer(kind.name)) for kind in (PAYMENT, REFUND)}
+        self._writes: Coalescer[WriteBack, bool] = Coalescer(self._write)
+
+    def busy_with(self, object_id: str) -> bool:
+        return object_id in self._active
+
+    async def start(self, event: EventT, agent: str, kind: Kind, row: Row) -> None:
+        """Hand one object over and return as soon as it is under way; waits only while
+        STRIPE_CONCURRENCY objects are already in the sequence (backpressure)."""
+        if self._window is None:
+            self._window = asyncio.Semaphore(settings.stripe_concurrency)
+        await self._window.acquire()
+
+        async def run() -> None:
+            try:
+                await isolate(event, agent, lambda: self.run(kind, row, source=agent))
+            finally:
+                assert self._window is not None
+                self._window.release()
+
+        task = asyncio.create_task(run(), name=f"stripe-{row['id']}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self, grace: float) -> None:
+        """Let calls in flight finish for up to grace seconds, then cancel the rest
+        (their leases expire and the poller looks again)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in set(self._tasks):
+            task.cancel()
+
+    async def run(self, kind: Kind, row: Row, *, source: str) -> Attempt:
+        """The whole sequence for one loaded row: retrieve it if it has a Stripe id,
+        else lease and create (after looking for an earlier attempt's) if it may be
+        sent, else look it up by metadata."""
+        object_id = str(row["id"])
+        if object_id in self._active:
+            return Attempt("in_flight")
+        self._active.add(object_id)
+        try:
+            if row[kind.stripe_column]:
+                return await self._refresh(kind, row, source,
+                                           lambda gw: kind.retrieve(gw, row[kind.stripe_column],
+                                                                    False))
+            if row["status"] == "pending":
+                refusal = kind.precheck(row)
+                if refusal is not None:
+                    return await self._record(kind, object_id, None, refusal, source,
+                                              release=False)
+                return await self._submit(kind, row, source)
+            return await self._refresh(
+                kind, row, source,
+                lambda gw: kind.find(gw, row, row["created_at"].timestamp(), False))
+        finally:
+            self._active.discard(object_id)
+
+    async def _submit(self, kind: Kind, row: Row, source: str) -> Attempt:
+        gateway = runtime.stripe
+        # Pay for the first request before taking the lease (see the module's docstring).
+        await gateway.budget.take(background=BACKGROUND.get())
+        claim = await self._claims[kind.name].put(str(row["id"]))
+        if claim is None:
+            return Attempt("busy")  # leased by another caller, or no longer claimable
+        answer: StripeObject | None = None
+        try:
+            if claim.stripe_id:
+                answer = await kind.retrieve(gateway, claim.stripe_id, True)
+            elif claim.attempts > 1:
+                # An earlier attempt may have created one and died before writing back.
+                answer = await kind.find(gateway, row, claim.first_attempt_at, True)
+            if answer is None:
+                answer = await kind.create(gateway, row, claim.attempts == 1)
+        except StripeRejected as rejected:
+            return await self._record(kind, row["id"], None, rejected, source, release=True)
+        except StripeUnavailable as err:
+            log.info("%s %s stays pending: %s", kind.name, row["id"], err)
+            await self._writes.put(WriteBack(kind.name, row["id"], None, {}, None,
+                                             release=True, error=str(err)))
+            return Attempt("stripe_unavailable", str(err))
+        except Exception as err:
+            await self._writes.put(WriteBack(kind.name, row["id"], None, {}, None,
+                                             release=True, error=f"{type(err).__name__}: {err}"))
+            raise
+        return await self._record(kind, row["id"], answer, None, source, release=True)
+
+    async def _refresh(self, kind: Kind, row: Row, source: str,
+                       ask: Callable[[StripeGateway], Awaitable[StripeObject | None]]) -> Attempt:
+        try:
+            answer = await ask(runtime.stripe)
+        except StripeUnavailable as err:
+            return Attempt("stripe_unavailable", str(err))
+        except StripeRejected as err:
+            # e.g. an object Stripe does not know: a read never fails the payment.
+            return Attempt("stripe_rejected", f"{err.code}: {err}")
+        if answer is None:
+            return Attempt("not_found")
+        return await self._record(kind, row["id"], answer, None, source, release=False)
+
+    async def _record(self, kind: Kind, object_id: str, answer: StripeObject | None,
+                      rejected: StripeRejected | None, source: str, *, release: bool) -> Attempt:
+        if answer is not None:
+            target, columns = kind.outcome(answer)
+            stripe_id: str | None = answer.id
+        else:
+            assert rejected is not None
+            target, columns = kind.refused(rejected)
+            stripe_id = rejected.stripe_id
+        moved = await self._writes.put(WriteBack(
+            kind.name, object_id, target, columns, stripe_id, release=release,
+            error=rejected.code if rejected else None))
+        if moved and target is not None:
+            metrics.TRANSITIONS.labels(kind.name, target.value, source).inc()
+        return Attempt("resolved" if moved else "unchanged")
+
+    def _claimer(self, object_type: str) -> Callable[[Any], Awaitable[list[Claim | None]]]:
+        async def claim(ids: Any) -> list[Claim | None]:
+            taken = await with_db(
+                lambda conn: store.claim_submissions(conn, object_type, ids, lease_seconds()),
+                what=f"{object_type} claims")
+            return [taken.get(i) for i in ids]
+
+        return claim
+
+    async def _write(self, items: Any) -> list[bool]:
+        return await with_db(lambda conn: store.write_back(conn, items), what="write-back")
+
+
+sequence = StripeSequence()
+runtime.on_close(lambda: sequence.stop(grace=settings.stripe_timeout_seconds))
