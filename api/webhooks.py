@@ -31,6 +31,7 @@ from paystream.domain.status import (
     RefundStatus,
     guard_params,
     guarded_update_sql,
+    map_stripe_payment_intent_status,
     map_stripe_refund_status,
 )
 
@@ -39,12 +40,15 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "Stripe-Signature"
 TOLERANCE_SECONDS = 300
 
-PAYMENT_INTENT_EVENTS: Mapping[str, PaymentStatus] = {
-    "payment_intent.processing": PaymentStatus.PROCESSING,
-    "payment_intent.requires_action": PaymentStatus.REQUIRES_ACTION,
-    "payment_intent.succeeded": PaymentStatus.SUCCEEDED,
-    "payment_intent.payment_failed": PaymentStatus.FAILED,
-    "payment_intent.canceled": PaymentStatus.CANCELED,
+# The PaymentIntent events we act on, and the Stripe status each announces when
+# its object does not carry one. Our status comes from the domain's one mapping
+# of Stripe statuses (the same the worker uses for what it creates and polls).
+PAYMENT_INTENT_EVENTS: Mapping[str, str] = {
+    "payment_intent.processing": "processing",
+    "payment_intent.requires_action": "requires_action",
+    "payment_intent.succeeded": "succeeded",
+    "payment_intent.payment_failed": "requires_payment_method",
+    "payment_intent.canceled": "canceled",
 }
 # Events whose data.object is a Refund; its own status says where it stands.
 REFUND_EVENTS = frozenset(
@@ -120,10 +124,15 @@ def _metadata(obj: Mapping[str, Any], key: str) -> str | None:
     return _str(meta, key) if isinstance(meta, Mapping) else None
 
 
-def _payment_change(target: PaymentStatus, obj: Mapping[str, Any]) -> PaymentChange:
+def _payment_change(kind: str, obj: Mapping[str, Any]) -> PaymentChange:
     pi = _str(obj, "id")
     if pi is None:
         raise MalformedEvent("payment intent without an id")
+    try:
+        target = map_stripe_payment_intent_status(_str(obj, "status")
+                                                  or PAYMENT_INTENT_EVENTS[kind])
+    except ValidationError as err:
+        raise MalformedEvent(str(err)) from None
     code = message = None
     if target is PaymentStatus.FAILED:
         error = obj.get("last_payment_error")
@@ -162,7 +171,7 @@ def changes_for(event: Mapping[str, Any]) -> list[Change] | None:
         if not isinstance(obj, Mapping):
             raise MalformedEvent("event without data.object")
     if kind in PAYMENT_INTENT_EVENTS:
-        return [_payment_change(PAYMENT_INTENT_EVENTS[kind], obj)]  # type: ignore[arg-type]
+        return [_payment_change(kind, obj)]  # type: ignore[arg-type]
     if kind in REFUND_EVENTS:
         change = _refund_change(obj)  # type: ignore[arg-type]
         return [] if change is None else [change]

@@ -157,6 +157,9 @@ class Pipeline:
         return self.workers[0]
 
 
+STRIPE_TIMEOUT_SECONDS = 5.0
+
+
 def worker_env(settings: Settings, app_id: str, stripe_base: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FRAUD_", "PYTEST"))}
     env.update({
@@ -167,10 +170,9 @@ def worker_env(settings: Settings, app_id: str, stripe_base: str) -> dict[str, s
         "POLL_INTERVAL_SECONDS": "1",
         "CIRCUIT_FAILURE_THRESHOLD": "3",
         "CIRCUIT_RESET_SECONDS": "2",
-        # localstripe serves one request at a time, ~0.5 s per write once it holds
-        # thousands of objects: more in flight only queue there, past the timeout.
-        "STRIPE_CONCURRENCY": "2",
-        "STRIPE_TIMEOUT_SECONDS": "20",
+        "STRIPE_CONCURRENCY": "8",
+        # Short, so that a test can outlast it (slow_creates) without waiting long.
+        "STRIPE_TIMEOUT_SECONDS": str(STRIPE_TIMEOUT_SECONDS),
         "NOTIFY_MAX_ATTEMPTS": "3",
         "NOTIFY_BASE_DELAY_SECONDS": "0.2",
         # Every test uses pm_card_visa: only the customer velocity rule is under test.
@@ -254,12 +256,16 @@ async def pipeline_fixture(settings: Settings) -> AsyncIterator[Pipeline]:
 
 
 class StripeProxy:
-    """Forwards the worker's Stripe calls to localstripe; `down()` makes Stripe unreachable."""
+    """Forwards the worker's Stripe calls to localstripe; `down()` makes Stripe unreachable,
+    `rate_limit(n)` answers the next n calls 429, `slow_creates(s)` answers the next
+    PaymentIntent create s seconds late (after localstripe made it)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.port = free_port()
         self.available = True
+        self._refuse = 0
+        self._create_delays: list[float] = []
         # (method, path, form body) of every call the worker made.
         self.calls: list[tuple[str, str, str]] = []
         self._runner: web.AppRunner | None = None
@@ -289,6 +295,12 @@ class StripeProxy:
     def up(self) -> None:
         self.available = True
 
+    def rate_limit(self, calls: int) -> None:
+        self._refuse = calls
+
+    def slow_creates(self, *delays: float) -> None:
+        self._create_delays.extend(delays)
+
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.calls.append((request.method, request.path, body.decode(errors="replace")))
@@ -297,14 +309,26 @@ class StripeProxy:
             return web.json_response({"error": {"type": "api_error",
                                                 "message": "Stripe is down (test)"}},
                                      status=503)
+        if self._refuse > 0:
+            self._refuse -= 1
+            # Stripe's answer above the account's rate limit.
+            return web.json_response(
+                {"error": {"type": "invalid_request_error", "code": "rate_limit",
+                           "message": "Request rate limit exceeded (test)."}},
+                status=429, headers={"Retry-After": "1"})
+        delay = 0.0
+        if request.method == "POST" and request.path == "/v1/payment_intents" \
+                and self._create_delays:
+            delay = self._create_delays.pop(0)
         assert self._http is not None
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() not in ("host", "content-length", "transfer-encoding")}
         async with self._http.request(request.method, self.upstream + request.path_qs,
                                       headers=headers, data=body) as resp:
             body = await resp.read()
-            return web.Response(body=body, status=resp.status,
-                                content_type=resp.content_type)
+        if delay:
+            await asyncio.sleep(delay)  # the worker's client has given up by now
+        return web.Response(body=body, status=resp.status, content_type=resp.content_type)
 
 
 # --- a merchant with a webhook endpoint -------------------------------------------------

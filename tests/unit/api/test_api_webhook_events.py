@@ -17,7 +17,7 @@ from api.webhooks import (
     changes_for,
     verify_signature,
 )
-from paystream.domain.status import PaymentStatus, RefundStatus
+from paystream.domain.status import PaymentStatus, RefundStatus, map_stripe_payment_intent_status
 
 PAY = "pay_" + "a" * 24
 RE = "re_" + "b" * 24
@@ -118,3 +118,13 @@ def test_bad_signatures_are_refused(payload: bytes, header: str | None) -> None:
 def test_no_configured_secret_accepts_nothing() -> None:
     with pytest.raises(InvalidRequest):
         verify_signature(PAYLOAD, sign(PAYLOAD, "whsec_a"), [])
+
+
+def test_the_payment_intents_own_status_goes_through_the_one_stripe_mapping() -> None:
+    # Same mapping as the worker's: an authorised, uncaptured PaymentIntent is processing.
+    obj = {"id": "pi_1", "status": "requires_capture", "metadata": {"payment_id": PAY}}
+    [change] = changes_for(event("payment_intent.processing", obj)) or []
+    assert isinstance(change, PaymentChange)
+    assert change.target is map_stripe_payment_intent_status("requires_capture")
+    with pytest.raises(MalformedEvent):
+        changes_for(event("payment_intent.succeeded", {**obj, "status": "weird"}))
