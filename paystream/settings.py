@@ -72,7 +72,9 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     poll_interval_seconds: float = 600.0
     stripe_requests_per_second: int = 20
-    stripe_concurrency: int = 8
+    # Objects in the Stripe sequence at once: at least the request rate times
+    # Stripe's slowest answers (100/s x 2 s), or the rate cannot be used.
+    stripe_concurrency: int = 256
     stripe_timeout_seconds: float = 10.0
     circuit_failure_threshold: int = 5
     circuit_reset_seconds: float = 30.0
