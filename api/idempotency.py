@@ -10,6 +10,7 @@ the stored request fingerprint, and no key ever yields a second row.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -30,15 +31,23 @@ log = logging.getLogger(__name__)
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 TOKEN_HEADER = "PayStream-Consistency-Token"
-# How long a lock outlives a request that died without releasing it. Longer
-# than any request can take (pool wait + statement timeout), short enough that
-# a crashed request does not block its retries for long.
-LOCK_SECONDS = 30
+# A lock is a short lease that its request renews while it runs: a request
+# that dies (kill -9 of the API) frees its key within LOCK_SECONDS, and a live
+# one, however slow, keeps answering 409 to its duplicates.
+LOCK_SECONDS = 5
+RENEW_EVERY_SECONDS = 1.5
 
 # Delete the lock only if it is still ours (it may have expired and been retaken).
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+# Extend the lease only if the lock is still ours.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 """
@@ -92,6 +101,7 @@ class IdempotencyStore:
         self.redis = redis
         self.ttl_seconds = ttl_seconds
         self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(_RENEW)
 
     async def begin(
         self, merchant_id: str, idempotency_key: str, fingerprint: str
@@ -137,9 +147,43 @@ class IdempotencyStore:
         )
         await self.redis.set(lock.key, value, ex=self.ttl_seconds)
 
+    async def renew(self, lock: Lock) -> bool:
+        """Extend the lease of a lock still held; False if it was lost meanwhile."""
+        return bool(await self._renew(keys=[lock.key],
+                                      args=[lock.value, int(LOCK_SECONDS * 1000)]))
+
     async def release(self, lock: Lock) -> None:
         """Drop the lock so the client may retry (the request failed; nothing to cache)."""
         await self._release(keys=[lock.key], args=[lock.value])
+
+
+class _Renewal:
+    """Renews a lock every RENEW_EVERY_SECONDS until stopped. A timer, not a task
+    per request: most requests end long before the first renewal is due."""
+
+    def __init__(self, store: IdempotencyStore, lock: Lock, metrics: Metrics) -> None:
+        self._store, self._lock, self._metrics = store, lock, metrics
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._timer = asyncio.get_running_loop().call_later(RENEW_EVERY_SECONDS, self._due)
+
+    def _due(self) -> None:
+        self._task = asyncio.ensure_future(self._renew())
+
+    async def _renew(self) -> None:
+        try:
+            await self._store.renew(self._lock)
+        except RedisError:
+            # Postgres' unique constraint is still the last line.
+            self._metrics.redis_errors.labels("idempotency").inc()
+        if not self._stopped:
+            self._timer = asyncio.get_running_loop().call_later(RENEW_EVERY_SECONDS, self._due)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 def _dumps(body: dict[str, Any]) -> str:
@@ -181,9 +225,12 @@ async def run_idempotent(
             return _answer(begun.status, begun.body, begun.token, replayed=True)
         lock = begun
 
+    renewal = _Renewal(store, lock, metrics) if lock is not None else None
     try:
         outcome = await action()
     except BaseException:
+        if renewal is not None:
+            renewal.stop()
         if lock is not None:
             try:
                 await store.release(lock)
@@ -192,6 +239,8 @@ async def run_idempotent(
                 metrics.redis_errors.labels("idempotency").inc()
         raise
 
+    if renewal is not None:
+        renewal.stop()
     body = _dumps(outcome.body)
     if outcome.replayed:
         metrics.idempotent_replays.labels("postgres").inc()

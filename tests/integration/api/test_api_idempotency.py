@@ -8,6 +8,7 @@ import json
 import socket
 
 import psycopg
+import pytest
 import redis.asyncio as aioredis
 from api_fixtures import (  # noqa: F401  (fixtures)
     REPLAYED,
@@ -25,10 +26,19 @@ from api_fixtures import (  # noqa: F401  (fixtures)
     start_api,
     succeed_payment,
 )
+from conftest import eventually
 
-from api.idempotency import Lock, redis_key
+from api.errors import IdempotencyKeyInUse
+from api.idempotency import (
+    LOCK_SECONDS,
+    CachedResponse,
+    Lock,
+    Outcome,
+    redis_key,
+    run_idempotent,
+)
 from api.payments import parse_create
-from api.state import IDEMPOTENCY
+from api.state import IDEMPOTENCY, METRICS
 from paystream.settings import Settings
 
 
@@ -241,3 +251,56 @@ async def test_an_expired_key_names_a_new_request(
     assert await count_payments(db, merchant.id, key) == 1
     cur = await db.execute("SELECT idempotency_key FROM payments WHERE id = %s", (first["id"],))
     assert await cur.fetchone() == (None,)
+
+
+async def test_a_dead_requests_lock_frees_its_key_within_the_lease(
+    api: Api, merchant: MerchantCreds
+) -> None:
+    key = idempotency_key()
+    body = payment_body(amount=778)
+    # A request that took the lock and died (kill -9): nobody renews or releases it.
+    lock = await api.app[IDEMPOTENCY].begin(merchant.id, key, parse_create(body).fingerprint())
+    assert isinstance(lock, Lock)
+    assert (await api.create_payment(merchant.api_key, body, idempotency_key=key))[0] == 409
+
+    async def retried() -> int | None:
+        status, _, _ = await api.create_payment(merchant.api_key, body, idempotency_key=key)
+        return status if status != 409 else None
+
+    assert await eventually(retried, timeout=LOCK_SECONDS + 5, interval=0.5,
+                            what="key freed after its holder died") == 201
+
+
+async def test_a_live_request_keeps_its_lock_past_the_lease(
+    api: Api, merchant: MerchantCreds
+) -> None:
+    store = api.app[IDEMPOTENCY]
+    key = idempotency_key()
+    rkey = redis_key(merchant.id, key)
+    release = asyncio.Event()
+    ttls: list[int] = []
+
+    async def slow_write() -> Outcome:
+        await release.wait()
+        return Outcome(201, {"id": "pay_slow"}, "t")
+
+    running = asyncio.create_task(run_idempotent(
+        store, api.app[METRICS], merchant_id=merchant.id, idempotency_key=key,
+        fingerprint="fp", action=slow_write))
+
+    async def renewed() -> bool:
+        # The lease's remaining time went down, then back up: the request renewed it.
+        ttls.append(await store.redis.pttl(rkey))
+        return len(ttls) > 1 and ttls[-1] > ttls[-2] > 0
+
+    try:
+        for _ in range(3):  # renewed again and again, past the lease's own length
+            ttls.clear()
+            await eventually(renewed, timeout=LOCK_SECONDS, interval=0.1, what="lock renewed")
+        with pytest.raises(IdempotencyKeyInUse):
+            await store.begin(merchant.id, key, "fp")
+    finally:
+        release.set()
+    assert (await running).status == 201
+    # Done: the answer replaced the lock, and nothing renews it any more.
+    assert isinstance(await store.begin(merchant.id, key, "fp"), CachedResponse)
