@@ -1,10 +1,10 @@
-"""Timers: the poller on every worker (its own partitions), the webhook sweeper on the leader."""
+"""Timers: the poller and the watchdog on every worker, the webhook sweeper on the leader."""
 
 from __future__ import annotations
 
 import logging
 
-from . import notify, poller
+from . import notify, poller, watchdog
 from .app import app
 
 log = logging.getLogger(__name__)
@@ -27,3 +27,11 @@ async def sweep_notifications() -> None:
         await notify.sweep()
     except Exception:  # noqa: BLE001
         log.exception("notification sweep failed")
+
+
+@app.timer(interval=watchdog.CHECK_EVERY_SECONDS)
+async def watch_progress() -> None:
+    """A worker out of its group or stalled too long stops, to be restarted."""
+    health = watchdog.consumer_health(app)
+    if health.unhealthy_for > watchdog.EXIT_AFTER_SECONDS:
+        watchdog.stop_worker(f"assigned={health.assigned}, stalled={health.stalled}")

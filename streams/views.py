@@ -12,6 +12,7 @@ from . import metrics
 from .app import app, runtime, settings
 from .poller import local_entries
 from .tables import balances, customer_velocity, pending, velocity
+from .watchdog import consumer_health
 
 PAGE_DEFAULT = 50
 PAGE_MAX = 500
@@ -28,10 +29,14 @@ def _assigned() -> list[str]:
 
 @app.page("/health/")
 class Health(View):
-    """The web server answers: the process is up (stackctl's readiness probe)."""
+    """Up and doing its job: in its consumer group, advancing wherever messages wait
+    (stackctl's probe: `make status` shows a stalled worker as down)."""
 
     async def get(self, request: Request) -> Response:
-        return self.json({"status": "ok", "app": settings.faust_app_id})
+        health = consumer_health(app)
+        return self.json({"status": "ok" if health.ok else "unhealthy",
+                          "app": settings.faust_app_id, **health.as_json()},
+                         status=200 if health.ok else 503)
 
 
 @app.page("/live/")
@@ -47,8 +52,10 @@ class Ready(View):
     """Partitions assigned, tables recovered, not rebalancing, Postgres reachable."""
 
     async def get(self, request: Request) -> Response:
+        health = consumer_health(app)
         checks: dict[str, bool] = {
             "assigned": bool(_assigned()),
+            "advancing": not health.stalled,
             # Typed as TableManagerT, which lacks recovery; the app's manager has it.
             "recovered": cast(TableManager, app.tables).recovery.completed.is_set(),
             "not_rebalancing": not app.rebalancing,

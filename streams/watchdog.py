@@ -1,0 +1,124 @@
+"""The worker's own health: its partitions assigned, and advancing wherever there is lag.
+
+A worker can be up and useless: left its consumer group after a long stall
+(it does not rejoin on its own), or stuck behind one agent while messages
+wait. `/health/` (what `make status` asks) reports both, and a worker that
+stays unassigned or stalled past EXIT_AFTER_SECONDS stops itself, so that it
+is seen as down and restarted (`make up`) instead of sitting there quietly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Joining the group and recovering tables takes this long at most on a start or
+# a rebalance; unassigned for longer means the worker is out of its group.
+UNASSIGNED_GRACE_SECONDS = 90.0
+# A partition with messages waiting whose committed offset has not moved for
+# this long is stalled (an agent handles a batch in well under a second).
+STALL_SECONDS = 120.0
+# Unhealthy for this long: stop, and be restarted.
+EXIT_AFTER_SECONDS = 300.0
+CHECK_EVERY_SECONDS = 10.0
+
+
+@dataclass
+class Health:
+    assigned: bool
+    stalled: list[str]
+    unhealthy_for: float
+
+    @property
+    def ok(self) -> bool:
+        return self.assigned and not self.stalled
+
+    def as_json(self) -> dict[str, Any]:
+        return {"assigned": self.assigned, "advancing": not self.stalled,
+                "stalled_partitions": self.stalled,
+                "unhealthy_for_seconds": round(self.unhealthy_for, 1)}
+
+
+@dataclass
+class Progress:
+    """Tracks, per partition, when its committed offset last moved while lag was waiting.
+
+    Fed with what the consumer knows (assigned partitions, committed offsets,
+    high watermarks), so it is a pure function of those and a clock.
+    """
+
+    clock: Callable[[], float] = time.monotonic
+    started: float = field(default_factory=time.monotonic)
+    _unassigned_since: float | None = None
+    _moved: dict[Any, tuple[int | None, float]] = field(default_factory=dict)
+    _unhealthy_since: float | None = None
+
+    def check(self, assigned: Iterable[Any], committed: Mapping[Any, int | None],
+              highwater: Mapping[Any, int | None]) -> Health:
+        now = self.clock()
+        tps = list(assigned)
+        if tps:
+            self._unassigned_since = None
+        elif self._unassigned_since is None:
+            self._unassigned_since = max(now, self.started)
+        out_of_group = (self._unassigned_since is not None
+                        and now - self._unassigned_since > UNASSIGNED_GRACE_SECONDS)
+        stalled: list[str] = []
+        for tp in tps:
+            offset, high = committed.get(tp), highwater.get(tp)
+            waiting = high is not None and high > (offset or 0)
+            seen = self._moved.get(tp)
+            if seen is None or seen[0] != offset or not waiting:
+                self._moved[tp] = (offset, now)
+            elif now - seen[1] > STALL_SECONDS:
+                stalled.append(f"{tp.topic}:{tp.partition}")
+        for gone in set(self._moved) - set(tps):
+            del self._moved[gone]
+        healthy = not out_of_group and not stalled
+        if healthy:
+            self._unhealthy_since = None
+        elif self._unhealthy_since is None:
+            self._unhealthy_since = now
+        return Health(assigned=not out_of_group, stalled=sorted(stalled),
+                      unhealthy_for=0.0 if self._unhealthy_since is None
+                      else now - self._unhealthy_since)
+
+
+def stop_worker(reason: str) -> None:
+    """Stop this worker as SIGTERM would, and for good if the stop itself hangs."""
+    log.error("worker unhealthy for %.0fs (%s): stopping so that it is restarted",
+              EXIT_AFTER_SECONDS, reason)
+    os.kill(os.getpid(), signal.SIGTERM)
+    signal.signal(signal.SIGALRM, lambda *_: os._exit(1))
+    signal.alarm(60)
+
+
+_progress = Progress()
+
+
+def consumer_health(app: Any) -> Health:
+    """Health of this worker's Faust consumer, from what it already knows (no I/O)."""
+    consumer = app.consumer
+    try:
+        tps = [tp for tp in consumer.assignment()
+               # Changelogs are read by table recovery and standbys, not by agents:
+               # nothing commits them, so they never "advance".
+               if not tp.topic.endswith("-changelog") and app.topics.acks_enabled_for(tp.topic)]
+    except Exception:  # noqa: BLE001 - no consumer yet: nothing assigned
+        tps = []
+    # Faust's own record of what it committed; it has no public accessor.
+    committed = {tp: consumer._committed_offset.get(tp) for tp in tps}
+    highwater: dict[Any, int | None] = {}
+    for tp in tps:
+        try:
+            highwater[tp] = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - not fetched yet
+            highwater[tp] = None
+    return _progress.check(tps, committed, highwater)
