@@ -6,6 +6,7 @@ COPY paystream paystream
 COPY api api
 COPY streams streams
 COPY connectors connectors
+COPY stack/localstripe_launcher.py stack/localstripe_launcher.py
 RUN pip install --no-cache-dir '.[dev]'
 ENV PYTHONUNBUFFERED=1
 CMD ["paystream", "--help"]

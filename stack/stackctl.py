@@ -490,14 +490,21 @@ class Connect(Component):
 
 
 class LocalStripe(Component):
-    """localstripe, the Stripe peer; it keeps its state in /tmp/localstripe.pickle."""
+    """localstripe, the Stripe peer; it keeps its state in /tmp/localstripe.pickle.
+
+    Run through stack/localstripe_launcher.py: plain localstripe rewrites that file
+    on every write and cannot load it back past ~1,000 objects; the launcher
+    writes it at most once a second, atomically, and at exit.
+    """
 
     @property
     def marker(self) -> Path:
         return self.cfg.dir / "localstripe" / "started-once"
 
     def command(self) -> list[str]:
-        command = [str(ROOT / ".venv" / "bin" / "localstripe"), "--port", str(self.port)]
+        command = [str(ROOT / ".venv" / "bin" / "python"),
+                   str(ROOT / "stack" / "localstripe_launcher.py"),
+                   "--port", str(self.port), "--store", str(PICKLE)]
         # The pickle path is fixed and shared by every checkout on the machine:
         # a new stack starts from scratch, a restarted one keeps its Stripe state.
         if not self.marker.exists():
@@ -656,6 +663,9 @@ def after_api(cfg: Config) -> None:
 AFTER_START: dict[str, Callable[[Config], object]] = {
     "postgres-primary": setup_database,
     "connect": register_connectors,
+    # localstripe keeps its webhook endpoints in memory only: a restarted one
+    # must be told again where to send events.
+    "localstripe": register_stripe_webhook,
     "api": after_api,
 }
 
