@@ -490,47 +490,39 @@ class Connect(Component):
 
 
 class LocalStripe(Component):
-    """localstripe, the Stripe peer; it keeps its state in /tmp/localstripe.pickle.
+    """localstripe, the Stripe peer, with its state in this stack's folder.
 
-    Run through stack/localstripe_launcher.py: plain localstripe rewrites that file
-    on every write and cannot load it back past ~1,000 objects; the launcher
-    writes it at most once a second, atomically, and at exit.
+    Run through stack/localstripe_launcher.py: plain localstripe rewrites its
+    store on every write (to a path shared by every checkout on the machine)
+    and cannot load it back past ~1,000 objects; the launcher writes this
+    stack's own file at most once a second, atomically, and at exit.
     """
 
     @property
-    def marker(self) -> Path:
-        return self.cfg.dir / "localstripe" / "started-once"
+    def store(self) -> Path:
+        return self.cfg.dir / "localstripe" / "store.pickle"
 
     def command(self) -> list[str]:
-        command = [str(ROOT / ".venv" / "bin" / "python"),
-                   str(ROOT / "stack" / "localstripe_launcher.py"),
-                   "--port", str(self.port), "--store", str(PICKLE)]
-        # The pickle path is fixed and shared by every checkout on the machine:
-        # a new stack starts from scratch, a restarted one keeps its Stripe state.
-        if not self.marker.exists():
-            command.append("--from-scratch")
-            self.marker.parent.mkdir(parents=True, exist_ok=True)
-            self.marker.touch()
-        return command
+        self.store.parent.mkdir(parents=True, exist_ok=True)
+        return [str(ROOT / ".venv" / "bin" / "python"),
+                str(ROOT / "stack" / "localstripe_launcher.py"),
+                "--port", str(self.port), "--store", str(self.store)]
 
     def start(self, timeout: float) -> str:
         try:
             return super().start(timeout)
         except StackError:
-            # Killed while writing its pickle, localstripe cannot load it again.
-            # Keep the broken file for a look and start from scratch, saying so.
+            # A store that cannot be read (the launcher never leaves one
+            # truncated, but a full disk could): keep it for a look, start empty.
             if "UnpicklingError" not in self.log.read_text(errors="replace"):
                 raise
-            PICKLE.replace(PICKLE.with_suffix(".pickle.corrupt"))
-            self.marker.unlink(missing_ok=True)
-            print(f"  localstripe: {PICKLE} was truncated; moved to *.corrupt, starting empty")
+            self.store.replace(self.store.with_suffix(".pickle.corrupt"))
+            print(f"  localstripe: {self.store} was unreadable; moved to *.corrupt, "
+                  "starting empty")
             return super().start(timeout)
 
     def ready(self) -> bool:
         return http_ok(f"http://127.0.0.1:{self.port}/v1/customers")
-
-
-PICKLE = Path("/tmp/localstripe.pickle")
 
 
 class PaystreamProcess(Component):
