@@ -4,7 +4,7 @@ SHELL := /bin/bash
 STACK := python3 stack/stackctl.py
 VENV := .venv/bin
 
-.PHONY: help install up down clean status env test test-unit lint bench
+.PHONY: help install up down clean status env test test-unit lint bench chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ test-unit: ## only the tests that need no running stack
 
 bench: ## API create throughput vs pgbench, and end-to-end pipeline latency (stack up)
 	@eval "$$($(STACK) env)" && for b in bench/*_bench.py; do echo "== $$b"; $(VENV)/python $$b || exit 1; done
+
+chaos: ## kill -9 each component under load, make up after each, check the money (stack up)
+	@$(VENV)/python stack/chaos.py $(CHAOS_ARGS)
 
 lint: ## ruff and mypy
 	@$(VENV)/ruff check . && $(VENV)/mypy
