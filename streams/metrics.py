@@ -42,6 +42,9 @@ NOTIFICATIONS = Counter("paystream_merchant_webhooks", "Merchant webhook deliver
                         ["outcome"], registry=REGISTRY)
 PENDING = Gauge("paystream_pending_entries", "Non-terminal objects in this worker's table",
                 registry=REGISTRY)
+PENDING_OLDEST = Gauge("paystream_pending_oldest_age_seconds",
+                       "Age of the oldest non-terminal object in this worker's table "
+                       "(0 when none)", registry=REGISTRY)
 POLLS = Counter("paystream_poller_polls", "Pending entries the poller looked at",
                 ["outcome"], registry=REGISTRY)
 LATENCY = Histogram("paystream_cdc_to_effect_seconds",

@@ -137,6 +137,7 @@ async def poll_due(now: float | None = None) -> int:
     now = time.time() if now is None else now
     entries = local_entries()
     metrics.PENDING.set(len(entries))
+    metrics.PENDING_OLDEST.set(max((now - e["since"] for e in entries), default=0.0))
     present = {e["id"] for e in entries}
     for gone in [k for k in _snoozed if k not in present]:
         del _snoozed[gone]
