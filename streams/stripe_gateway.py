@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import aiohttp
@@ -315,6 +316,37 @@ class StripeGateway:
             return None
 
         return await self._find("refund.find", scan, prepaid=prepaid)
+
+    # --- Listing (reconciliation) --------------------------------------------------
+
+    async def list_all(self, kind: str, *, created_gte: int | None,
+                       on_page: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+        """Every PaymentIntent or Refund (``kind``) created since created_gte, a request per
+        page, each paid for from the budget. Falls back to an unfiltered listing where the
+        peer does not filter by creation time (localstripe), filtering here instead."""
+        lister: Callable[..., Awaitable[Any]] = (
+            self._client.v1.payment_intents.list_async if kind == "payment_intents"
+            else self._client.v1.refunds.list_async)
+        params: dict[str, Any] = {"limit": _LIST_PAGE}
+        if created_gte is not None:
+            params["created"] = {"gte": created_gte}
+        found: list[dict[str, Any]] = []
+        while True:
+            try:
+                page = await self._call(f"{kind}.list", partial(lister, params=dict(params)))
+            except StripeRejected:
+                if "created" not in params:
+                    raise
+                del params["created"]  # no creation filter at this peer
+                continue
+            items = [obj.to_dict() for obj in page.data]
+            found += [o for o in items
+                      if created_gte is None or int(o.get("created") or 0) >= created_gte]
+            if on_page is not None:
+                on_page(len(found))
+            if not page.has_more or not items:
+                return found
+            params["starting_after"] = items[-1]["id"]
 
     async def _find(self, operation: str,
                     fn: Callable[[], Awaitable[StripeObject | None]], *,

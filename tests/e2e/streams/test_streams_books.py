@@ -1,0 +1,213 @@
+"""`paystream reconcile` and `paystream ledger rebuild --verify` against the real stack.
+
+Drift is made for real: rows moved by hand in Postgres, PaymentIntents and
+Refunds made directly at the Stripe peer with our metadata. Those merchants
+are outside the test worker's scope (and the stack's worker is paused for the
+session), so nothing in the pipeline repairs them behind the test's back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from conftest import eventually
+from streams_harness import (  # noqa: F401 - fixtures
+    Db,
+    Merchant,
+    Pipeline,
+    db_fixture,
+    pipeline_fixture,
+    stripe,
+    stripe_webhooks_off,
+)
+
+from paystream.domain import new_id
+from paystream.domain.ledger import journal_for_payment, journal_for_refund
+from paystream.settings import Settings
+from streams import store
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def paystream(*args: str) -> tuple[int, str]:
+    done = subprocess.run([str(ROOT / ".venv" / "bin" / "paystream"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False,
+                          env=os.environ.copy())
+    return done.returncode, done.stdout + done.stderr
+
+
+def reconcile(merchant: str, *extra: str) -> tuple[int, dict[str, Any]]:
+    rc, out = paystream("reconcile", "--merchant", merchant, "--settle", "0", "--json", *extra)
+    assert rc in (0, 1), out
+    return rc, json.loads(out.strip().splitlines()[-1])
+
+
+async def outsider(db: Db) -> Merchant:
+    """A merchant no worker of this session looks at."""
+    merchant_id = "acct_books" + secrets.token_hex(8)
+    await db.conn.execute(
+        "INSERT INTO merchants (id, name, api_key_hash, webhook_secret) VALUES (%s, %s, %s, %s)",
+        (merchant_id, "books", secrets.token_hex(32), "whsec_" + secrets.token_hex(8)))
+    return Merchant(merchant_id, "")
+
+
+async def row(db: Db, merchant: Merchant, status: str, amount: int = 1000,
+              pi: str | None = None) -> str:
+    payment_id = new_id("pay")
+    await db.conn.execute(
+        "INSERT INTO payments (id, merchant_id, amount, currency, status, customer, "
+        "payment_method, idempotency_key, stripe_payment_intent_id) "
+        "VALUES (%s, %s, %s, 'usd', %s, 'c_books', 'pm_card_visa', %s, %s)",
+        (payment_id, merchant.id, amount, status, new_id("idem"), pi))
+    return payment_id
+
+
+async def charge(settings: Settings, payment_id: str, merchant: Merchant,
+                 amount: int = 1000) -> str:
+    """A confirmed PaymentIntent made directly at the Stripe peer, with our metadata."""
+    pi = await stripe(settings, "POST", "/v1/payment_intents", {
+        "amount": str(amount), "currency": "usd", "payment_method": "pm_card_visa",
+        "confirm": "true", "metadata[payment_id]": payment_id,
+        "metadata[merchant_id]": merchant.id})
+    assert pi["status"] == "succeeded", pi
+    return str(pi["id"])
+
+
+async def journal(db: Db, payment_id: str, merchant: Merchant, amount: int = 1000) -> None:
+    """What the ledger agent posts for a succeeded payment."""
+    await store.post_journals(db.conn, [journal_for_payment(payment_id, merchant.id, amount,
+                                                            "usd")])
+
+
+def ids_of(report: dict[str, Any], kind: str) -> list[list[str]]:
+    return [d["ids"] for d in report["drifts"] if d["kind"] == kind]
+
+
+async def test_reconcile_reports_every_kind_of_drift_with_its_ids(
+    pipeline: Pipeline, db: Db, settings: Settings
+) -> None:
+    merchant = await outsider(db)
+    rc, report = reconcile(merchant.id)
+    assert (rc, report["drifts"]) == (0, [])  # nothing yet: clean
+    async with stripe_webhooks_off(settings):
+        good = await row(db, merchant, "pending")
+        good_pi = await charge(settings, good, merchant)
+        await db.conn.execute("UPDATE payments SET status = 'succeeded', "
+                              "stripe_payment_intent_id = %s WHERE id = %s", (good_pi, good))
+        await journal(db, good, merchant)
+        canceled = await row(db, merchant, "canceled")
+        canceled_pi = await charge(settings, canceled, merchant)
+        never_charged = await row(db, merchant, "succeeded")
+        await journal(db, never_charged, merchant)
+        twice = await row(db, merchant, "succeeded")
+        first = await charge(settings, twice, merchant)
+        second = await charge(settings, twice, merchant)
+        await journal(db, twice, merchant)
+        other_amount = await row(db, merchant, "succeeded", amount=1000)
+        other_pi = await charge(settings, other_amount, merchant, amount=999)
+        await journal(db, other_amount, merchant)
+        ghost = new_id("pay")
+        ghost_pi = await charge(settings, ghost, merchant)
+        unjournalled = await row(db, merchant, "succeeded")
+        unjournalled_pi = await charge(settings, unjournalled, merchant)
+        failed = await row(db, merchant, "failed")
+        await journal(db, failed, merchant)  # a journal for a payment that did not succeed
+
+        rc, report = reconcile(merchant.id)
+    assert rc == 1
+    assert ids_of(report, "intent_for_unchargeable_payment") == [[canceled, canceled_pi]]
+    assert [canceled, canceled_pi] in ids_of(report, "charged_not_succeeded")
+    assert ids_of(report, "succeeded_not_charged") == [[never_charged]]
+    assert ids_of(report, "duplicate_payment_intents") == [[twice, first, second]]
+    assert ids_of(report, "amount_mismatch") == [[other_amount, other_pi]]
+    assert ids_of(report, "unknown_payment_intent") == [[ghost_pi]]
+    assert ids_of(report, "journals_not_one") == [[unjournalled]]
+    assert ids_of(report, "journal_without_source") == [[failed]]
+    assert ids_of(report, "balance_mismatch") == [[merchant.id]]
+    flagged = {i for d in report["drifts"] for i in d["ids"]}
+    assert good not in flagged and good_pi not in flagged and unjournalled_pi not in flagged
+    assert all(not d["fixable"] for d in report["drifts"]
+               if d["kind"] != "charged_not_succeeded")
+
+
+async def test_fix_applies_the_guarded_moves_and_a_second_run_is_clean(
+    pipeline: Pipeline, db: Db, settings: Settings
+) -> None:
+    merchant = await outsider(db)
+    async with stripe_webhooks_off(settings):
+        # Charged at Stripe, but the write-back never happened: still pending here.
+        stuck = await row(db, merchant, "pending")
+        stuck_pi = await charge(settings, stuck, merchant)
+        refunded = await row(db, merchant, "pending")
+        refunded_pi = await charge(settings, refunded, merchant)
+        rc, report = reconcile(merchant.id, "--fix")
+    assert rc == 0, report  # every drift found was fixed
+    assert sorted([[stuck, stuck_pi], [refunded, refunded_pi]]) == sorted(
+        d["ids"] for d in report["drifts"] if d["fixed"])
+    assert await db.status(stuck) == "succeeded"
+    # What the ledger agent posts for the moves (the worker would, from their changes).
+    await journal(db, stuck, merchant)
+    await journal(db, refunded, merchant)
+
+    # A refund Stripe made whose answer never reached us: still pending here.
+    refund_id = new_id("re")
+    await db.conn.execute(
+        "INSERT INTO refunds (id, payment_id, merchant_id, amount, currency, status) "
+        "VALUES (%s, %s, %s, 400, 'usd', 'pending')", (refund_id, refunded, merchant.id))
+    async with stripe_webhooks_off(settings):
+        stripe_refund = await stripe(settings, "POST", "/v1/refunds", {
+            "payment_intent": refunded_pi, "amount": "400",
+            "metadata[refund_id]": refund_id, "metadata[payment_id]": refunded})
+        rc, report = reconcile(merchant.id, "--fix")
+    assert rc == 0, report
+    assert [d["ids"] for d in report["drifts"] if d["fixed"]] == [
+        [refund_id, stripe_refund["id"]]]
+    await store.post_journals(db.conn, [journal_for_refund(refund_id, refunded, merchant.id,
+                                                           400, "usd")])
+    rc, report = reconcile(merchant.id)
+    assert (rc, report["drifts"]) == (0, [])
+
+
+async def test_ledger_rebuilt_from_the_change_stream_matches_until_a_journal_is_removed(
+    pipeline: Pipeline, db: Db, settings: Settings
+) -> None:
+    merchant = await db.merchant(None)
+    payments = [await db.payment(merchant, amount=1000 + i) for i in range(150)]
+    await eventually(lambda: _count_terminal(db, payments), timeout=240, what="payments")
+    succeeded = [r["id"] for r in await db.all(
+        "SELECT id FROM payments WHERE id = ANY(%s) AND status = 'succeeded'", payments)]
+    refunds = [await db.refund(p, amount=300) for p in succeeded[:40]]
+
+    async def journalled() -> bool:
+        rows = await db.all("SELECT count(*) AS n FROM ledger_journals WHERE merchant_id = %s",
+                            merchant.id)
+        return rows[0]["n"] == len(succeeded) + len(refunds)
+
+    await eventually(journalled, timeout=240, what="every journal posted")
+    rc, out = paystream("ledger", "rebuild", "--verify", "--merchant", merchant.id)
+    assert rc == 0, out
+    assert "identical" in out
+
+    gone = f"jrn_payment_{succeeded[7]}"
+    async with await psycopg.AsyncConnection.connect(os.environ["DATABASE_ADMIN_URL"],
+                                                     autocommit=True) as admin:
+        async with admin.transaction():
+            # The ledger is append-only; only a superuser bypassing triggers can do this.
+            await admin.execute("SET LOCAL session_replication_role = replica")
+            await admin.execute("DELETE FROM ledger_entries WHERE journal_id = %s", (gone,))
+            await admin.execute("DELETE FROM ledger_journals WHERE id = %s", (gone,))
+    rc, out = paystream("ledger", "rebuild", "--verify", "--merchant", merchant.id)
+    assert rc == 1, out
+    assert f"missing from the live ledger: {gone}" in out
+
+
+async def _count_terminal(db: Db, ids: list[str]) -> bool:
+    rows = await db.all("SELECT count(*) AS n FROM payments WHERE id = ANY(%s) "
+                        "AND status IN ('succeeded', 'failed', 'blocked', 'canceled')", ids)
+    return rows[0]["n"] == len(ids)
