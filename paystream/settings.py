@@ -78,6 +78,9 @@ class Settings:
     stripe_timeout_seconds: float = 10.0
     circuit_failure_threshold: int = 5
     circuit_reset_seconds: float = 30.0
+    # The worker's own reconciliation (leader only): how often, over how long a window.
+    reconcile_interval_seconds: float = 600.0
+    reconcile_window_seconds: float = 24 * 3600.0
     notify_max_attempts: int = 6
     notify_base_delay_seconds: float = 1.0
     fraud: FraudConfig = field(default_factory=FraudConfig)
@@ -140,6 +143,10 @@ class Settings:
             circuit_failure_threshold=_int(env, "CIRCUIT_FAILURE_THRESHOLD",
                                            d.circuit_failure_threshold, minimum=1),
             circuit_reset_seconds=_float(env, "CIRCUIT_RESET_SECONDS", d.circuit_reset_seconds),
+            reconcile_interval_seconds=_float(env, "RECONCILE_INTERVAL_SECONDS",
+                                              d.reconcile_interval_seconds),
+            reconcile_window_seconds=_float(env, "RECONCILE_WINDOW_SECONDS",
+                                            d.reconcile_window_seconds),
             notify_max_attempts=_int(env, "NOTIFY_MAX_ATTEMPTS", d.notify_max_attempts,
                                      minimum=1),
             notify_base_delay_seconds=_float(env, "NOTIFY_BASE_DELAY_SECONDS",

@@ -45,6 +45,11 @@ PENDING = Gauge("paystream_pending_entries", "Non-terminal objects in this worke
 PENDING_OLDEST = Gauge("paystream_pending_oldest_age_seconds",
                        "Age of the oldest non-terminal object in this worker's table "
                        "(0 when none)", registry=REGISTRY)
+RECONCILE_DRIFT = Gauge("paystream_reconcile_drift",
+                        "Drifts the last reconciliation found, per kind", ["kind"],
+                        registry=REGISTRY)
+RECONCILE_LAST = Gauge("paystream_reconcile_last_success_timestamp_seconds",
+                       "When the worker's reconciliation last completed", registry=REGISTRY)
 POLLS = Counter("paystream_poller_polls", "Pending entries the poller looked at",
                 ["outcome"], registry=REGISTRY)
 LATENCY = Histogram("paystream_cdc_to_effect_seconds",

@@ -118,6 +118,8 @@ class StripeGateway:
         self.budget = budget
         self._slots = asyncio.Semaphore(settings.stripe_concurrency)
         self.in_flight = 0
+        # Listings the peer cannot filter by creation time (localstripe).
+        self._unfiltered: set[str] = set()
         self.breaker = breaker or CircuitBreaker(
             settings.circuit_failure_threshold, settings.circuit_reset_seconds
         )
@@ -328,16 +330,19 @@ class StripeGateway:
             self._client.v1.payment_intents.list_async if kind == "payment_intents"
             else self._client.v1.refunds.list_async)
         params: dict[str, Any] = {"limit": _LIST_PAGE}
-        if created_gte is not None:
+        if created_gte is not None and kind not in self._unfiltered:
             params["created"] = {"gte": created_gte}
         found: list[dict[str, Any]] = []
         while True:
             try:
                 page = await self._call(f"{kind}.list", partial(lister, params=dict(params)))
-            except StripeRejected:
-                if "created" not in params:
+            except (StripeRejected, StripeUnavailable):
+                if "created" not in params or found:
                     raise
-                del params["created"]  # no creation filter at this peer
+                # localstripe refuses (400) or fails on (500) the filter: list it all,
+                # and do not ask with the filter again.
+                self._unfiltered.add(kind)
+                del params["created"]
                 continue
             items = [obj.to_dict() for obj in page.data]
             found += [o for o in items

@@ -1,11 +1,17 @@
-"""Timers: the poller and the watchdog on every worker, the webhook sweeper on the leader."""
+"""Timers: the poller and the watchdog on every worker; the webhook sweeper and the
+reconciliation on the leader."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 
-from . import notify, poller, watchdog
-from .app import app
+from paystream.domain.reconcile import DriftKind
+
+from . import metrics, notify, poller, reconcile, watchdog
+from .app import app, runtime, settings
+from .stripe_gateway import BACKGROUND
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 1.0
@@ -35,3 +41,27 @@ async def watch_progress() -> None:
     health = watchdog.consumer_health(app)
     if health.unhealthy_for > watchdog.EXIT_AFTER_SECONDS:
         watchdog.stop_worker(f"assigned={health.assigned}, stalled={health.stalled}")
+
+
+@app.timer(interval=settings.reconcile_interval_seconds, on_leader=True)
+async def reconcile_recent() -> None:
+    """Drift found within minutes, not at month end: the leader reconciles the recent
+    window with Stripe (background share of the budget) and exports what it found."""
+    BACKGROUND.set(True)
+    scope = reconcile.Scope(since=time.time() - settings.reconcile_window_seconds,
+                            settle_seconds=60.0)
+    try:
+        pool = await runtime.pool()
+        async with pool.connection() as conn:
+            report = await reconcile.run(conn, runtime.stripe, scope, fix=False)
+    except Exception:  # noqa: BLE001
+        log.exception("reconciliation failed")
+        return
+    counts = Counter(d.kind for d in report.drifts)
+    for kind in DriftKind:
+        metrics.RECONCILE_DRIFT.labels(kind.value).set(counts.get(kind, 0))
+    metrics.RECONCILE_LAST.set(time.time())
+    if report.drifts:
+        log.warning("reconciliation: %d drift(s) over the last %.0fh: %s", len(report.drifts),
+                    settings.reconcile_window_seconds / 3600,
+                    ", ".join(f"{k.value}={n}" for k, n in counts.items()))
