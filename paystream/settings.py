@@ -70,6 +70,8 @@ class Settings:
     # it falls back to the primary.
     read_your_writes_wait_ms: int = 200
     max_body_bytes: int = 64 * 1024
+    # Where the operator console (/console/) reads its charts and alerts.
+    prometheus_url: str = "http://127.0.0.1:9090"
     poll_interval_seconds: float = 600.0
     stripe_requests_per_second: int = 20
     # Objects in the Stripe sequence at once: at least the request rate times
@@ -78,6 +80,10 @@ class Settings:
     stripe_timeout_seconds: float = 10.0
     circuit_failure_threshold: int = 5
     circuit_reset_seconds: float = 30.0
+    # The worker's watchdog: stalled with messages waiting this long is unhealthy
+    # (/health/ 503), unhealthy this long stops the worker so it is restarted.
+    watchdog_stall_seconds: float = 120.0
+    watchdog_exit_after_seconds: float = 300.0
     # The worker's own reconciliation (leader only): how often, over how long a window.
     reconcile_interval_seconds: float = 600.0
     reconcile_window_seconds: float = 24 * 3600.0
@@ -135,6 +141,7 @@ class Settings:
             read_your_writes_wait_ms=_int(env, "READ_YOUR_WRITES_WAIT_MS",
                                           d.read_your_writes_wait_ms),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes, minimum=1),
+            prometheus_url=env.get("PROMETHEUS_URL", d.prometheus_url).rstrip("/"),
             poll_interval_seconds=_float(env, "POLL_INTERVAL_SECONDS", d.poll_interval_seconds),
             stripe_requests_per_second=_int(env, "STRIPE_REQUESTS_PER_SECOND",
                                             d.stripe_requests_per_second, minimum=1),
@@ -143,6 +150,10 @@ class Settings:
             circuit_failure_threshold=_int(env, "CIRCUIT_FAILURE_THRESHOLD",
                                            d.circuit_failure_threshold, minimum=1),
             circuit_reset_seconds=_float(env, "CIRCUIT_RESET_SECONDS", d.circuit_reset_seconds),
+            watchdog_stall_seconds=_float(env, "WATCHDOG_STALL_SECONDS",
+                                          d.watchdog_stall_seconds),
+            watchdog_exit_after_seconds=_float(env, "WATCHDOG_EXIT_AFTER_SECONDS",
+                                               d.watchdog_exit_after_seconds),
             reconcile_interval_seconds=_float(env, "RECONCILE_INTERVAL_SECONDS",
                                               d.reconcile_interval_seconds),
             reconcile_window_seconds=_float(env, "RECONCILE_WINDOW_SECONDS",

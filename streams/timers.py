@@ -38,8 +38,8 @@ async def sweep_notifications() -> None:
 @app.timer(interval=watchdog.CHECK_EVERY_SECONDS)
 async def watch_progress() -> None:
     """A worker out of its group or stalled too long stops, to be restarted."""
-    health = watchdog.consumer_health(app)
-    if health.unhealthy_for > watchdog.EXIT_AFTER_SECONDS:
+    health = watchdog.consumer_health(app, settings.watchdog_stall_seconds)
+    if health.unhealthy_for > settings.watchdog_exit_after_seconds:
         watchdog.stop_worker(f"assigned={health.assigned}, stalled={health.stalled}")
 
 

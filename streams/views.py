@@ -33,7 +33,7 @@ class Health(View):
     (stackctl's probe: `make status` shows a stalled worker as down)."""
 
     async def get(self, request: Request) -> Response:
-        health = consumer_health(app)
+        health = consumer_health(app, settings.watchdog_stall_seconds)
         return self.json({"status": "ok" if health.ok else "unhealthy",
                           "app": settings.faust_app_id, **health.as_json()},
                          status=200 if health.ok else 503)
@@ -52,7 +52,7 @@ class Ready(View):
     """Partitions assigned, tables recovered, not rebalancing, Postgres reachable."""
 
     async def get(self, request: Request) -> Response:
-        health = consumer_health(app)
+        health = consumer_health(app, settings.watchdog_stall_seconds)
         checks: dict[str, bool] = {
             "assigned": bool(_assigned()),
             "advancing": not health.stalled,

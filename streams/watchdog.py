@@ -22,10 +22,11 @@ log = logging.getLogger(__name__)
 # Joining the group and recovering tables takes this long at most on a start or
 # a rebalance; unassigned for longer means the worker is out of its group.
 UNASSIGNED_GRACE_SECONDS = 90.0
-# A partition with messages waiting whose committed offset has not moved for
-# this long is stalled (an agent handles a batch in well under a second).
+# Defaults of WATCHDOG_STALL_SECONDS (a partition with messages waiting whose
+# committed offset has not moved for this long is stalled: an agent handles a
+# batch in well under a second) and WATCHDOG_EXIT_AFTER_SECONDS (unhealthy for
+# this long: stop, and be restarted).
 STALL_SECONDS = 120.0
-# Unhealthy for this long: stop, and be restarted.
 EXIT_AFTER_SECONDS = 300.0
 CHECK_EVERY_SECONDS = 10.0
 
@@ -56,6 +57,7 @@ class Progress:
 
     clock: Callable[[], float] = time.monotonic
     started: float = field(default_factory=time.monotonic)
+    stall_seconds: float = STALL_SECONDS
     _unassigned_since: float | None = None
     _moved: dict[Any, tuple[int | None, float]] = field(default_factory=dict)
     _unhealthy_since: float | None = None
@@ -77,7 +79,7 @@ class Progress:
             seen = self._moved.get(tp)
             if seen is None or seen[0] != offset or not waiting:
                 self._moved[tp] = (offset, now)
-            elif now - seen[1] > STALL_SECONDS:
+            elif now - seen[1] > self.stall_seconds:
                 stalled.append(f"{tp.topic}:{tp.partition}")
         for gone in set(self._moved) - set(tps):
             del self._moved[gone]
@@ -93,18 +95,20 @@ class Progress:
 
 def stop_worker(reason: str) -> None:
     """Stop this worker as SIGTERM would, and for good if the stop itself hangs."""
-    log.error("worker unhealthy for %.0fs (%s): stopping so that it is restarted",
-              EXIT_AFTER_SECONDS, reason)
+    log.error("worker unhealthy too long (%s): stopping so that it is restarted", reason)
     os.kill(os.getpid(), signal.SIGTERM)
     signal.signal(signal.SIGALRM, lambda *_: os._exit(1))
     signal.alarm(60)
 
 
-_progress = Progress()
+_progress: Progress | None = None
 
 
-def consumer_health(app: Any) -> Health:
+def consumer_health(app: Any, stall_seconds: float = STALL_SECONDS) -> Health:
     """Health of this worker's Faust consumer, from what it already knows (no I/O)."""
+    global _progress
+    if _progress is None:
+        _progress = Progress(stall_seconds=stall_seconds)
     consumer = app.consumer
     try:
         tps = [tp for tp in consumer.assignment()

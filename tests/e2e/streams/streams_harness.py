@@ -158,6 +158,7 @@ class Pipeline:
 
 
 STRIPE_TIMEOUT_SECONDS = 5.0
+WATCHDOG_STALL_SECONDS = 8.0
 
 
 def worker_env(settings: Settings, app_id: str, stripe_base: str) -> dict[str, str]:
@@ -173,6 +174,8 @@ def worker_env(settings: Settings, app_id: str, stripe_base: str) -> dict[str, s
         "STRIPE_CONCURRENCY": "8",
         # Short, so that a test can outlast it (slow_creates) without waiting long.
         "STRIPE_TIMEOUT_SECONDS": str(STRIPE_TIMEOUT_SECONDS),
+        # A stage stalled this long shows in /health/ (test_streams_watchdog.py).
+        "WATCHDOG_STALL_SECONDS": str(WATCHDOG_STALL_SECONDS),
         "NOTIFY_MAX_ATTEMPTS": "3",
         "NOTIFY_BASE_DELAY_SECONDS": "0.2",
         # Every test uses pm_card_visa: only the customer velocity rule is under test.
