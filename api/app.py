@@ -10,6 +10,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from api.auth import auth_middleware
+from api.console import console_ctx
 from api.db import database_ctx
 from api.errors import error_middleware
 from api.idempotency import IdempotencyStore
@@ -64,5 +65,6 @@ def create_app(settings: Settings) -> web.Application:
     app[MERCHANT_CACHE] = {}
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(console_ctx)
     setup_routes(app)
     return app

@@ -17,7 +17,7 @@ from api.state import PRIMARY, REPLICA, SETTINGS
 log = logging.getLogger(__name__)
 
 # One asyncio process is CPU-bound long before ten connections are busy
-# (FACTS: ~7k inserts/s with a pool of 10); more would only queue in Postgres.
+# (measured: ~7k inserts/s with a pool of 10); more would only queue in Postgres.
 POOL_MAX_SIZE = 10
 POOL_MIN_SIZE = 2
 # How long a request waits for a connection before it answers 503: short, so
@@ -28,7 +28,7 @@ STATEMENT_TIMEOUT_MS = 5000
 
 async def _configure(conn: psycopg.AsyncConnection) -> None:
     # Autocommit first: a SET before it leaves a transaction open and the pool
-    # could not initialise (FACTS). Every write opens its own explicit transaction.
+    # could not initialise (PoolTimeout). Every write opens its own explicit transaction.
     await conn.set_autocommit(True)
     await conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
 

@@ -451,6 +451,7 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        **_console_paths(),
     }
 
 
@@ -462,6 +463,66 @@ def _probe(operation: str, summary: str) -> dict[str, Any]:
             "security": [],
             "responses": {"200": {"description": "OK.", "content": _json(_ref("Status"))}},
         }
+    }
+
+
+def _console_paths() -> dict[str, Any]:
+    """The operator console (api/console.py): a page for people, not a merchant API."""
+    html = {"text/html": {"schema": {"type": "string"}}}
+    # Prometheus' own answer, passed through: {"status": "success"|"error", ...}.
+    prometheus = _json({"type": "object", "required": ["status"],
+                        "properties": {"status": {"enum": ["success", "error"]}}})
+    text = {"type": "string"}
+    return {
+        "/console": {"get": {
+            "operationId": "consoleRedirect", "summary": "Redirects to /console/.",
+            "security": [],
+            "responses": {"302": {"description": "To /console/."},
+                          "200": {"description": "The console (redirect followed).",
+                                  "content": html}},
+        }},
+        "/console/": {"get": {
+            "operationId": "console",
+            "summary": "The operator console: charts and alerts from Prometheus.",
+            "security": [],
+            "responses": {"200": {"description": "The page.", "content": html}},
+        }},
+        "/console/{name}": {"get": {
+            "operationId": "consoleFile", "summary": "The console's script, style and panels.",
+            "security": [],
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string",
+                                       "enum": ["console.js", "console.css", "panels.json"]}}],
+            "responses": {
+                "200": {"description": "The file.",
+                        "content": {"text/javascript": {"schema": text},
+                                    "text/css": {"schema": text},
+                                    "application/json": {"schema": {"type": "object"}}}},
+                "404": _error("No such file."),
+            },
+        }},
+        "/console/api/v1/{endpoint}": {"get": {
+            "operationId": "consolePrometheus",
+            "summary": "Prometheus' read-only query API (query, query_range, alerts), proxied.",
+            "security": [],
+            "parameters": [
+                {"name": "endpoint", "in": "path", "required": True,
+                 "schema": {"type": "string", "enum": ["query", "query_range", "alerts"]}},
+                *({"name": name, "in": "query", "required": False, "schema": text}
+                  for name in ("query", "time", "start", "end", "step")),
+            ],
+            "responses": {
+                "200": {"description": "Prometheus' answer.", "content": prometheus},
+                "404": _error("Not one of the proxied endpoints."),
+                "400": {"description": "Prometheus refused the query, or it is too long.",
+                        "content": prometheus},
+                "422": {"description": "The query could not be executed.",
+                        "content": prometheus},
+                "502": {"description": "Prometheus does not answer.", "content": prometheus},
+                "503": {"description": "Prometheus timed out or is overloaded.",
+                        "content": prometheus},
+            },
+        }},
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import balances, health, payments, refunds, webhooks
+from api import balances, console, health, payments, refunds, webhooks
 
 
 def setup_routes(app: web.Application) -> None:
@@ -22,3 +22,9 @@ def setup_routes(app: web.Application) -> None:
     add.add_post("/v1/refunds", refunds.create)
     add.add_get("/v1/balances", balances.retrieve)
     add.add_post("/v1/webhooks/stripe", webhooks.stripe_webhook)
+
+    # The operator console: a page, its files, and Prometheus' read-only query API.
+    add.add_get("/console", console.redirect)
+    add.add_get("/console/", console.page)
+    add.add_get("/console/api/v1/{endpoint}", console.prometheus)
+    add.add_get("/console/{name}", console.asset)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
@@ -32,5 +33,7 @@ RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 IDEMPOTENCY = web.AppKey("idempotency", IdempotencyStore)
 # API key hash -> (merchant, monotonic expiry): saves a primary round trip per request.
 MERCHANT_CACHE: web.AppKey[dict[str, tuple[Merchant, float]]] = web.AppKey("merchant_cache")
+# The operator console's client for Prometheus (api/console.py).
+CONSOLE_HTTP = web.AppKey("console_http", aiohttp.ClientSession)
 # Set by the auth middleware before any /v1 handler runs.
 MERCHANT = web.RequestKey("merchant", Merchant)

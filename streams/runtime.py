@@ -22,7 +22,8 @@ BLOCKLIST_TTL_SECONDS = 5.0
 
 
 async def _configure(conn: AsyncConnection[Any]) -> None:
-    # Autocommit first (see FACTS.md): multi-statement work opens its own transaction.
+    # Autocommit first (a SET before it left the pool unable to initialise):
+    # multi-statement work opens its own transaction.
     await conn.set_autocommit(True)
 
 

@@ -39,8 +39,22 @@ async def sweep_notifications() -> None:
 async def watch_progress() -> None:
     """A worker out of its group or stalled too long stops, to be restarted."""
     health = watchdog.consumer_health(app, settings.watchdog_stall_seconds)
+    _export_lag(health.lag)
     if health.unhealthy_for > settings.watchdog_exit_after_seconds:
         watchdog.stop_worker(f"assigned={health.assigned}, stalled={health.stalled}")
+
+
+_lag_series: set[tuple[str, str]] = set()
+
+
+def _export_lag(lag: dict[tuple[str, int], int]) -> None:
+    series = {(topic, str(partition)): n for (topic, partition), n in lag.items()}
+    for gone in _lag_series - set(series):  # revoked partitions
+        metrics.CONSUMER_LAG.remove(*gone)
+    for labels, n in series.items():
+        metrics.CONSUMER_LAG.labels(*labels).set(n)
+    _lag_series.clear()
+    _lag_series.update(series)
 
 
 @app.timer(interval=settings.reconcile_interval_seconds, on_leader=True)

@@ -36,6 +36,8 @@ class Health:
     assigned: bool
     stalled: list[str]
     unhealthy_for: float
+    # Messages waiting per (topic, partition) whose committed offset is known.
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -83,6 +85,11 @@ class Progress:
                 stalled.append(f"{tp.topic}:{tp.partition}")
         for gone in set(self._moved) - set(tps):
             del self._moved[gone]
+        lag: dict[tuple[str, int], int] = {}
+        for tp in tps:
+            offset, high = committed.get(tp), highwater.get(tp)
+            if offset is not None and high is not None:
+                lag[(tp.topic, tp.partition)] = max(0, high - offset)
         healthy = not out_of_group and not stalled
         if healthy:
             self._unhealthy_since = None
@@ -90,7 +97,7 @@ class Progress:
             self._unhealthy_since = now
         return Health(assigned=not out_of_group, stalled=sorted(stalled),
                       unhealthy_for=0.0 if self._unhealthy_since is None
-                      else now - self._unhealthy_since)
+                      else now - self._unhealthy_since, lag=lag)
 
 
 def stop_worker(reason: str) -> None:

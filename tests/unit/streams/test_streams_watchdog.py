@@ -69,3 +69,9 @@ def test_unassigned_past_the_grace_means_out_of_the_group() -> None:
     health = watch.check([], {}, {})
     assert not health.assigned and not health.ok
     assert watch.check([A], {A: 1}, {A: 1}).ok  # rejoined
+
+
+def test_lag_is_reported_where_the_committed_offset_is_known() -> None:
+    watch, _ = progress()
+    health = watch.check([A, B], {A: 5, B: None}, {A: 9, B: 4})
+    assert health.lag == {("paystream.public.payments", 0): 4}

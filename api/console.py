@@ -1,0 +1,80 @@
+"""The operator console: one page under /console/ and a read-only proxy to Prometheus."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from api.errors import json_response
+from api.state import CONSOLE_HTTP, SETTINGS
+
+ASSETS = Path(__file__).with_name("console")
+# What the page loads besides index.html: its script, its style, its panels.
+FILES = {
+    "console.js": "text/javascript",
+    "console.css": "text/css",
+    "panels.json": "application/json",
+}
+# Prometheus' query endpoints, nothing else: the proxy can never write, reload or delete.
+PROXIED = frozenset({"query", "query_range", "alerts"})
+PROMETHEUS_TIMEOUT_SECONDS = 10.0
+# Plenty for any query the page makes; keeps a crafted URL from being forwarded whole.
+MAX_QUERY_CHARS = 4096
+
+
+async def console_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the HTTP client the proxy asks Prometheus with."""
+    timeout = aiohttp.ClientTimeout(total=PROMETHEUS_TIMEOUT_SECONDS)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        app[CONSOLE_HTTP] = session
+        yield
+
+
+async def redirect(request: web.Request) -> web.StreamResponse:
+    # Relative asset URLs resolve under /console/ only with the slash.
+    raise web.HTTPFound("/console/")
+
+
+async def page(request: web.Request) -> web.FileResponse:
+    return _file("index.html", "text/html")
+
+
+async def asset(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    if name not in FILES:
+        raise web.HTTPNotFound()
+    return _file(name, FILES[name])
+
+
+def _file(name: str, content_type: str) -> web.FileResponse:
+    # The page is small and changes with the code: always revalidate.
+    return web.FileResponse(ASSETS / name, headers={"Content-Type": content_type,
+                                                    "Cache-Control": "no-cache"})
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    """GET /console/api/v1/{endpoint}: Prometheus' answer, passed through (no CORS needed)."""
+    endpoint = request.match_info["endpoint"]
+    if endpoint not in PROXIED:
+        raise web.HTTPNotFound()
+    if len(request.query_string) > MAX_QUERY_CHARS:
+        return _unavailable("the query is too long", status=400)
+    url = f"{request.app[SETTINGS].prometheus_url}/api/v1/{endpoint}"
+    try:
+        async with request.app[CONSOLE_HTTP].get(url, params=request.query) as resp:
+            body = await resp.read()
+            return web.Response(body=body, status=resp.status,
+                                content_type="application/json",
+                                headers={"Cache-Control": "no-store"})
+    except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+        return _unavailable(f"Prometheus does not answer ({type(err).__name__})", status=502)
+
+
+def _unavailable(message: str, *, status: int) -> web.Response:
+    # Prometheus' own error shape, which is what the page reads.
+    return json_response({"status": "error", "errorType": "unavailable", "error": message},
+                         status=status)
