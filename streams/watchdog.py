@@ -63,6 +63,7 @@ class Progress:
     _unassigned_since: float | None = None
     _moved: dict[Any, tuple[int | None, float]] = field(default_factory=dict)
     _unhealthy_since: float | None = None
+    last_lag: int = 0
 
     def check(self, assigned: Iterable[Any], committed: Mapping[Any, int | None],
               highwater: Mapping[Any, int | None]) -> Health:
@@ -90,6 +91,7 @@ class Progress:
             offset, high = committed.get(tp), highwater.get(tp)
             if offset is not None and high is not None:
                 lag[(tp.topic, tp.partition)] = max(0, high - offset)
+        self.last_lag = sum(lag.values())
         healthy = not out_of_group and not stalled
         if healthy:
             self._unhealthy_since = None
@@ -133,3 +135,8 @@ def consumer_health(app: Any, stall_seconds: float = STALL_SECONDS) -> Health:
         except Exception:  # noqa: BLE001 - not fetched yet
             highwater[tp] = None
     return _progress.check(tps, committed, highwater)
+
+
+def waiting_messages() -> int:
+    """Messages waiting on this worker's partitions at the last check (0 before any)."""
+    return _progress.last_lag if _progress is not None else 0
