@@ -64,9 +64,17 @@ def connector_state(connect_url: str, name: str) -> dict:
     return body if status == 200 and isinstance(body, dict) else {}
 
 
-def register(connect_url: str, path: Path, *, timeout: float = 120.0) -> str:
-    """PUT the config unless Connect has it already, then poll /status until it runs."""
+def register(connect_url: str, path: Path, *, timeout: float = 120.0,
+             restart_failed: bool = False) -> str:
+    """PUT the config unless Connect has it already, then poll /status until it runs.
+
+    With `restart_failed`, a connector or task found FAILED is restarted once
+    before that counts as an error: Connect never restarts a failed task itself,
+    and one that failed in an outage (Kafka or Postgres gone) runs again once the
+    outage is over.
+    """
     deadline = time.monotonic() + timeout
+    restarted_at = None if restart_failed else 0.0
     name = connector_name(path)
     config = json.loads(path.read_text())
     wait_for_connect(connect_url, deadline)
@@ -88,7 +96,12 @@ def register(connect_url: str, path: Path, *, timeout: float = 120.0) -> str:
         if connector == "RUNNING" and tasks and all(t == "RUNNING" for t in tasks):
             return name
         failed = [t for t in state.get("tasks", []) if t.get("state") == "FAILED"]
-        if connector == "FAILED" or failed:
+        if (connector == "FAILED" or failed) and restarted_at is None:
+            restarted_at = time.monotonic()
+            _request("POST", f"{connect_url}/connectors/{name}/restart"
+                             "?includeTasks=true&onlyFailed=true")
+        # A restart takes a moment to show in /status: FAILED right after it is old news.
+        elif (connector == "FAILED" or failed) and time.monotonic() - (restarted_at or 0) > 15:
             trace = (failed[0] if failed else state["connector"]).get("trace", "")
             raise RegistrationError(f"{name} failed: {trace[:2000]}")
         if time.monotonic() > deadline:

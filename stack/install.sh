@@ -20,7 +20,9 @@ as_root() {
 # --- Debian packages -------------------------------------------------------
 missing=()
 need_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed' || missing+=("$1"); }
-for p in postgresql postgresql-contrib redis-server nginx libnginx-mod-stream kcat docker-compose curl python3-venv wrk; do
+# prometheus*: the monitoring components; chromium: the console's headless page test.
+for p in postgresql postgresql-contrib redis-server nginx libnginx-mod-stream kcat docker-compose curl python3-venv wrk \
+    prometheus prometheus-postgres-exporter prometheus-redis-exporter chromium; do
   need_pkg "$p"
 done
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
@@ -28,14 +30,14 @@ command -v mvn >/dev/null || missing+=(maven)
 if [ ${#missing[@]} -gt 0 ]; then
   say "apt-get install ${missing[*]}"
   as_root apt-get update -qq
-  # policy-rc.d keeps Debian from starting its own postgres/redis/nginx on the
+  # policy-rc.d keeps Debian from starting its own postgres/redis/nginx/prometheus on the
   # ports the stack wants (it does where systemd or sysv-rc is active).
   as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   as_root rm -f /usr/sbin/policy-rc.d
 fi
 
-# --- Java: Kafka broker, Kafka Connect, Debezium plugin --------------------
+# --- Java: Kafka broker, Kafka Connect, Debezium plugin, JMX exporter ------
 java_stamp=$cache/java/.stamp-$(sha1sum stack/pom.xml | cut -c1-12)
 if [ ! -f "$java_stamp" ]; then
   say "fetching Kafka, Kafka Connect and Debezium jars (Maven Central)"
@@ -45,6 +47,8 @@ if [ ! -f "$java_stamp" ]; then
   # Markers beside the output: with them elsewhere a wiped plugins/ is never refilled.
   mvn "${mvn_args[@]}" dependency:unpack "-DoutputDirectory=$cache/java/plugins" \
     "-DmarkersDirectory=$cache/java/markers"
+  # The Prometheus JMX exporter, loaded by Kafka and Connect as a javaagent.
+  mvn "${mvn_args[@]}" dependency:copy@jmx-agent "-DoutputDirectory=$cache/java/agents"
   touch "$java_stamp"
 fi
 

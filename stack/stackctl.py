@@ -1,12 +1,19 @@
 """Starts, stops and reports the local PayStream stack, one process per component.
 
-  up [NAME...]    start what is not running (all by default), wait for each, print addresses
+  up [NAME...]    start what is not running (all by default), wait until each is healthy
+                  (repairing CDC if needed), print addresses
   down            stop every process `up` started (by pid), keeping the data
   start NAME      start one component (and nothing else)
   stop NAME       stop one component
-  status          one line per component; exit 0 only when all are up
+  status          one line per component with why it is unhealthy; exit 0 only when all are
+                  healthy (replicas stream, CDC streams and advances)
   env             `export NAME=value` lines for every endpoint
   clean           down, then remove all data under the stack folder
+  watchdog        check CDC every 10 s and repair it (`up` runs this as a component)
+
+A kill -9 leaves things behind that `up` cleans before starting again: a pid
+file whose process is gone or is no longer ours (checked in /proc), forked
+workers still listening on the port, a killed postmaster's orphaned backends.
 
 Every port comes from the environment (PG_PORT, PG_REPLICA1_PORT, ...; see
 `Config`). Data, logs and pid files live under PAYSTREAM_STACK_DIR (.stack/).
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import os
 import shutil
@@ -37,7 +45,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "connectors"))
-import register as connectors  # noqa: E402  (stdlib-only module beside this one)
+sys.path.insert(0, str(ROOT / "stack"))
+import cdc  # noqa: E402  (stdlib-only modules beside this one)
+import cdc_watchdog  # noqa: E402
+import procs  # noqa: E402
+import register as connectors  # noqa: E402
+
+# stack/monitoring.py builds on this module's classes: run as a script, this module
+# must be the `stackctl` it imports, not a second copy with its own StackError.
+sys.modules.setdefault("stackctl", sys.modules[__name__])
 
 
 class StackError(RuntimeError):
@@ -75,6 +91,13 @@ class Config:
     stripe_port: int = field(default_factory=lambda: _port("STRIPE_PORT", 8420))
     api_port: int = field(default_factory=lambda: _port("API_PORT", 8080))
     faust_web_port: int = field(default_factory=lambda: _port("FAUST_WEB_PORT", 6066))
+    prometheus_port: int = field(default_factory=lambda: _port("PROMETHEUS_PORT", 9090))
+    postgres_exporter_port: int = field(
+        default_factory=lambda: _port("POSTGRES_EXPORTER_PORT", 9187))
+    redis_exporter_port: int = field(default_factory=lambda: _port("REDIS_EXPORTER_PORT", 9121))
+    # The JMX exporter agents inside the Kafka and Connect JVMs.
+    kafka_metrics_port: int = field(default_factory=lambda: _port("KAFKA_METRICS_PORT", 9404))
+    connect_metrics_port: int = field(default_factory=lambda: _port("CONNECT_METRICS_PORT", 9405))
     dir: Path = field(default_factory=lambda: Path(
         os.environ.get("PAYSTREAM_STACK_DIR", ROOT / ".stack")).resolve())
     cache: Path = field(default_factory=lambda: Path(
@@ -125,6 +148,7 @@ class Config:
             "API_PORT": str(self.api_port),
             "FAUST_WEB_URL": f"http://{host}:{self.faust_web_port}",
             "FAUST_WEB_PORT": str(self.faust_web_port),
+            "PROMETHEUS_URL": f"http://{host}:{self.prometheus_port}",
             # The worker's RocksDB tables belong to this stack's Kafka: a second stack
             # (another PAYSTREAM_STACK_DIR) sharing them would recover foreign offsets.
             "FAUST_DATA_DIR": str(self.dir / "faust"),
@@ -154,19 +178,8 @@ def http_ok(url: str) -> bool:
 
 
 def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped) is not running.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
+    """The process exists and has not exited (a zombie has); whose it is, Component.owns says."""
+    return procs.alive(pid)
 
 
 def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
@@ -205,6 +218,9 @@ class Component:
     name: str
     port: int
     cfg: Config
+    # The pid this object just started: ours even before /proc shows its
+    # environment (empty for a moment while exec completes).
+    launched: int | None = field(default=None, init=False, repr=False)
 
     @property
     def log(self) -> Path:
@@ -217,17 +233,78 @@ class Component:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def pid(self) -> int | None:
+    def _pidfile_line(self) -> list[str]:
         try:
-            return int(self.pidfile.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
+            return self.pidfile.read_text().split("\n", 1)[0].split()
+        except OSError:
+            return []
+
+    def recorded_pid(self) -> int | None:
+        """The pid in the pid file, whether or not that process still runs or is ours."""
+        try:
+            return int(self._pidfile_line()[0])
+        except (ValueError, IndexError):
             return None
+
+    def pid(self) -> int | None:
+        """The pid file's process if it runs and is ours: after a kill -9 its pid may be reused."""
+        pid = self.recorded_pid()
+        if pid is None or not pid_alive(pid):
+            return None
+        if pid == self.launched:
+            return pid
+        # launch() notes when the process started: a reused pid started later.
+        started = self._pidfile_line()[1:2]
+        if started and started[0] != str(procs.start_time(pid)):
+            return None
+        return pid if self.owns(pid) else None
+
+    def owns(self, pid: int) -> bool:
+        """Whether `pid` is this component of this stack (launch() gives it our stack folder)."""
+        return procs.has_env(pid, "PAYSTREAM_STACK_DIR", str(self.cfg.dir))
+
+    def forked_by_us(self, pid: int) -> bool:
+        """Whether `pid`, a process listening on our port, was forked by an instance of ours."""
+        return self.owns(pid)
+
+    def clear_stale(self) -> None:
+        """Removes what a killed instance left: its pid file, forked workers still on the port."""
+        recorded = self.recorded_pid()
+        if recorded is not None and self.pid() is None:
+            why = "is gone" if not pid_alive(recorded) else "is now another program"
+            print(f"  {self.name}: removed stale pid file ({recorded} {why})", flush=True)
+            self.pidfile.unlink(missing_ok=True)
+        if not self.port:
+            return
+        leftovers = [pid for pid in procs.listeners(self.port)
+                     if procs.group_orphaned(pid) and self.forked_by_us(pid)]
+        if leftovers:
+            print(f"  {self.name}: ending {len(leftovers)} orphaned process(es) still on port "
+                  f"{self.port}: {', '.join(map(str, leftovers))}", flush=True)
+            procs.end(leftovers)
 
     def ready(self) -> bool:
         return port_open(self.port)
 
     def is_up(self) -> bool:
         return pid_alive(self.pid()) and self.ready()
+
+    def health(self) -> str | None:
+        """None when healthy, else why not, in a few words (`make status` prints it)."""
+        if self.pid() is None:
+            return "not running"
+        if not self.ready():
+            return "not answering"
+        return None
+
+    def settle(self, timeout: float) -> str | None:
+        """Waits until healthy (after start); None then, else the last reason at the deadline."""
+        reason = self.health()
+        deadline = time.monotonic() + timeout
+        while reason is not None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            reason = self.health()
+        return reason
 
     def prepare(self) -> None:
         """One-time setup before the first start (formatting, base backups)."""
@@ -251,7 +328,9 @@ class Component:
             proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True,
                                     env={**os.environ, **self.cfg_env(), **self.env()})
-        self.pidfile.write_text(f"{proc.pid}\n")
+        self.launched = proc.pid
+        started = procs.start_time(proc.pid)
+        self.pidfile.write_text(f"{proc.pid} {started}\n" if started else f"{proc.pid}\n")
 
     def cfg_env(self) -> dict[str, str]:
         return self.cfg.endpoints()
@@ -263,7 +342,8 @@ class Component:
             # Started earlier and still coming up: wait for it rather than start a twin.
             action = "was starting"
         else:
-            if port_open(self.port):
+            self.clear_stale()
+            if self.port and port_open(self.port):
                 raise StackError(self.name, f"port {self.port} is taken by a process the stack "
                                  f"did not start; stop it or choose another port (see make env)")
             self.prepare()
@@ -278,7 +358,7 @@ class Component:
     def stop(self, timeout: float = 30) -> str:
         pid = self.pid()
         if not pid_alive(pid):
-            self.pidfile.unlink(missing_ok=True)
+            self.clear_stale()
             return "not running"
         assert pid is not None
         os.killpg(pid, signal.SIGTERM) if _is_group_leader(pid) else os.kill(pid, signal.SIGTERM)
@@ -315,6 +395,52 @@ class Postgres(Component):
         probe = subprocess.run([str(self.cfg.pg_bin / "pg_isready"), "-q", "-h", "127.0.0.1",
                                 "-p", str(self.port)], check=False)
         return probe.returncode == 0
+
+    def owns(self, pid: int) -> bool:
+        # The postmaster keeps the command line pg_ctl gave it, -D <data> included.
+        args = procs.argv(pid)
+        return any(flag == "-D" and Path(value).resolve() == self.data.resolve()
+                   for flag, value in zip(args, args[1:], strict=False))
+
+    def clear_stale(self) -> None:
+        """After a kill -9 of the postmaster: end its orphaned server processes, drop its lock.
+
+        Orphans still attached to the old shared memory make a new postmaster refuse
+        to start ("pre-existing shared memory block ... is still in use", whose hint
+        is to terminate any old server processes of the data directory). Every server
+        process works in the data directory, so they are found by executable and
+        working directory; SIGQUIT is the signal a server process exits on at once.
+        The lock file goes only when nothing runs there any more: a pid in it that was
+        reused by another program would make postgres refuse to start too.
+        """
+        executable = self.cfg.pg_bin / "postgres"
+        running = procs.running_in(self.data, executable)
+        postmaster = next((pid for pid in running if self.owns(pid)), None)
+        if postmaster is not None:
+            raise StackError(self.name, f"a postmaster (pid {postmaster}) runs in {self.data} "
+                             f"but {self.pidfile.name} does not name it; stop it first")
+        if running:
+            print(f"  {self.name}: ending {len(running)} orphaned server process(es) of a killed "
+                  f"postmaster: {', '.join(map(str, running))}", flush=True)
+            procs.end(running, first=signal.SIGQUIT)
+        if self.pidfile.exists() and not procs.running_in(self.data, executable):
+            print(f"  {self.name}: removed stale {self.pidfile.name} "
+                  f"(postmaster {self.recorded_pid()} is gone)", flush=True)
+            self.pidfile.unlink()
+
+    def health(self) -> str | None:
+        reason = super().health()
+        if reason is not None or self.primary is None:
+            return reason
+        # A replica that answers may still have lost its primary: ask its WAL receiver.
+        try:
+            receiver = psql_admin(self.cfg, "SELECT status FROM pg_stat_wal_receiver",
+                                  db="postgres", port=self.port, timeout=5).strip()
+        except (subprocess.SubprocessError, OSError):
+            return "not answering queries"
+        if receiver != "streaming":
+            return f"not streaming from the primary (WAL receiver {receiver or 'not running'})"
+        return None
 
     def _pg_dir(self) -> Path:
         base = self.cfg.dir / "pg"
@@ -379,6 +505,8 @@ class Postgres(Component):
 
     def stop(self, timeout: float = 60) -> str:
         if not pid_alive(self.pid()):
+            if self.data.exists():
+                self.clear_stale()
             return "not running"
         subprocess.run(as_postgres([str(self.cfg.pg_bin / "pg_ctl"), "-D", str(self.data),
                                     "-m", "fast", "-t", str(int(timeout)), "-w", "stop"]),
@@ -412,8 +540,24 @@ class Nginx(Component):
         subprocess.run(self.command(), check=True, cwd=ROOT)
         wait_until(lambda: self.pid() is not None, 10)
 
+    def owns(self, pid: int) -> bool:
+        # nginx turns its command line (and the environment after it) into a title
+        # that keeps the arguments: "nginx: master process nginx -p ... -c <conf> ...".
+        return f" -c {self.cfg.dir / 'nginx' / 'nginx.conf'} " in f"{procs.title(pid)} "
+
+    def forked_by_us(self, pid: int) -> bool:
+        # Workers outlive a killed master and keep serving our port.
+        return procs.title(pid).startswith("nginx: worker process")
+
 
 class Redis(Component):
+    def owns(self, pid: int) -> bool:
+        # redis-server soon rewrites its command line into "redis-server 127.0.0.1:<port>",
+        # environment included, and moves into its data folder (--dir), this stack's.
+        title, data = procs.title(pid), (self.cfg.dir / "redis").resolve()
+        return title.startswith("redis-server") and (
+            procs.cwd(pid) == data or f" --dir {data} " in f"{title} ")
+
     def command(self) -> list[str]:
         data = self.cfg.dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
@@ -429,13 +573,17 @@ class Redis(Component):
             return False
 
 
-def java(cfg: Config, main_class: str, *args: str, heap: str = "512m") -> list[str]:
+import monitoring  # noqa: E402  (needs Component and Config above)
+
+
+def java(cfg: Config, main_class: str, *args: str, heap: str = "512m",
+         options: Iterable[str] = ()) -> list[str]:
     lib = cfg.cache / "java" / "lib"
     if not lib.exists():
         raise StackError(main_class, f"{lib} is missing; run stack/install.sh (make up does)")
     return ["java", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
             f"-Dlog4j.configuration=file:{ROOT / 'stack' / 'log4j.properties'}",
-            "-cp", f"{lib}/*", main_class, *args]
+            *options, "-cp", f"{lib}/*", main_class, *args]
 
 
 class Kafka(Component):
@@ -458,7 +606,9 @@ class Kafka(Component):
                        check=True, stdout=subprocess.DEVNULL)
 
     def command(self) -> list[str]:
-        return java(self.cfg, "kafka.Kafka", str(self.properties()))
+        return java(self.cfg, "kafka.Kafka", str(self.properties()),
+                    options=monitoring.jmx_agent(self.cfg, self.cfg.kafka_metrics_port,
+                                                 "jmx-kafka.yml"))
 
     def ready(self) -> bool:
         return kafka_answers(self.port)
@@ -472,7 +622,9 @@ class Connect(Component):
                        self.cfg.dir / "connect" / "connect.properties",
                        {"KAFKA_PORT": self.cfg.kafka_port, "CONNECT_PORT": self.port,
                         "CONNECT_PLUGIN_PATH": self.cfg.cache / "java" / "plugins"})
-        return java(self.cfg, "org.apache.kafka.connect.cli.ConnectDistributed", str(props))
+        return java(self.cfg, "org.apache.kafka.connect.cli.ConnectDistributed", str(props),
+                    options=monitoring.jmx_agent(self.cfg, self.cfg.connect_metrics_port,
+                                                 "jmx-connect.yml"))
 
     def env(self) -> dict[str, str]:
         # Resolved by the worker's EnvVarConfigProvider in connectors/*.json.
@@ -487,6 +639,47 @@ class Connect(Component):
                 return b"PostgresConnector" in resp.read()
         except OSError:
             return False
+
+    def health(self) -> str | None:
+        """Up, and every connector streams: see stack/cdc.py for what that means."""
+        reason = super().health()
+        if reason is not None:
+            return reason
+        kafka_up = kafka_answers(self.cfg.kafka_port)
+        for look, _ in cdc_watch(self.cfg):
+            reason = cdc.verdict(look(), kafka_up=kafka_up)
+            if reason is not None:
+                return reason
+        return None
+
+    def settle(self, timeout: float) -> str | None:
+        """Waits until CDC streams, ending a stale slot holder or restarting a failed task."""
+        deadline = time.monotonic() + timeout
+        for look, repair in cdc_watch(self.cfg):
+            reason = cdc.heal(look, repair, kafka_up=lambda: kafka_answers(self.cfg.kafka_port),
+                              timeout=max(0.0, deadline - time.monotonic()),
+                              say=lambda message: print(f"  connect: {message}", flush=True))
+            if reason is not None:
+                return reason
+        return None
+
+
+class Watchdog(Component):
+    """The CDC watchdog (stack/cdc_watchdog.py), a process of its own like the others."""
+
+    @property
+    def state_file(self) -> Path:
+        return self.cfg.run / "watchdog.json"
+
+    def address(self) -> str:
+        return f"every {cdc_watchdog.INTERVAL_S:.0f}s"
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(ROOT / "stack" / "stackctl.py"), "watchdog"]
+
+    def ready(self) -> bool:
+        # Its state file is rewritten every round; one that stopped changing is a stuck watchdog.
+        return cdc_watchdog.fresh(self.state_file, 3 * cdc_watchdog.INTERVAL_S, pid=self.pid())
 
 
 class LocalStripe(Component):
@@ -531,13 +724,13 @@ class PaystreamProcess(Component):
     def __init__(self, name: str, port: int, cfg: Config, *, args: list[str], health: str):
         super().__init__(name, port, cfg)
         self.args = args
-        self.health = health
+        self.health_path = health
 
     def command(self) -> list[str]:
         return [str(ROOT / ".venv" / "bin" / "paystream"), *self.args]
 
     def ready(self) -> bool:
-        return http_ok(f"http://127.0.0.1:{self.port}{self.health}")
+        return http_ok(f"http://127.0.0.1:{self.port}{self.health_path}")
 
 
 def kafka_answers(port: int) -> bool:
@@ -580,18 +773,59 @@ def components(cfg: Config) -> list[Component]:
     if (ROOT / "streams" / "app.py").exists():
         stack.append(PaystreamProcess("worker", cfg.faust_web_port, cfg, args=["worker"],
                                       health="/health/"))
-    return stack
+    stack.append(Watchdog("watchdog", 0, cfg))
+    return stack + monitoring.components(cfg)
 
 
 STARTUP_TIMEOUT = {"kafka": 90.0, "connect": 180.0, "worker": 120.0}
+# How long `up` waits for a started (or already running) component to be healthy.
+# Connect's covers a new task that first waits 2 x 55 s for the JMX names still
+# held by a task Connect gave up on (a broker down for longer than
+# task.shutdown.graceful.timeout.ms), and only then asks for the slot.
+HEALTH_TIMEOUT = {"connect": 240.0}
 
 
-def psql_admin(cfg: Config, sql: str, *, db: str = "paystream") -> str:
+def psql_admin(cfg: Config, sql: str, *, db: str = "paystream", port: int | None = None,
+               timeout: float | None = None) -> str:
+    """Runs `sql` as the superuser on the primary (or the server on `port`); returns its output."""
     out = subprocess.run([str(cfg.pg_bin / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
-                          "-h", "127.0.0.1", "-p", str(cfg.pg_port), "-U", "postgres", "-d", db,
-                          "-c", sql], check=True, capture_output=True, text=True,
-                         env={**os.environ, "PGPASSWORD": cfg.pg_super_password})
+                          "-h", "127.0.0.1", "-p", str(port or cfg.pg_port), "-U", "postgres",
+                          "-d", db, "-c", sql], check=True, capture_output=True, text=True,
+                         timeout=timeout,
+                         env={**os.environ, "PGPASSWORD": cfg.pg_super_password,
+                              "PGCONNECT_TIMEOUT": "3"})
     return out.stdout
+
+
+def primary_sql(cfg: Config) -> Callable[[str], str]:
+    """psql_admin for stack/cdc.py, which wants a RuntimeError when the primary does not answer."""
+    def run(sql: str) -> str:
+        try:
+            return psql_admin(cfg, sql, timeout=10)
+        except subprocess.CalledProcessError as err:
+            raise RuntimeError(err.stderr.strip() or f"psql exited {err.returncode}") from err
+        except subprocess.TimeoutExpired as err:
+            raise RuntimeError("psql timed out") from err
+    return run
+
+
+def cdc_connectors() -> list[cdc.Connector]:
+    """The Debezium connectors of connectors/*.json and the slot and user each streams with."""
+    found = []
+    for path in sorted((ROOT / "connectors").glob("*.json")):
+        config = json.loads(path.read_text())
+        if "database.user" in config:
+            found.append(cdc.Connector(connectors.connector_name(path),
+                                       config.get("slot.name", "debezium"),
+                                       config["database.user"]))
+    return found
+
+
+def cdc_watch(cfg: Config) -> list[tuple[Callable[[], cdc.State], cdc.Repairer]]:
+    """For each connector, a way to look at its CDC and a repairer."""
+    url, sql = f"http://127.0.0.1:{cfg.connect_port}", primary_sql(cfg)
+    return [(functools.partial(cdc.read, conn, connect_url=url, sql=sql),
+             cdc.Repairer(conn, connect_url=url, sql=sql)) for conn in cdc_connectors()]
 
 
 def setup_database(cfg: Config) -> None:
@@ -612,7 +846,7 @@ def setup_database(cfg: Config) -> None:
 def register_connectors(cfg: Config) -> list[str]:
     url = f"http://127.0.0.1:{cfg.connect_port}"
     try:
-        return [connectors.register(url, path, timeout=120)
+        return [connectors.register(url, path, timeout=120, restart_failed=True)
                 for path in sorted((ROOT / "connectors").glob("*.json"))]
     except connectors.RegistrationError as err:
         raise StackError("connect", str(err), log=cfg.logs / "connect.log") from err
@@ -679,6 +913,11 @@ def up(cfg: Config, names: list[str]) -> int:
             action = comp.start(STARTUP_TIMEOUT.get(comp.name, 60.0))
             if comp.name in AFTER_START:
                 AFTER_START[comp.name](cfg)
+            # Running is not enough (a replica may not stream, CDC may be stuck): wait,
+            # and repair what can be, until `status` would call it healthy.
+            reason = comp.settle(HEALTH_TIMEOUT.get(comp.name, 60.0))
+            if reason is not None:
+                raise StackError(comp.name, f"running but not healthy: {reason}", log=comp.log)
         except (StackError, subprocess.CalledProcessError) as err:
             print(f"FAILED {comp.name}: {err}", file=sys.stderr)
             if not isinstance(err, StackError):
@@ -705,10 +944,20 @@ def down(cfg: Config, names: list[str]) -> int:
 def status(cfg: Config) -> int:
     all_up = True
     for comp in components(cfg):
-        up_now = comp.is_up()
-        all_up &= up_now
-        print(f"  {comp.name:<18} {'up' if up_now else 'DOWN':<5} {comp.address()}")
+        reason = comp.health()
+        all_up &= reason is None
+        line = f"  {comp.name:<18} {'up' if reason is None else 'DOWN':<5} {comp.address()}"
+        print(line if reason is None else f"{line:<43} {reason}")
+    # Firing alerts are news, not a component down: they do not change the exit code.
+    monitoring.print_alerts(cfg)
     return 0 if all_up else 1
+
+
+def run_watchdog(cfg: Config) -> int:
+    cfg.run.mkdir(parents=True, exist_ok=True)
+    cdc_watchdog.run(cdc_watch(cfg), kafka_up=lambda: kafka_answers(cfg.kafka_port),
+                     state_file=Watchdog("watchdog", 0, cfg).state_file)
+    return 0
 
 
 def print_env(cfg: Config) -> int:
@@ -729,7 +978,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stackctl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["up", "down", "start", "stop", "status", "env", "clean",
-                                           "json"])
+                                           "json", "watchdog"])
     parser.add_argument("names", nargs="*", help="component names (default: all)")
     args = parser.parse_args(argv)
     cfg = Config()
@@ -745,6 +994,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.action == "env":
         return print_env(cfg)
+    if args.action == "watchdog":
+        return run_watchdog(cfg)
     return clean(cfg)
 
 

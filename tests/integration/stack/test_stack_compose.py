@@ -11,10 +11,14 @@ from stackutil import ROOT
 EXPECTED_SERVICES = {
     "postgres", "db-setup", "postgres-replica1", "postgres-replica2", "nginx", "redis",
     "kafka", "connect", "connect-init", "localstripe", "api", "worker", "kafka-ui",
+    "jmx-agent", "prometheus", "postgres-exporter", "redis-exporter", "grafana",
 }
 # Files make up reads that the compose services must mount or run too.
 SHARED_FILES = ["db/postgresql.conf", "db/pg_hba.conf", "db/setup.sh", "db/replica.sh",
-                "nginx/nginx.conf.template", "stack/redis.conf", "connectors/payments.json"]
+                "nginx/nginx.conf.template", "stack/redis.conf", "connectors/payments.json",
+                "stack/pom.xml", "monitoring/prometheus.yml", "monitoring/alerts.yml",
+                "monitoring/jmx-kafka.yml", "monitoring/jmx-connect.yml",
+                "monitoring/postgres-queries.yml", "monitoring/grafana/dashboards"]
 
 
 def compose(*args: str) -> subprocess.CompletedProcess[str]:
