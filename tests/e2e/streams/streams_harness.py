@@ -174,7 +174,7 @@ def worker_env(settings: Settings, app_id: str, stripe_base: str) -> dict[str, s
         "STRIPE_CONCURRENCY": "8",
         # Short, so that a test can outlast it (slow_creates) without waiting long.
         "STRIPE_TIMEOUT_SECONDS": str(STRIPE_TIMEOUT_SECONDS),
-        # A stage stalled this long shows in /health/ (test_streams_watchdog.py).
+        # A stage stalled this long shows in /health/ (test_streams_stall.py).
         "WATCHDOG_STALL_SECONDS": str(WATCHDOG_STALL_SECONDS),
         "NOTIFY_MAX_ATTEMPTS": "3",
         "NOTIFY_BASE_DELAY_SECONDS": "0.2",
