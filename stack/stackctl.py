@@ -427,6 +427,12 @@ class Postgres(Component):
             print(f"  {self.name}: removed stale {self.pidfile.name} "
                   f"(postmaster {self.recorded_pid()} is gone)", flush=True)
             self.pidfile.unlink()
+        # The socket's lock file names the dead postmaster too; a killed postmaster
+        # not yet reaped (a zombie) still "exists", so postgres would refuse to take it.
+        lock = self.cfg.dir / "pg" / "sockets" / f".s.PGSQL.{self.port}.lock"
+        if lock.exists() and not self.pidfile.exists():
+            lock.unlink(missing_ok=True)
+            print(f"  {self.name}: removed stale {lock.name}", flush=True)
 
     def health(self) -> str | None:
         reason = super().health()

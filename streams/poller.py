@@ -25,7 +25,7 @@ from .handling import count, in_scope, isolate, out_of_scope, with_db
 from .records import PaymentRow, PendingCommand, decode_change, id_key
 from .resilience import backoff_delay
 from .stripe_gateway import BACKGROUND
-from .stripe_sequence import PAYMENT, REFUND, sequence
+from .stripe_sequence import PAYMENT, REFUND, lease_seconds, sequence
 from .submit import block
 from .tables import lookup, pending
 
@@ -70,8 +70,11 @@ def new_entry(kind: str, object_id: str, status: str, partition: int,
         "attempts": 0,
         "since": now,
         # First look one interval after the object appeared: the submitter or
-        # the webhook normally settles it well before that.
-        "next_poll_at": now + settings.poll_interval_seconds,
+        # the webhook normally settles it well before that. A pending one sooner:
+        # its Stripe call may have died with a worker (the offset was committed
+        # when it was handed to the sequence), and it is free once the lease expires.
+        "next_poll_at": now + (min(settings.poll_interval_seconds, lease_seconds() + 20)
+                               if status == "pending" else settings.poll_interval_seconds),
         "last_error": None,
     }
 
