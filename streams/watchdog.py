@@ -78,7 +78,9 @@ class Progress:
         stalled: list[str] = []
         for tp in tps:
             offset, high = committed.get(tp), highwater.get(tp)
-            waiting = high is not None and high > (offset or 0)
+            # No offset of ours yet (nothing processed since the assignment, e.g. a
+            # group started at the end): unknown, not stalled.
+            waiting = offset is not None and high is not None and high > offset
             seen = self._moved.get(tp)
             if seen is None or seen[0] != offset or not waiting:
                 self._moved[tp] = (offset, now)

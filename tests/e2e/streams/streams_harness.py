@@ -158,7 +158,7 @@ class Pipeline:
 
 
 STRIPE_TIMEOUT_SECONDS = 5.0
-WATCHDOG_STALL_SECONDS = 8.0
+WATCHDOG_STALL_SECONDS = 20.0
 
 
 def worker_env(settings: Settings, app_id: str, stripe_base: str) -> dict[str, str]:

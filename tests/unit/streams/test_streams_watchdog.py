@@ -75,3 +75,10 @@ def test_lag_is_reported_where_the_committed_offset_is_known() -> None:
     watch, _ = progress()
     health = watch.check([A, B], {A: 5, B: None}, {A: 9, B: 4})
     assert health.lag == {("paystream.public.payments", 0): 4}
+
+
+def test_a_partition_without_a_committed_offset_yet_is_not_stalled() -> None:
+    watch, clock = progress()
+    for _ in range(3):
+        clock.now += STALL_SECONDS
+        assert watch.check([A], {A: None}, {A: 500}).ok
