@@ -162,9 +162,6 @@ class StripeSequence:
             kind.name: Coalescer(self._claimer(kind.name)) for kind in (PAYMENT, REFUND)}
         self._writes: Coalescer[WriteBack, bool] = Coalescer(self._write)
 
-    def busy_with(self, object_id: str) -> bool:
-        return object_id in self._active
-
     async def start(self, event: EventT, agent: str, kind: Kind, row: Row) -> None:
         """Hand one object over and return as soon as it is under way; waits only while
         STRIPE_CONCURRENCY objects are already in the sequence (backpressure)."""
