@@ -7,6 +7,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from paystream.domain.status import PaymentStatus
+
 # Our own registry: the default one would also export every import-time
 # collector of every library, and tests import this module repeatedly.
 REGISTRY = CollectorRegistry()
@@ -34,6 +36,12 @@ STRIPE_BUDGET_WAITING = Gauge("paystream_stripe_budget_waiting",
                               registry=REGISTRY)
 TRANSITIONS = Counter("paystream_transitions", "Guarded status writes that took effect",
                       ["entity", "status", "source"], registry=REGISTRY)
+# rate() needs two samples of a series: one born at 1 by a worker's first
+# transition would not show on the console until the second. The outcomes of
+# the submit stage, the path of nearly every payment, exist from the start.
+for _status in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.PROCESSING,
+                PaymentStatus.REQUIRES_ACTION, PaymentStatus.BLOCKED):
+    TRANSITIONS.labels("payment", _status.value, "submit")
 FRAUD_DECISIONS = Counter("paystream_fraud_decisions", "Fraud decisions stored",
                           ["outcome"], registry=REGISTRY)
 JOURNALS = Counter("paystream_ledger_journals", "Journals posted (new, not replays)",

@@ -15,6 +15,7 @@ from api.errors import AuthenticationFailed
 from api.idempotency import redis_key
 from api.logs import warn_throttled
 from api.merchants import NewMerchant, check_webhook_url, hash_api_key
+from api.metrics import Metrics
 from api.openapi import openapi_document
 from paystream.domain.money import CURRENCIES
 
@@ -112,3 +113,14 @@ def test_outage_warnings_are_throttled(caplog: pytest.LogCaptureFixture) -> None
         warn_throttled(logger, "unit-test-eager", "eager", every_seconds=0)
         warn_throttled(logger, "unit-test-eager", "eager", every_seconds=0)
     assert [r.getMessage() for r in caplog.records] == ["down: x", "other", "eager", "eager"]
+
+
+def test_charted_request_series_start_at_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A series born at 1 gives rate() = 0 until a second request: the console's
+    # "created" line stayed flat for a fresh stack's first payment.
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    text = Metrics().exposition().decode()
+    assert ('paystream_api_requests_total{method="POST",route="/v1/payments",status="201"} 0.0'
+            in text)
+    assert ('paystream_api_requests_total{method="POST",route="/v1/refunds",status="503"} 0.0'
+            in text)
