@@ -80,6 +80,10 @@ class Settings:
     stripe_timeout_seconds: float = 10.0
     circuit_failure_threshold: int = 5
     circuit_reset_seconds: float = 30.0
+    # How long a new payment or refund waits out a Stripe outage (the breaker's
+    # trial call, then its turn) before it is left to the poller: a short outage
+    # then costs seconds, not a poll interval.
+    stripe_outage_patience_seconds: float = 45.0
     # The worker's watchdog: stalled with messages waiting this long is unhealthy
     # (/health/ 503), unhealthy this long stops the worker so it is restarted.
     watchdog_stall_seconds: float = 120.0
@@ -113,7 +117,7 @@ class Settings:
             fraud = FraudConfig.from_env(env)
         except ValueError as err:
             raise SettingsError(str(err)) from None
-        return cls(
+        settings = cls(
             database_url=env.get("DATABASE_URL", d.database_url),
             database_read_url=env.get("DATABASE_READ_URL", d.database_read_url),
             redis_url=env.get("REDIS_URL", d.redis_url),
@@ -150,6 +154,8 @@ class Settings:
             circuit_failure_threshold=_int(env, "CIRCUIT_FAILURE_THRESHOLD",
                                            d.circuit_failure_threshold, minimum=1),
             circuit_reset_seconds=_float(env, "CIRCUIT_RESET_SECONDS", d.circuit_reset_seconds),
+            stripe_outage_patience_seconds=_float(env, "STRIPE_OUTAGE_PATIENCE_SECONDS",
+                                                  d.stripe_outage_patience_seconds),
             watchdog_stall_seconds=_float(env, "WATCHDOG_STALL_SECONDS",
                                           d.watchdog_stall_seconds),
             watchdog_exit_after_seconds=_float(env, "WATCHDOG_EXIT_AFTER_SECONDS",
@@ -164,3 +170,11 @@ class Settings:
                                              d.notify_base_delay_seconds),
             fraud=fraud,
         )
+        if settings.stripe_outage_patience_seconds >= settings.watchdog_stall_seconds:
+            # Payments waiting out an outage fill the submit window; that must not
+            # read as a stalled stage and restart a healthy worker.
+            raise SettingsError(
+                "STRIPE_OUTAGE_PATIENCE_SECONDS must be below WATCHDOG_STALL_SECONDS "
+                f"({settings.stripe_outage_patience_seconds:g} >= "
+                f"{settings.watchdog_stall_seconds:g})")
+        return settings

@@ -199,7 +199,12 @@ async def poll_one(entry: dict[str, Any], row: dict[str, Any] | None) -> Pending
     if outcome in _QUIET:
         return None
     interval = settings.poll_interval_seconds
-    delay = backoff_delay(attempts, base=interval, cap=interval * MAX_BACKOFF_INTERVALS)
+    if outcome == "stripe_unavailable":
+        # Try again soon after the breaker's next trial call, and at least every
+        # interval: an outage's backlog is resolved minutes after it ends.
+        delay = backoff_delay(attempts, base=settings.circuit_reset_seconds, cap=interval)
+    else:
+        delay = backoff_delay(attempts, base=interval, cap=interval * MAX_BACKOFF_INTERVALS)
     return PendingCommand(id=entry["id"], attempts=attempts, next_poll_at=time.time() + delay,
                           last_error=error[:300] if error else None)
 

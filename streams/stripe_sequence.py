@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ from .coalesce import Coalescer
 from .errors import StripeRejected, StripeUnavailable
 from .handling import isolate, with_db
 from .records import PaymentRow, RefundRow
+from .resilience import backoff_delay
 from .store import Claim, WriteBack
 from .stripe_gateway import BACKGROUND, RATE_LIMIT_PATIENCE_SECONDS, StripeGateway, StripeObject
 
@@ -214,6 +216,22 @@ class StripeSequence:
             self._active.discard(object_id)
 
     async def _submit(self, kind: Kind, row: Row, source: str) -> Attempt:
+        """Submit; in the foreground, an outage is waited out for up to
+        STRIPE_OUTAGE_PATIENCE_SECONDS (each try leases again, so a try after a
+        timeout first looks for what the one before may have created)."""
+        give_up_at = time.monotonic() + settings.stripe_outage_patience_seconds
+        tries = 0
+        while True:
+            attempt = await self._submit_once(kind, row, source)
+            if attempt.outcome != "stripe_unavailable" or BACKGROUND.get():
+                return attempt
+            tries += 1
+            wait = runtime.stripe.breaker.retry_in() + backoff_delay(tries, base=1.0, cap=8.0)
+            if time.monotonic() + wait > give_up_at:
+                return attempt  # the poller takes it from here
+            await asyncio.sleep(wait)
+
+    async def _submit_once(self, kind: Kind, row: Row, source: str) -> Attempt:
         gateway = runtime.stripe
         # Pay for the first request before taking the lease (see the module's docstring).
         await gateway.budget.take(background=BACKGROUND.get())

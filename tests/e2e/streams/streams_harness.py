@@ -171,6 +171,9 @@ def worker_env(settings: Settings, app_id: str, stripe_base: str) -> dict[str, s
         "POLL_INTERVAL_SECONDS": "1",
         "CIRCUIT_FAILURE_THRESHOLD": "3",
         "CIRCUIT_RESET_SECONDS": "2",
+        # Below the stall threshold: a submit window full of payments waiting out
+        # an outage must not look like a stalled stage.
+        "STRIPE_OUTAGE_PATIENCE_SECONDS": "10",
         "STRIPE_CONCURRENCY": "8",
         # Short, so that a test can outlast it (slow_creates) without waiting long.
         "STRIPE_TIMEOUT_SECONDS": str(STRIPE_TIMEOUT_SECONDS),
