@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from api import reads
 from api.errors import json_response
 from api.state import MERCHANT
+from paystream.domain.ledger import merchant_available_account
 
 BALANCES = """
 SELECT account, currency,
@@ -32,7 +33,7 @@ def balance_object(merchant_id: str, rows: list[dict[str, Any]]) -> dict[str, An
     """Shape the summed rows; pure."""
     available: dict[str, int] = {}
     for row in rows:
-        if row["account"] == f"merchant_available:{merchant_id}:{row['currency']}":
+        if row["account"] == merchant_available_account(merchant_id, row["currency"]):
             available[row["currency"]] = available.get(row["currency"], 0) - row["balance"]
     return {
         "object": "balance",

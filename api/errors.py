@@ -11,10 +11,11 @@
     ├── RateLimited                 429 rate_limit_error, with Retry-After
     └── ServiceUnavailable          503 api_error, with Retry-After (primary down)
 
-Domain errors (paystream.domain.errors) are mapped in ``error_middleware``:
-ValidationError -> 400 with its param and code, InvalidTransition -> 400
-``payment_unexpected_state``; anything unexpected -> 500 api_error, logged
-with its traceback but never with the request's secrets.
+Everything else is mapped by the ``_ANSWERS`` table that ``error_middleware``
+consults: domain errors (paystream.domain.errors) ValidationError -> 400 with
+its param and code, InvalidTransition -> 400 ``payment_unexpected_state``; a
+database outage -> 503; anything unexpected -> 500 api_error, logged with its
+traceback but never with the request's secrets.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import psycopg
 import psycopg_pool
@@ -166,6 +168,44 @@ def _from_http_exception(exc: web.HTTPException) -> ApiError:
     return err
 
 
+def _database_unavailable(err: Exception, request: web.Request) -> ApiError:
+    # The primary is down or unreachable: a retry later will work, the request did not.
+    warn_throttled(log, "database", "database unavailable (%s on %s %s)",
+                   type(err).__name__, request.method, request.path)
+    return ServiceUnavailable(
+        "The database is unavailable; retry later.",
+        code="database_unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _internal(what: str) -> Callable[[Exception, web.Request], ApiError]:
+    def logged(err: Exception, request: web.Request) -> ApiError:
+        # Only the method and path are logged: headers carry the API key.
+        log.exception("%s on %s %s", what, request.method, request.path)
+        return ApiError("An internal error occurred.")
+    return logged
+
+
+# What each failure raised below the API is answered with. The nearest class in
+# the raised error's MRO wins, so a subclass's entry overrides its base's.
+_ANSWERS: dict[type[Exception], Callable[[Any, web.Request], ApiError]] = {
+    ApiError: lambda err, _: err,
+    ValidationError: lambda err, _: InvalidRequest(err.message, code=err.code, param=err.param),
+    InvalidTransition: lambda err, _: InvalidRequest(str(err), code="payment_unexpected_state"),
+    web.HTTPException: lambda exc, _: _from_http_exception(exc),
+    psycopg_pool.PoolTimeout: _database_unavailable,
+    psycopg.OperationalError: _database_unavailable,
+    DomainError: _internal("domain invariant broken"),
+    Exception: _internal("unhandled error"),
+}
+
+
+def _answer(err: Exception, request: web.Request) -> ApiError:
+    cls = next(c for c in type(err).__mro__ if c in _ANSWERS)
+    return _ANSWERS[cls](err, request)
+
+
 CLIENT_CLOSED_REQUEST = 499
 
 
@@ -174,33 +214,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Turn every failure into a Stripe-shaped JSON error; no client input yields a 500."""
     try:
         return await handler(request)
-    except ApiError as err:
-        return err.response()
-    except ValidationError as err:
-        return InvalidRequest(err.message, code=err.code, param=err.param).response()
-    except InvalidTransition as err:
-        return InvalidRequest(str(err), code="payment_unexpected_state").response()
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _from_http_exception(exc).response()
-    except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as err:
-        # The primary is down or unreachable: a retry later will work, the request did not.
-        warn_throttled(log, "database", "database unavailable (%s on %s %s)",
-                       type(err).__name__, request.method, request.path)
-        return ServiceUnavailable(
-            "The database is unavailable; retry later.",
-            code="database_unavailable",
-            headers={"Retry-After": "1"},
-        ).response()
     except ConnectionResetError:
         # The client went away mid-request (e.g. a load generator stopping): not
         # our error, and no one will read the answer. 499 as NGINX logs it.
         return web.Response(status=CLIENT_CLOSED_REQUEST)
-    except DomainError:
-        log.exception("domain invariant broken on %s %s", request.method, request.path)
-        return ApiError("An internal error occurred.").response()
-    except Exception:
-        # Only the method and path are logged: headers carry the API key.
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return ApiError("An internal error occurred.").response()
+    except Exception as err:
+        if isinstance(err, web.HTTPException) and err.status < 400:
+            raise  # a redirect is an answer, not a failure
+        return _answer(err, request).response()

@@ -73,40 +73,34 @@ def _storable(value: str, param: str) -> str:
     return value
 
 
+def _bounded_string(value: object, param: str, max_length: int) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(f"{param} must be a string.", param=param, code="parameter_invalid")
+    if len(value) > max_length:
+        raise ValidationError(
+            f"{param} must be at most {max_length} characters.",
+            param=param,
+            code="parameter_too_long",
+        )
+    return _storable(value, param)
+
+
 def text(value: object, param: str, *, max_length: int = MAX_TEXT_LENGTH) -> str:
     """A required, non-empty string of at most max_length characters."""
     if value is None:
         raise ValidationError(
             f"Missing required param: {param}.", param=param, code="parameter_missing"
         )
-    if not isinstance(value, str):
-        raise ValidationError(f"{param} must be a string.", param=param, code="parameter_invalid")
-    if not value.strip():
+    if isinstance(value, str) and not value.strip():
         raise ValidationError(
             f"{param} must not be empty.", param=param, code="parameter_missing"
         )
-    if len(value) > max_length:
-        raise ValidationError(
-            f"{param} must be at most {max_length} characters.",
-            param=param,
-            code="parameter_too_long",
-        )
-    return _storable(value, param)
+    return _bounded_string(value, param, max_length)
 
 
 def optional_text(value: object, param: str, *, max_length: int) -> str | None:
     """None, or a string (possibly empty) of at most max_length characters."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValidationError(f"{param} must be a string.", param=param, code="parameter_invalid")
-    if len(value) > max_length:
-        raise ValidationError(
-            f"{param} must be at most {max_length} characters.",
-            param=param,
-            code="parameter_too_long",
-        )
-    return _storable(value, param)
+    return None if value is None else _bounded_string(value, param, max_length)
 
 
 def metadata(value: object, param: str = "metadata") -> dict[str, str]:
@@ -172,18 +166,13 @@ def idempotency_key(value: str | None) -> str | None:
             param=param,
             code="idempotency_key_invalid",
         )
+    # Lone surrogates are not printable either, so what passes is valid UTF-8.
     if not value.isprintable():
         raise InvalidRequest(
             f"{param} must contain only printable characters.",
             param=param,
             code="idempotency_key_invalid",
         )
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRequest(
-            f"{param} is not valid UTF-8.", param=param, code="idempotency_key_invalid"
-        ) from None
     return value
 
 

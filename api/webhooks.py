@@ -13,7 +13,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -64,27 +64,32 @@ class MalformedEvent(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class PaymentChange:
-    """Move the payment tied to a PaymentIntent to ``target``."""
+class Table:
+    """Where a Stripe object's rows live: our table and the column holding its Stripe id."""
 
-    payment_intent: str
-    payment_id: str | None
-    target: PaymentStatus
-    failure_code: str | None = None
-    failure_message: str | None = None
+    name: str
+    stripe_column: str
+
+
+PAYMENTS = Table("payments", "stripe_payment_intent_id")
+# The payment's amount_refunded is not written here: it follows from the refund
+# row's change event (the stream workers), whichever of webhook or poller moved it.
+REFUNDS = Table("refunds", "stripe_refund_id")
 
 
 @dataclass(frozen=True, slots=True)
-class RefundChange:
-    """Move the refund tied to a Stripe Refund to ``target``."""
+class Change:
+    """Move our row tied to a Stripe object to ``target``.
 
-    stripe_refund: str
-    refund_id: str | None
-    target: RefundStatus
-    failure_code: str | None = None
+    ``our_id`` is the id Stripe echoes in metadata; ``failure`` holds the columns
+    written with a failed target (empty otherwise).
+    """
 
-
-Change = PaymentChange | RefundChange
+    table: Table
+    stripe_id: str
+    our_id: str | None
+    target: PaymentStatus | RefundStatus
+    failure: Mapping[str, str | None] = field(default_factory=dict)
 
 
 def verify_signature(payload: bytes, header: str | None, secrets: Sequence[str]) -> None:
@@ -124,7 +129,7 @@ def _metadata(obj: Mapping[str, Any], key: str) -> str | None:
     return _str(meta, key) if isinstance(meta, Mapping) else None
 
 
-def _payment_change(kind: str, obj: Mapping[str, Any]) -> PaymentChange:
+def _payment_change(kind: str, obj: Mapping[str, Any]) -> Change:
     pi = _str(obj, "id")
     if pi is None:
         raise MalformedEvent("payment intent without an id")
@@ -133,18 +138,19 @@ def _payment_change(kind: str, obj: Mapping[str, Any]) -> PaymentChange:
                                                   or PAYMENT_INTENT_EVENTS[kind])
     except ValidationError as err:
         raise MalformedEvent(str(err)) from None
-    code = message = None
+    failure: dict[str, str | None] = {}
     if target is PaymentStatus.FAILED:
         error = obj.get("last_payment_error")
+        code = message = None
         if isinstance(error, Mapping):
             code = _str(error, "code") or _str(error, "decline_code")
             message = _str(error, "message")
-        code = code or "payment_failed"
-    return PaymentChange(pi, validation.object_id(_metadata(obj, "payment_id"), "pay"), target,
-                         code, message)
+        failure = {"failure_code": code or "payment_failed", "failure_message": message}
+    return Change(PAYMENTS, pi, validation.object_id(_metadata(obj, "payment_id"), "pay"),
+                  target, failure)
 
 
-def _refund_change(obj: Mapping[str, Any]) -> RefundChange | None:
+def _refund_change(obj: Mapping[str, Any]) -> Change | None:
     stripe_refund = _str(obj, "id")
     if stripe_refund is None:
         raise MalformedEvent("refund without an id")
@@ -154,10 +160,10 @@ def _refund_change(obj: Mapping[str, Any]) -> RefundChange | None:
         raise MalformedEvent(str(err)) from None
     if target is RefundStatus.PENDING:
         return None
-    code = (_str(obj, "failure_reason") or "refund_failed") if target is RefundStatus.FAILED \
-        else None
-    return RefundChange(stripe_refund, validation.object_id(_metadata(obj, "refund_id"), "re"),
-                        target, code)
+    failure = ({"failure_code": _str(obj, "failure_reason") or "refund_failed"}
+               if target is RefundStatus.FAILED else {})
+    return Change(REFUNDS, stripe_refund, validation.object_id(_metadata(obj, "refund_id"), "re"),
+                  target, failure)
 
 
 def changes_for(event: Mapping[str, Any]) -> list[Change] | None:
@@ -183,59 +189,29 @@ def changes_for(event: Mapping[str, Any]) -> list[Change] | None:
     return None
 
 
-async def _find_locked(
-    cur: psycopg.AsyncCursor[Any], table: str, stripe_column: str, stripe_id: str,
-    our_id: str | None,
-) -> dict | None:
+async def _find_locked(cur: psycopg.AsyncCursor[Any], change: Change) -> dict | None:
     """Our row for a Stripe object, locked: by the Stripe id stored on it, else by
     the id Stripe echoes in metadata (the webhook may beat the worker's write-back
     of the Stripe id) unless that row is bound to another Stripe object."""
-    select = f"SELECT id, {stripe_column} AS stripe_id FROM {table} WHERE"
-    await cur.execute(f"{select} {stripe_column} = %s FOR UPDATE", (stripe_id,))
+    table = change.table
+    select = f"SELECT id, {table.stripe_column} AS stripe_id FROM {table.name} WHERE"
+    await cur.execute(f"{select} {table.stripe_column} = %s FOR UPDATE", (change.stripe_id,))
     row = await cur.fetchone()
-    if row is None and our_id is not None:
-        await cur.execute(f"{select} id = %s FOR UPDATE", (our_id,))
+    if row is None and change.our_id is not None:
+        await cur.execute(f"{select} id = %s FOR UPDATE", (change.our_id,))
         row = await cur.fetchone()
-        if row is not None and row["stripe_id"] not in (None, stripe_id):
+        if row is not None and row["stripe_id"] not in (None, change.stripe_id):
             return None
     return row
 
 
-async def _apply_payment(cur: psycopg.AsyncCursor[Any], change: PaymentChange) -> tuple[str, str]:
-    row = await _find_locked(cur, "payments", "stripe_payment_intent_id",
-                             change.payment_intent, change.payment_id)
+async def _apply(cur: psycopg.AsyncCursor[Any], change: Change) -> tuple[str, str]:
+    row = await _find_locked(cur, change)
     if row is None:
         return "unmatched", ""
-    columns = ["stripe_payment_intent_id"]
-    params: dict[str, Any] = {
-        "id": row["id"],
-        **guard_params(change.target),
-        "stripe_payment_intent_id": change.payment_intent,
-    }
-    if change.target is PaymentStatus.FAILED:
-        columns += ["failure_code", "failure_message"]
-        params.update(failure_code=change.failure_code, failure_message=change.failure_message)
-    await cur.execute(guarded_update_sql("payments", change.target, columns), params)
-    return ("applied" if await cur.fetchone() else "noop"), row["id"]
-
-
-async def _apply_refund(cur: psycopg.AsyncCursor[Any], change: RefundChange) -> tuple[str, str]:
-    row = await _find_locked(cur, "refunds", "stripe_refund_id", change.stripe_refund,
-                             change.refund_id)
-    if row is None:
-        return "unmatched", ""
-    columns = ["stripe_refund_id"]
-    params: dict[str, Any] = {
-        "id": row["id"],
-        **guard_params(change.target),
-        "stripe_refund_id": change.stripe_refund,
-    }
-    if change.target is RefundStatus.FAILED:
-        columns.append("failure_code")
-        params["failure_code"] = change.failure_code
-    # amount_refunded on the payment follows from this row's change event (the
-    # stream workers), whichever of webhook or poller made the transition.
-    await cur.execute(guarded_update_sql("refunds", change.target, columns), params)
+    written = {change.table.stripe_column: change.stripe_id, **change.failure}
+    await cur.execute(guarded_update_sql(change.table.name, change.target, list(written)),
+                      {"id": row["id"], **guard_params(change.target), **written})
     return ("applied" if await cur.fetchone() else "noop"), row["id"]
 
 
@@ -287,12 +263,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
             if await cur.fetchone() is None:
                 outcome, object_ids = "duplicate", []
             else:
-                results = []
-                for change in changes or []:
-                    if isinstance(change, PaymentChange):
-                        results.append(await _apply_payment(cur, change))
-                    else:
-                        results.append(await _apply_refund(cur, change))
+                results = [await _apply(cur, change) for change in changes or []]
                 outcome = "ignored" if changes is None else _summarise([r[0] for r in results])
                 object_ids = [r[1] for r in results if r[1]]
                 await cur.execute(

@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,9 +41,8 @@ from pathlib import Path
 import cpu
 import psycopg
 import uvloop
+from harness import ROOT, STACKCTL, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-STACKCTL = [sys.executable, str(ROOT / "stack" / "stackctl.py")]
 PGBENCH_DEFAULT = "/usr/lib/postgresql/15/bin/pgbench"
 SCRATCH = "bench_api_scratch"
 BODY = {
@@ -114,12 +112,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "measuring (default: CONNECT_URL; empty: leave it running)")
     parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench baseline")
     return parser.parse_args(argv)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:

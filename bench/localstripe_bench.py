@@ -24,12 +24,10 @@ import argparse
 import asyncio
 import builtins
 import importlib.util
-import json
 import os
 import pickle
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,8 +37,9 @@ from typing import Any
 
 import aiohttp
 import cpu
+import harness
+from harness import ROOT, free_port, percentile
 
-ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("localstripe_launcher",
                                                ROOT / "stack" / "localstripe_launcher.py")
 assert _spec is not None and _spec.loader is not None
@@ -50,19 +49,6 @@ _spec.loader.exec_module(launcher)
 API_KEY = "sk_test_localstripe_bench"
 PAYMENT_INTENT = {"amount": "1050", "currency": "usd", "payment_method": "pm_card_visa",
                   "confirm": "true"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def seed(path: Path, objects: int) -> dict[str, Any]:
@@ -282,8 +268,8 @@ class _PlainStore(pickle.Unpickler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+    parser = harness.parser(
+        __doc__,
         epilog="Target: at least 100 PaymentIntents/s at 50,000 objects through the launcher.")
     parser.add_argument("--objects", type=int, default=50_000,
                         help="objects in the store before the runs (default 50000)")
@@ -296,10 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-clients", type=int, default=1,
                         help="clients against the unpatched one (default 1: it answers one "
                         "request at a time, several seconds each at 50,000 objects)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--serve-unpatched", nargs=3, metavar=("PORT", "SEED", "STORE"),
                         help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = harness.parse(parser, argv)
     if args.serve_unpatched:
         port, seeded, private = args.serve_unpatched
         serve_unpatched(int(port), Path(seeded), Path(private))
@@ -312,12 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         result.update(asyncio.run(run(args, work, seeded)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        width = max(len(k) for k in result)
-        for key, value in result.items():
-            print(f"{key:<{width}}  {value}")
+    harness.show(result, as_json=args.json)
     return 0
 
 

@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,29 +38,15 @@ from typing import Any
 
 import aiohttp
 import cpu
+import harness
 import psycopg
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
+from harness import ROOT, STACKCTL, free_port, percentile
 
 from paystream.domain import new_id
 from paystream.settings import Settings
 from streams import offsets
-
-ROOT = Path(__file__).resolve().parents[1]
-STACKCTL = [sys.executable, str(ROOT / "stack" / "stackctl.py")]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class BenchWorkers:
@@ -329,11 +313,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+    parser = harness.parser(
+        __doc__,
         epilog="Latency is measured from the payment's commit (payments.created_at) to the "
-        "guarded write of succeeded (updated_at) and to the journal row (created_at).",
-    )
+        "guarded write of succeeded (updated_at) and to the journal row (created_at).")
     parser.add_argument("--payments", type=int, default=60,
                         help="payments in the latency phase (default 60)")
     parser.add_argument("--rate", type=float, default=1.0,
@@ -359,15 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="dedicated workers to start, one consumer group (default 1)")
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="seconds to wait for each phase (default 900)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
-    result = asyncio.run(run(args))
-    if args.json:
-        print(json.dumps(result))
-    else:
-        width = max(len(k) for k in result)
-        for key, value in result.items():
-            print(f"{key:<{width}}  {value}")
+    args = harness.parse(parser, argv)
+    harness.show(asyncio.run(run(args)), as_json=args.json)
     return 0
 
 

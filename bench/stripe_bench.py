@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import secrets
 import signal
@@ -47,13 +46,15 @@ from typing import Any
 
 import aiohttp
 import cpu
+import harness
 import psycopg
 import stripe_peer
 import uvloop
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
+from harness import ROOT, STACKCTL
 from prometheus_client.parser import text_string_to_metric_families
-from streams_bench import ROOT, STACKCTL, BenchWorkers, insert_at_rate
+from streams_bench import BenchWorkers, insert_at_rate
 
 from paystream.settings import Settings
 
@@ -514,8 +515,7 @@ def phases(args: argparse.Namespace) -> list[Phase]:
     unknown = set(chosen) - set(PHASES)
     if unknown:
         raise SystemExit(f"unknown phases {sorted(unknown)}; known: {', '.join(PHASES)}")
-    stripe_like = {"latency_ms": args.latency_ms, "jitter_ms": args.jitter_ms,
-                   "tail_ratio": args.tail_ratio, "tail_ms": args.tail_ms}
+    stripe_like = stripe_peer.latency_from_args(args)
     table = {
         "live": Phase("live", stripe_peer.PeerConfig(**stripe_like, rate_limit=args.live_limit),
                       args.live_worker_rps, args.live_rate, args.live_seconds),
@@ -556,20 +556,13 @@ async def run(args: argparse.Namespace, chosen: list[Phase]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+    parser = harness.parser(
+        __doc__,
         epilog="Progress goes to stderr, results to stdout. Throughput counts payments whose "
         "succeeded write (payments.updated_at) falls in the steady window of the offered time.")
     parser.add_argument("--phases", default=",".join(PHASES),
                         help=f"comma-separated, in order (default {','.join(PHASES)})")
-    peer = parser.add_argument_group("the peer's latency (live and test-mode)")
-    peer.add_argument("--latency-ms", type=float, default=800.0, help="mean (default 800)")
-    peer.add_argument("--jitter-ms", type=float, default=300.0,
-                      help="uniform +/- around the mean (default 300)")
-    peer.add_argument("--tail-ratio", type=float, default=0.01,
-                      help="share of answers in the tail (default 0.01)")
-    peer.add_argument("--tail-ms", type=float, default=4000.0,
-                      help="the tail's delay, under --stripe-timeout (default 4000)")
+    stripe_peer.add_latency_arguments(parser, "the peer's latency (live and test-mode)")
     live = parser.add_argument_group("live")
     live.add_argument("--live-seconds", type=float, default=300.0, help="default 300")
     live.add_argument("--live-rate", type=float, default=100.0,
@@ -612,20 +605,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="after the last payment is offered, wait at most this long for "
                         "every one to be terminal; the rest is reported pending and canceled "
                         "(default 300)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
+    args = harness.parse(parser, argv)
     for kv in args.worker_env:
         if "=" not in kv:
             parser.error(f"--worker-env {kv!r}: expected NAME=VALUE")
     # Checked before the stack's worker is paused.
     chosen = phases(args)
-    result = uvloop.run(run(args, chosen))
-    if args.json:
-        print(json.dumps(result))
-    else:
-        width = max(len(k) for k in result)
-        for key, value in result.items():
-            print(f"{key:<{width}}  {value}")
+    harness.show(uvloop.run(run(args, chosen)), as_json=args.json)
     return 0
 
 

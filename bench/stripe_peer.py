@@ -431,9 +431,28 @@ async def serving(config: PeerConfig, *, host: str = "127.0.0.1",
         await running.close()
 
 
+def add_latency_arguments(parser: argparse.ArgumentParser, title: str | None = None) -> None:
+    """--latency-ms, --jitter-ms, --tail-ratio and --tail-ms, defaulting to Stripe's
+    answer times; in a group of their own when titled."""
+    flags = parser.add_argument_group(title) if title else parser
+    flags.add_argument("--latency-ms", type=float, default=800.0,
+                       help="mean delay of every answer but a 429 (default 800)")
+    flags.add_argument("--jitter-ms", type=float, default=300.0,
+                       help="the delay is uniform in latency +/- jitter (default 300)")
+    flags.add_argument("--tail-ratio", type=float, default=0.01,
+                       help="share of answers delayed by --tail-ms instead (default 0.01)")
+    flags.add_argument("--tail-ms", type=float, default=4000.0,
+                       help="the tail's delay; keep it under the client's timeout (default 4000)")
+
+
+def latency_from_args(args: argparse.Namespace) -> dict[str, float]:
+    """The PeerConfig fields that add_latency_arguments sets."""
+    return {"latency_ms": args.latency_ms, "jitter_ms": args.jitter_ms,
+            "tail_ratio": args.tail_ratio, "tail_ms": args.tail_ms}
+
+
 def config_from_args(args: argparse.Namespace) -> PeerConfig:
-    return PeerConfig(latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
-                      tail_ratio=args.tail_ratio, tail_ms=args.tail_ms,
+    return PeerConfig(**latency_from_args(args),
                       rate_limit=args.rate_limit, processing_ratio=args.processing_ratio,
                       processing_seconds=args.processing_seconds,
                       search_lag_seconds=args.search_lag_seconds, mode=args.mode,
@@ -447,14 +466,7 @@ def parser() -> argparse.ArgumentParser:
         "prints its /_stats as JSON.")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8421, help="port (default 8421; 0: any free one)")
-    p.add_argument("--latency-ms", type=float, default=800.0,
-                   help="mean delay of every answer but a 429 (default 800)")
-    p.add_argument("--jitter-ms", type=float, default=300.0,
-                   help="the delay is uniform in latency +/- jitter (default 300)")
-    p.add_argument("--tail-ratio", type=float, default=0.01,
-                   help="share of answers delayed by --tail-ms instead (default 0.01)")
-    p.add_argument("--tail-ms", type=float, default=4000.0,
-                   help="the tail's delay; keep it under the client's timeout (default 4000)")
+    add_latency_arguments(p)
     p.add_argument("--rate-limit", type=float, default=100.0,
                    help="account-wide requests/s (token bucket, 1 s burst) before 429; "
                    "0: no limit (default 100, Stripe live mode; test mode is 25)")

@@ -8,13 +8,12 @@ from .ids import new_id, stripe_idempotency_key
 from .ledger import (
     Entry,
     Journal,
-    apply_to_balances,
     journal_for_payment,
     journal_for_refund,
     merchant_available_account,
     stripe_clearing_account,
 )
-from .money import CURRENCIES, MAX_AMOUNT, Currency, Money, currency, format_minor, parse_amount
+from .money import CURRENCIES, MAX_AMOUNT, Currency, currency, parse_amount
 from .objects import payment_object, refund_object
 from .refunds import check_refund, refundable_amount
 from .signing import request_fingerprint, sign, verify
@@ -24,7 +23,6 @@ from .status import (
     PaymentStatus,
     RefundStatus,
     allowed_predecessors,
-    can_transition,
     check_transition,
     guard_params,
     guarded_update_sql,
@@ -45,20 +43,16 @@ __all__ = [
     "FraudDecision",
     "InvalidTransition",
     "Journal",
-    "Money",
     "PaymentFacts",
     "PaymentStatus",
     "RefundStatus",
     "ValidationError",
     "VelocitySnapshot",
     "allowed_predecessors",
-    "apply_to_balances",
-    "can_transition",
     "check_refund",
     "check_transition",
     "currency",
     "evaluate",
-    "format_minor",
     "guard_params",
     "guarded_update_sql",
     "journal_for_payment",

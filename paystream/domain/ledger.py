@@ -17,7 +17,6 @@ means we owe the merchant 1000), and all accounts together sum to zero.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -165,11 +164,3 @@ def journal_for_refund(
         debit=merchant_available_account(merchant_id, currency),
         credit=stripe_clearing_account(currency),
     )
-
-
-def apply_to_balances(balances: Mapping[str, int], journal: Journal) -> dict[str, int]:
-    """New balances after journal, leaving the input untouched (debit +, credit -)."""
-    result = dict(balances)
-    for entry in journal.entries:
-        result[entry.account] = result.get(entry.account, 0) + entry.signed_amount
-    return result

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from .errors import DomainError, ValidationError
+from .errors import ValidationError
 
 # Stripe's ceiling for a single charge: eight digits of minor units.
 MAX_AMOUNT = 99_999_999
@@ -57,33 +57,6 @@ def currency(code: object) -> Currency:
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class Money:
-    """An amount in minor units of one currency; may be negative (balances)."""
-
-    amount: int
-    currency: Currency
-
-    def __post_init__(self) -> None:
-        # bool is an int subclass and float slips in from JSON; both are bugs here.
-        if type(self.amount) is not int:
-            raise TypeError(f"Money amount must be int, got {type(self.amount).__name__}")
-
-    def __add__(self, other: Money) -> Money:
-        return Money(self.amount + self._same(other).amount, self.currency)
-
-    def __sub__(self, other: Money) -> Money:
-        return Money(self.amount - self._same(other).amount, self.currency)
-
-    def _same(self, other: Money) -> Money:
-        if other.currency != self.currency:
-            raise DomainError(f"cannot combine {self.currency.code} and {other.currency.code}")
-        return other
-
-    def __str__(self) -> str:
-        return f"{format_minor(self.amount, self.currency)} {self.currency.code.upper()}"
-
-
 def parse_amount(value: object, *, param: str = "amount") -> int:
     """Validate a request amount: a real int with 0 < value <= MAX_AMOUNT."""
     if value is None:
@@ -110,13 +83,3 @@ def parse_amount(value: object, *, param: str = "amount") -> int:
             code="amount_too_large",
         )
     return value
-
-
-def format_minor(amount: int, currency_: Currency | str) -> str:
-    """Render minor units for humans: 1050 usd -> "10.50", 500 jpy -> "500"."""
-    cur = currency(currency_) if isinstance(currency_, str) else currency_
-    sign = "-" if amount < 0 else ""
-    if cur.exponent == 0:
-        return f"{sign}{abs(amount)}"
-    major, minor = divmod(abs(amount), 10**cur.exponent)
-    return f"{sign}{major}.{minor:0{cur.exponent}d}"

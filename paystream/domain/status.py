@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from types import MappingProxyType
-from typing import overload
+from typing import TypeVar, overload
 
 from .errors import InvalidTransition, ValidationError
 
@@ -56,6 +56,7 @@ class RefundStatus(StrEnum):
 
 _P = PaymentStatus
 _R = RefundStatus
+_S = TypeVar("_S", PaymentStatus, RefundStatus)
 
 PAYMENT_TRANSITIONS: Mapping[PaymentStatus, frozenset[PaymentStatus]] = MappingProxyType(
     {
@@ -97,18 +98,6 @@ def _same_kind(current: PaymentStatus | RefundStatus, target: PaymentStatus | Re
     # pass for PaymentStatus.PENDING.
     if type(current) is not type(target):
         raise TypeError(f"cannot compare {type(current).__name__} with {type(target).__name__}")
-
-
-@overload
-def can_transition(current: PaymentStatus, target: PaymentStatus) -> bool: ...
-@overload
-def can_transition(current: RefundStatus, target: RefundStatus) -> bool: ...
-def can_transition(
-    current: PaymentStatus | RefundStatus, target: PaymentStatus | RefundStatus
-) -> bool:
-    """Whether the transition table allows moving from current to target."""
-    _same_kind(current, target)
-    return target in _targets(current)
 
 
 @overload
@@ -215,25 +204,22 @@ _STRIPE_REFUND: Mapping[str, RefundStatus] = MappingProxyType(
 )
 
 
-def map_stripe_payment_intent_status(stripe_status: str) -> PaymentStatus:
-    """Our payment status for a Stripe PaymentIntent status."""
+def _mapped(table: Mapping[str, _S], kind: str, stripe_status: str) -> _S:
     try:
-        return _STRIPE_PAYMENT_INTENT[stripe_status]
+        return table[stripe_status]
     except (KeyError, TypeError):
         raise ValidationError(
-            f"Unknown Stripe PaymentIntent status: {stripe_status!r}.",
+            f"Unknown Stripe {kind} status: {stripe_status!r}.",
             param="status",
             code="unknown_stripe_status",
         ) from None
+
+
+def map_stripe_payment_intent_status(stripe_status: str) -> PaymentStatus:
+    """Our payment status for a Stripe PaymentIntent status."""
+    return _mapped(_STRIPE_PAYMENT_INTENT, "PaymentIntent", stripe_status)
 
 
 def map_stripe_refund_status(stripe_status: str) -> RefundStatus:
     """Our refund status for a Stripe Refund status."""
-    try:
-        return _STRIPE_REFUND[stripe_status]
-    except (KeyError, TypeError):
-        raise ValidationError(
-            f"Unknown Stripe Refund status: {stripe_status!r}.",
-            param="status",
-            code="unknown_stripe_status",
-        ) from None
+    return _mapped(_STRIPE_REFUND, "Refund", stripe_status)

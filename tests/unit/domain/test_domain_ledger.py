@@ -1,4 +1,4 @@
-"""Ledger journals: balanced, reversing, idempotent ids, and the balance projection."""
+"""Ledger journals: balanced, reversing, idempotent ids, and books that sum to zero."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from paystream.domain.errors import DomainError, ValidationError
 from paystream.domain.ledger import (
     Entry,
     Journal,
-    apply_to_balances,
     journal_for_payment,
     journal_for_refund,
     merchant_available_account,
@@ -52,7 +51,15 @@ def test_journal_ids_are_deterministic() -> None:
     )
 
 
-def test_apply_to_balances() -> None:
+def post(balances: dict[str, int], journal: Journal) -> dict[str, int]:
+    """Balances after journal, as the ledger's SQL sums them (debit +, credit -)."""
+    result = dict(balances)
+    for entry in journal.entries:
+        result[entry.account] = result.get(entry.account, 0) + entry.signed_amount
+    return result
+
+
+def test_posted_journals_keep_the_books_at_zero() -> None:
     balances: dict[str, int] = {}
     for journal in (
         journal_for_payment("pay_1", "mer_1", 1_000, "usd"),
@@ -61,7 +68,7 @@ def test_apply_to_balances() -> None:
         journal_for_refund("re_1", "pay_1", "mer_1", 300, "usd"),
     ):
         before = dict(balances)
-        balances = apply_to_balances(balances, journal)
+        balances = post(balances, journal)
         assert balances != before
     assert balances == {
         CLEARING: 1_200,
@@ -70,12 +77,6 @@ def test_apply_to_balances() -> None:
         "merchant_available:mer_2:jpy": -700,
     }
     assert sum(balances.values()) == 0
-
-
-def test_apply_to_balances_leaves_its_input_alone() -> None:
-    start = {CLEARING: 5}
-    apply_to_balances(start, journal_for_payment("pay_1", "mer_1", 1, "usd"))
-    assert start == {CLEARING: 5}
 
 
 @pytest.mark.parametrize("amount", [0, -5, True, 1.5])

@@ -1,0 +1,49 @@
+"""What the benchmark scripts share: the common command line, result printing, percentiles."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+STACKCTL = [sys.executable, str(ROOT / "stack" / "stackctl.py")]
+
+
+def parser(doc: str, epilog: str) -> argparse.ArgumentParser:
+    """A benchmark's parser, described by the first paragraph of its module docstring."""
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0], epilog=epilog)
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse argv after adding --json, last so that --help lists it after the bench's own."""
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser.parse_args(argv)
+
+
+def show(result: Mapping[str, Any], *, as_json: bool) -> None:
+    """Print the result as one JSON object, or as `key  value` lines aligned on the keys."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The value at quantile q (0..1) of values, nearest rank; NaN for none."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
