@@ -58,12 +58,22 @@ def register(sub: Any) -> None:
     rebuild = actions.add_parser(
         "rebuild", help="replay the change stream into a scratch ledger and compare",
         description="Read the payments and refunds change topics from their earliest "
-        "offset, build the journals and balances they imply (in memory, with the same "
-        "domain functions as the worker), and compare them with the live ledger. Exit 0 "
-        "only when identical; 1 on any difference; 2 if it could not complete.")
+        "offset, post the journals they imply (same domain functions and posting SQL as "
+        "the worker) into the scratch schema ledger_rebuild, and compare it with the live "
+        "ledger (journals, entries, balances) and with the worker's Faust balances table "
+        "(read from its changelog topic). Exit 0 only when identical; 1 on any "
+        "difference; 2 if it could not complete.",
+        epilog="The scratch schema is dropped and made again by each run and left in "
+        "place afterwards for inspection (README.md, 'Checking the books', shows how to "
+        "re-post missing journals from it). Run it while the pipeline is quiet: a "
+        "payment that succeeds during the run shows as a difference.")
     rebuild.add_argument("--verify", action="store_true", required=True,
                          help="compare with the live projection (the only mode for now)")
-    rebuild.add_argument("--merchant", metavar="ID", help="only this merchant's ledger")
+    rebuild.add_argument("--merchant", metavar="ID", help="only this merchant's ledger "
+                         "(the Faust table: only its own accounts)")
+    rebuild.add_argument("--app-id", metavar="ID", default=None,
+                         help="the worker group whose Faust balances table is compared "
+                         "(default: FAUST_APP_ID, else paystream)")
     rebuild.add_argument("--json", action="store_true", help="one JSON object on stdout")
     rebuild.set_defaults(func=run_rebuild)
 
@@ -132,6 +142,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     try:
         diff = asyncio.run(ledger_rebuild.verify(settings, merchant=args.merchant,
+                                                 app_id=args.app_id,
                                                  progress=_progress(args.json)))
     except Exception as err:  # noqa: BLE001
         print(f"ledger rebuild could not complete: {type(err).__name__}: {err}",

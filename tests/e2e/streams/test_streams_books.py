@@ -23,6 +23,7 @@ from streams_harness import (  # noqa: F401 - fixtures
     Pipeline,
     db_fixture,
     pipeline_fixture,
+    produce,
     stripe,
     stripe_webhooks_off,
 )
@@ -30,7 +31,8 @@ from streams_harness import (  # noqa: F401 - fixtures
 from paystream.domain import new_id
 from paystream.domain.ledger import journal_for_payment, journal_for_refund
 from paystream.settings import Settings
-from streams import store
+from streams import ledger_rebuild, store
+from streams.records import BalanceDelta
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -174,25 +176,68 @@ async def test_fix_applies_the_guarded_moves_and_a_second_run_is_clean(
     assert (rc, report["drifts"]) == (0, [])
 
 
-async def test_ledger_rebuilt_from_the_change_stream_matches_until_a_journal_is_removed(
-    pipeline: Pipeline, db: Db, settings: Settings
-) -> None:
-    merchant = await db.merchant(None)
-    payments = [await db.payment(merchant, amount=1000 + i) for i in range(150)]
-    await eventually(lambda: _count_terminal(db, payments), timeout=240, what="payments")
+async def settled_books(db: Db, pipeline: Pipeline, merchant: Merchant, payments: int,
+                        refunds: int) -> tuple[list[str], list[str]]:
+    """Payments through the worker, refunds of the first succeeded ones; waits until every
+    journal is posted and the worker's Faust balances changelog holds the merchant's
+    balance. The ids of the succeeded payments and of the refunds."""
+    paid = [await db.payment(merchant, amount=1000 + i) for i in range(payments)]
+    await eventually(lambda: _count_terminal(db, paid), timeout=240, what="payments")
     succeeded = [r["id"] for r in await db.all(
-        "SELECT id FROM payments WHERE id = ANY(%s) AND status = 'succeeded'", payments)]
-    refunds = [await db.refund(p, amount=300) for p in succeeded[:40]]
+        "SELECT id FROM payments WHERE id = ANY(%s) AND status = 'succeeded'", paid)]
+    refunded = [await db.refund(p, amount=300) for p in succeeded[:refunds]]
 
     async def journalled() -> bool:
         rows = await db.all("SELECT count(*) AS n FROM ledger_journals WHERE merchant_id = %s",
                             merchant.id)
-        return rows[0]["n"] == len(succeeded) + len(refunds)
+        return rows[0]["n"] == len(succeeded) + len(refunded)
 
     await eventually(journalled, timeout=240, what="every journal posted")
-    rc, out = paystream("ledger", "rebuild", "--verify", "--merchant", merchant.id)
+    balance = await db.one("SELECT sum(CASE direction WHEN 'debit' THEN amount "
+                           "ELSE -amount END) AS b FROM ledger_entries WHERE account = %s",
+                           account_of(merchant))
+    await eventually(lambda: _faust_balance_is(pipeline, account_of(merchant), int(balance["b"])),
+                     timeout=60, what="the Faust balances table caught up")
+    return succeeded, refunded
+
+
+def account_of(merchant: Merchant) -> str:
+    return f"merchant_available:{merchant.id}:usd"
+
+
+async def _faust_balance_is(pipeline: Pipeline, account: str, balance: int) -> bool:
+    table = await ledger_rebuild.faust_balances(pipeline.settings, pipeline.app_id)
+    return table.get(account) == balance
+
+
+def rebuild(pipeline: Pipeline, merchant: Merchant, *extra: str) -> tuple[int, str]:
+    return paystream("ledger", "rebuild", "--verify", "--merchant", merchant.id,
+                     "--app-id", pipeline.app_id, *extra)
+
+
+def readme_repost_sql() -> str:
+    """The README's statement that re-posts missing journals from the scratch schema."""
+    blocks = (ROOT / "README.md").read_text().split("```sql\n")[1:]
+    found = [b.split("```")[0] for b in blocks if "ledger_rebuild.ledger_journals" in b]
+    assert len(found) == 1, "README.md: one sql block re-posts from ledger_rebuild"
+    return found[0]
+
+
+async def test_ledger_rebuilt_into_the_scratch_schema_matches_until_a_journal_is_removed(
+    pipeline: Pipeline, db: Db, settings: Settings
+) -> None:
+    merchant = await db.merchant(None)
+    succeeded, refunded = await settled_books(db, pipeline, merchant, payments=250, refunds=80)
+    rc, out = rebuild(pipeline, merchant)
     assert rc == 0, out
-    assert "identical" in out
+    assert "identical" in out and "schema ledger_rebuild" in out
+    # The scratch ledger stays for inspection, holding exactly the rebuilt journals.
+    expected = {f"jrn_payment_{p}" for p in succeeded} | {f"jrn_refund_{r}" for r in refunded}
+    rows = await db.all("SELECT j.id, count(e.id) AS entries FROM ledger_rebuild.ledger_journals j "
+                        "JOIN ledger_rebuild.ledger_entries e ON e.journal_id = j.id "
+                        "GROUP BY j.id")
+    assert {r["id"] for r in rows} == expected
+    assert all(r["entries"] == 2 for r in rows)
 
     gone = f"jrn_payment_{succeeded[7]}"
     async with await psycopg.AsyncConnection.connect(os.environ["DATABASE_ADMIN_URL"],
@@ -202,9 +247,65 @@ async def test_ledger_rebuilt_from_the_change_stream_matches_until_a_journal_is_
             await admin.execute("SET LOCAL session_replication_role = replica")
             await admin.execute("DELETE FROM ledger_entries WHERE journal_id = %s", (gone,))
             await admin.execute("DELETE FROM ledger_journals WHERE id = %s", (gone,))
-    rc, out = paystream("ledger", "rebuild", "--verify", "--merchant", merchant.id)
+    rc, out = rebuild(pipeline, merchant)
     assert rc == 1, out
     assert f"missing from the live ledger: {gone}" in out
+    rc, out = rebuild(pipeline, merchant, "--json")
+    report = json.loads(out.strip().splitlines()[-1])
+    assert rc == 1 and report["only_rebuilt"] == [gone], out
+    assert (report["only_live"], report["entries_differ"]) == ([], [])
+    assert set(report["balances_differ"]) == {account_of(merchant), "stripe_clearing:usd"}
+    # The Faust table never lost the journal's entries: it still agrees with the rebuild.
+    assert report["faust_balances_differ"] == {} and report["faust_accounts"] == 1
+
+    # The README's recovery: re-post what is missing from the scratch schema, as the
+    # application role; twice, since it must be safe to re-run.
+    for _ in range(2):
+        await db.conn.execute(readme_repost_sql())
+    rc, out = rebuild(pipeline, merchant)
+    assert rc == 0, out
+
+    # A journal whose entries were rewritten behind the ledger's back (superuser again).
+    altered = f"jrn_refund_{refunded[3]}"
+    async with await psycopg.AsyncConnection.connect(os.environ["DATABASE_ADMIN_URL"],
+                                                     autocommit=True) as admin:
+        async with admin.transaction():
+            await admin.execute("SET LOCAL session_replication_role = replica")
+            await admin.execute("UPDATE ledger_entries SET amount = amount + 1 "
+                                "WHERE journal_id = %s", (altered,))
+    rc, out = rebuild(pipeline, merchant)
+    assert rc == 1 and f"entries differ: {altered}" in out, out
+    assert "missing from the live ledger" not in out
+
+
+async def test_rebuild_reports_a_faust_balance_that_moved_without_a_journal(
+    pipeline: Pipeline, db: Db, settings: Settings
+) -> None:
+    merchant = await db.merchant(None)
+    await settled_books(db, pipeline, merchant, payments=6, refunds=2)
+    rc, out = rebuild(pipeline, merchant)
+    assert rc == 0, out
+    account = account_of(merchant)
+    before = (await ledger_rebuild.faust_balances(settings, pipeline.app_id))[account]
+
+    # An entry the balances agent applies although no journal was ever posted for it.
+    stray = BalanceDelta(journal_id=f"jrn_stray_{secrets.token_hex(4)}", account=account,
+                         amount=-7, currency="usd")
+    # Keyed like the ledger agent's (tables.json_key; importing it would build a Faust app
+    # here), so it lands on the partition that holds the account's balance.
+    await produce(settings, f"{pipeline.app_id}-balance-deltas", json.dumps(account).encode(),
+                  stray.dumps())
+    await eventually(lambda: _faust_balance_is(pipeline, account, before - 7),
+                     timeout=60, what="the stray delta applied")
+    rc, out = rebuild(pipeline, merchant, "--json")
+    report = json.loads(out.strip().splitlines()[-1])
+    assert rc == 1, out
+    assert report["faust_balances_differ"] == {account: [before, before - 7]}
+    # Postgres knows nothing of it: the live ledger still matches the rebuild.
+    assert (report["only_rebuilt"], report["only_live"], report["entries_differ"],
+            report["balances_differ"]) == ([], [], [], {})
+    rc, out = rebuild(pipeline, merchant)
+    assert f"Faust balances table: {account}: rebuilt {before}, table {before - 7}" in out
 
 
 async def _count_terminal(db: Db, ids: list[str]) -> bool:
