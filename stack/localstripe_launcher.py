@@ -1,4 +1,4 @@
-"""Runs localstripe 1.15.10 with its store written at most once a second, atomically.
+"""Runs localstripe 1.15.10 with its store written at most once a second (less often when big), atomically.
 
 localstripe pickles its whole store to /tmp/localstripe.pickle on every write
 (each object it creates, and again after every POST or DELETE): at 50,000
@@ -157,6 +157,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# A write happens at most once per this many times its own duration.
+WRITE_SPACING = 5.0
+
+
 class StoreWriter:
     """Writes one store to a file at most once per interval, and only after a change.
 
@@ -180,6 +184,17 @@ class StoreWriter:
         self.failures = 0
         self._child: int | None = None
         self._last = float("-inf")
+        self._spawned_at = 0.0
+        # How long the last forked write took: a store of tens of thousands of
+        # objects pickles for about a second, and writing it every second would
+        # take a core from the server the worker is waiting on.
+        self.last_took = 0.0
+
+    @property
+    def period(self) -> float:
+        """The spacing of writes: the interval, or five times a write's own
+        length, so the writer never uses more than about a fifth of a core."""
+        return max(self.interval, WRITE_SPACING * self.last_took)
 
     def mark_dirty(self) -> None:
         self.dirty = True
@@ -204,7 +219,7 @@ class StoreWriter:
         """Reaps a finished child, and starts a write if one is due."""
         if self._child is not None:
             self._reap(block=False)
-        if self._child is None and self.dirty and now - self._last >= self.interval:
+        if self._child is None and self.dirty and now - self._last >= self.period:
             self._last = now
             try:
                 if self.fork:
@@ -212,7 +227,7 @@ class StoreWriter:
                 else:
                     self.write()
             except Exception:
-                _log(f"writing {self.path} failed; retrying in {self.interval:g}s\n"
+                _log(f"writing {self.path} failed; retrying in {self.period:g}s\n"
                      + traceback.format_exc())
 
     def next_tick(self, now: float) -> float:
@@ -221,8 +236,8 @@ class StoreWriter:
         if self._child is not None:
             return 0.02
         if not self.dirty:
-            return self.interval
-        return max(0.02, self._last + self.interval - now)
+            return self.period
+        return max(0.02, self._last + self.period - now)
 
     def close(self, timeout: float = 60.0) -> bool:
         """Waits for a write under way, then writes what changed since (True if
@@ -243,6 +258,7 @@ class StoreWriter:
     def _spawn(self) -> None:
         self.dirty = False
         temp = temp_path(self.path)
+        self._spawned_at = time.monotonic()
         try:
             with warnings.catch_warnings():
                 # Python 3.12+ warns about forking a threaded process (aiohttp's
@@ -283,6 +299,7 @@ class StoreWriter:
         self._child = None
         if os.waitstatus_to_exitcode(status) == 0:
             self.writes += 1
+            self.last_took = time.monotonic() - self._spawned_at
         else:
             # Whatever it was writing is still to be written.
             self.dirty = True

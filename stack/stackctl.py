@@ -167,9 +167,9 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def http_ok(url: str) -> bool:
+def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status < 500
     except urllib.error.HTTPError as err:
         return err.code < 500
@@ -721,7 +721,10 @@ class LocalStripe(Component):
             return super().start(timeout)
 
     def ready(self) -> bool:
-        return http_ok(f"http://127.0.0.1:{self.port}/v1/customers")
+        # Without a key localstripe answers 401 before touching its store: listing
+        # took over 2 s with ~20,000 objects. One thread serves everything, so a
+        # busy peer answers late, not never: allow for that before calling it down.
+        return http_ok(f"http://127.0.0.1:{self.port}/v1/customers/cus_health", timeout=5.0)
 
 
 class PaystreamProcess(Component):

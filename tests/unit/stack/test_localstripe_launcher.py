@@ -156,6 +156,22 @@ def test_the_writer_wakes_for_a_due_write_and_otherwise_once_an_interval(
     assert writer.next_tick(11.0) == 1.0
 
 
+def test_a_store_slow_to_write_is_written_less_often(tmp_path: Path) -> None:
+    dump = CountingDump()
+    writer = launcher.StoreWriter({}, tmp_path / "s.pickle", interval=1.0, fork=False,
+                                  dump=dump)
+    writer.last_took = 0.8  # a big store: its pickle took 0.8 s
+    assert writer.period == pytest.approx(4.0)
+    writer.mark_dirty()
+    writer.tick(0.0)
+    writer.mark_dirty()
+    writer.tick(1.0)
+    writer.tick(3.9)
+    assert dump.calls == 1
+    writer.tick(4.0)
+    assert dump.calls == 2
+
+
 def test_an_interrupted_write_leaves_the_old_store_whole_and_is_retried(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "s.pickle"
