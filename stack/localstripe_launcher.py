@@ -1,4 +1,4 @@
-"""Runs localstripe 1.15.10 with its store written at most once a second (less often when big), atomically.
+"""Runs localstripe 1.15.10 with its store written at most every second (less often when big).
 
 localstripe pickles its whole store to /tmp/localstripe.pickle on every write
 (each object it creates, and again after every POST or DELETE): at 50,000
