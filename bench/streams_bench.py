@@ -46,7 +46,7 @@ from harness import ROOT, STACKCTL, free_port, percentile
 
 from paystream.domain import new_id
 from paystream.settings import Settings
-from streams import offsets
+from streams.ops import offsets
 
 
 class BenchWorkers:

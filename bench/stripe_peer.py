@@ -6,7 +6,7 @@
 localstripe answers at once, never rate-limits, and pickles its whole store on
 every write. Real Stripe takes ~0.5-2 s to confirm a card PaymentIntent and
 answers 429 above ~100 requests/s per account (25 in test mode). This peer
-serves the calls the worker makes (streams/stripe_gateway.py, through the stripe
+serves the calls the worker makes (streams/adapters/stripe_gateway.py, through the stripe
 SDK) with that shape:
 
 - POST /v1/payment_intents creates and confirms: `pm_card_chargeCustomerFail`

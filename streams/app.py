@@ -8,8 +8,7 @@ from typing import Any
 import faust
 
 from paystream.settings import Settings
-
-from .runtime import Runtime
+from streams.runtime import Runtime
 
 settings = Settings.from_env()
 

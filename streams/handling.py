@@ -13,10 +13,10 @@ from faust.types import EventT, StreamT
 from psycopg import AsyncConnection
 from psycopg_pool import PoolTimeout
 
-from . import metrics
-from .app import runtime, settings
-from .dlq import dead_letter
-from .records import Change
+from streams import metrics
+from streams.adapters.cdc import Change
+from streams.app import runtime, settings
+from streams.dead_letters import dead_letter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

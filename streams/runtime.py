@@ -12,10 +12,10 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from paystream.settings import Settings
-
-from . import metrics, store
-from .resilience import RequestBudget
-from .stripe_gateway import StripeGateway
+from streams import metrics
+from streams.adapters import postgres
+from streams.adapters.stripe_gateway import StripeGateway
+from streams.resilience import RequestBudget
 
 # The blocklist table is read at most this often; a new entry applies within it.
 BLOCKLIST_TTL_SECONDS = 5.0
@@ -96,7 +96,7 @@ class Runtime:
         if time.monotonic() - self._blocklist_at > BLOCKLIST_TTL_SECONDS:
             pool = await self.pool()
             async with pool.connection() as conn:
-                self._blocklist = await store.load_blocklist(conn)
+                self._blocklist = await postgres.load_blocklist(conn)
             self._blocklist_at = time.monotonic()
         return self._blocklist
 

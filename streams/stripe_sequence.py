@@ -36,16 +36,21 @@ from paystream.domain import (
     map_stripe_payment_intent_status,
     map_stripe_refund_status,
 )
-
-from . import metrics, store
-from .app import runtime, settings
-from .coalesce import Coalescer
-from .errors import StripeRejected, StripeUnavailable
-from .handling import isolate, with_db
-from .records import PaymentRow, RefundRow
-from .resilience import backoff_delay
-from .store import Claim, WriteBack
-from .stripe_gateway import BACKGROUND, RATE_LIMIT_PATIENCE_SECONDS, StripeGateway, StripeObject
+from streams import metrics
+from streams.adapters import postgres
+from streams.adapters.postgres import Claim, WriteBack
+from streams.adapters.stripe_gateway import (
+    BACKGROUND,
+    RATE_LIMIT_PATIENCE_SECONDS,
+    StripeGateway,
+    StripeObject,
+)
+from streams.app import runtime, settings
+from streams.coalesce import Coalescer
+from streams.errors import StripeRejected, StripeUnavailable
+from streams.handling import isolate, with_db
+from streams.resilience import backoff_delay
+from streams.rows import PaymentRow, RefundRow
 
 log = logging.getLogger(__name__)
 Row = Mapping[str, Any]
@@ -292,14 +297,14 @@ class StripeSequence:
     def _claimer(self, object_type: str) -> Callable[[Any], Awaitable[list[Claim | None]]]:
         async def claim(ids: Any) -> list[Claim | None]:
             taken = await with_db(
-                lambda conn: store.claim_submissions(conn, object_type, ids, lease_seconds()),
+                lambda conn: postgres.claim_submissions(conn, object_type, ids, lease_seconds()),
                 what=f"{object_type} claims")
             return [taken.get(i) for i in ids]
 
         return claim
 
     async def _write(self, items: Any) -> list[bool]:
-        return await with_db(lambda conn: store.write_back(conn, items), what="write-back")
+        return await with_db(lambda conn: postgres.write_back(conn, items), what="write-back")
 
 
 sequence = StripeSequence()

@@ -39,7 +39,8 @@ from psycopg.rows import dict_row
 
 from paystream.domain import new_id
 from paystream.settings import Settings
-from streams import dlq, offsets
+from streams.adapters import topic_reader
+from streams.ops import offsets
 
 ROOT = Path(__file__).resolve().parents[3]
 PAYSTREAM = ROOT / ".venv" / "bin" / "paystream"
@@ -501,7 +502,7 @@ async def produce(settings: Settings, topic: str, key: bytes | None,
 async def read_topic(settings: Settings, topic: str, *, since: float | None = None) -> list[Any]:
     """Every record of a topic (or those since a Unix time), oldest first per partition."""
     since_ms = None if since is None else int(since * 1000)
-    return await dlq.read_topic(settings.kafka_bootstrap, topic, since_ms=since_ms)
+    return await topic_reader.read_topic(settings.kafka_bootstrap, topic, since_ms=since_ms)
 
 
 async def intents_since(settings: Settings, since: float) -> dict[str, set[str]]:

@@ -31,8 +31,9 @@ from streams_harness import (  # noqa: F401 - fixtures
 from paystream.domain import new_id
 from paystream.domain.ledger import journal_for_payment, journal_for_refund
 from paystream.settings import Settings
-from streams import ledger_rebuild, store
-from streams.records import BalanceDelta
+from streams.adapters import postgres
+from streams.messages import BalanceDelta
+from streams.ops import ledger_rebuild
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -83,7 +84,7 @@ async def charge(settings: Settings, payment_id: str, merchant: Merchant,
 
 async def journal(db: Db, payment_id: str, merchant: Merchant, amount: int = 1000) -> None:
     """What the ledger agent posts for a succeeded payment."""
-    await store.post_journals(db.conn, [journal_for_payment(payment_id, merchant.id, amount,
+    await postgres.post_journals(db.conn, [journal_for_payment(payment_id, merchant.id, amount,
                                                             "usd")])
 
 
@@ -170,7 +171,7 @@ async def test_fix_applies_the_guarded_moves_and_a_second_run_is_clean(
     assert rc == 0, report
     assert [d["ids"] for d in report["drifts"] if d["fixed"]] == [
         [refund_id, stripe_refund["id"]]]
-    await store.post_journals(db.conn, [journal_for_refund(refund_id, refunded, merchant.id,
+    await postgres.post_journals(db.conn, [journal_for_refund(refund_id, refunded, merchant.id,
                                                            400, "usd")])
     rc, report = reconcile(merchant.id)
     assert (rc, report["drifts"]) == (0, [])

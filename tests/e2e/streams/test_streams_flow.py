@@ -25,8 +25,8 @@ from paystream.domain import new_id, verify
 from paystream.domain.ids import notification_event_id
 from paystream.domain.signing import SIGNATURE_HEADER
 from paystream.settings import Settings
-from streams.dlq import read_all
-from streams.records import id_key
+from streams.adapters.cdc import id_key
+from streams.ops.dlq import read_all
 
 
 async def test_succeeded_payment_posts_one_balanced_journal_and_a_signed_webhook(

@@ -24,7 +24,7 @@ from streams_harness import (  # noqa: F401 - fixtures
 
 from paystream.domain import PaymentStatus, guard_params, guarded_update_sql
 from paystream.settings import Settings
-from streams.records import decode_change
+from streams.adapters.cdc import decode_change
 
 
 async def test_poller_alone_resolves_a_payment_stripe_never_told_us_about(

@@ -26,8 +26,8 @@ from streams_harness import (  # noqa: F401 - fixtures
 
 from paystream.domain import new_id
 from paystream.settings import Settings
-from streams import offsets
-from streams.records import id_key
+from streams.adapters.cdc import id_key
+from streams.ops import offsets
 
 BURST = int(os.environ.get("STREAMS_E2E_BURST", "500"))
 

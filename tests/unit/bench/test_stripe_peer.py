@@ -28,7 +28,7 @@ Client = Callable[..., Awaitable[stripe.StripeClient]]
 
 @pytest.fixture
 async def client() -> AsyncIterator[Client]:
-    """A factory of SDK clients against a URL, configured as streams/stripe_gateway.py does."""
+    """A factory of SDK clients against a URL, as the worker's Stripe gateway configures them."""
     http_clients: list[stripe.AIOHTTPClient] = []
 
     async def make(url: str, *, timeout: float = 10.0) -> stripe.StripeClient:

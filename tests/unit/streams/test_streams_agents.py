@@ -9,10 +9,8 @@ from typing import Any
 import pytest
 from faust.types import EventT, StreamT
 
-from streams import ledger, poller
-from streams.app import app, settings
-from streams.records import BalanceDelta, PendingCommand, id_key
-from streams.tables import (
+from streams.adapters.cdc import id_key
+from streams.adapters.tables import (
     VELOCITY_BUCKET_MS,
     balance_applied,
     balances,
@@ -21,6 +19,10 @@ from streams.tables import (
     pending,
     velocity,
 )
+from streams.agents import ledger, poller
+from streams.agents import pending as pending_agent
+from streams.app import app, settings
+from streams.messages import BalanceDelta, PendingCommand
 
 probe_channel = app.channel()
 results: list[Any] = []
@@ -129,7 +131,7 @@ async def test_pending_table_follows_the_change_stream_and_the_pollers_commands(
             # test_context names no topic; the pending agent dispatches on it.
             event.message.topic = topic
             event.key, event.value = key, value
-            await poller.apply_event(event)
+            await pending_agent.apply_event(event)
             return pending.get("pay_p")
         return apply
 

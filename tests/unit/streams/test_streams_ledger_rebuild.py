@@ -9,18 +9,18 @@ from typing import Any
 import pytest
 from faust.serializers import codecs
 
-from streams import ledger
+from streams.adapters.cdc import decode_change, id_key
+from streams.adapters.tables import balances
+from streams.agents import ledger
 from streams.app import settings
 from streams.errors import StreamsError
-from streams.ledger_rebuild import (
+from streams.ops.ledger_rebuild import (
     Diff,
     changelog_balances,
     changelog_topic,
     faust_differences,
     journal_of,
 )
-from streams.records import decode_change, id_key
-from streams.tables import balances
 
 PAYMENT = {"id": "pay_1", "merchant_id": "acct_1", "amount": 1050, "currency": "usd",
            "status": "processing", "customer": "c_1", "payment_method": "pm_card_visa",

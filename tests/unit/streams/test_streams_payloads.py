@@ -9,9 +9,9 @@ import pytest
 
 from paystream.domain.ids import notification_event_id
 from paystream.domain.objects import payment_object
-from streams import ledger, notify
+from streams.adapters.cdc import decode_change, id_key
+from streams.agents import ledger, notify
 from streams.app import settings
-from streams.records import decode_change, id_key
 
 PAYMENTS = settings.payments_topic
 REFUNDS = settings.refunds_topic

@@ -9,16 +9,10 @@ from typing import Any
 import pytest
 
 from paystream.domain import PaymentStatus, payment_object, refund_object
+from streams.adapters.cdc import Change, decode_change, id_key
 from streams.errors import DecodeError
-from streams.records import (
-    Change,
-    FraudCheck,
-    PaymentRow,
-    RefundRow,
-    Verdict,
-    decode_change,
-    id_key,
-)
+from streams.messages import FraudCheck, Verdict
+from streams.rows import PaymentRow, RefundRow
 
 
 def row(**overrides: Any) -> dict[str, Any]:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from streams.watchdog import (
-    STALL_SECONDS,
-    UNASSIGNED_GRACE_SECONDS,
-    Progress,
-)
+from streams.watchdog import STALL_SECONDS, UNASSIGNED_GRACE_SECONDS, Progress
 
 
 class TP(NamedTuple):

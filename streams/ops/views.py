@@ -8,11 +8,16 @@ from typing import Any, cast
 from faust.tables.manager import TableManager
 from faust.web import Request, Response, View
 
-from . import metrics
-from .app import app, runtime, settings
-from .poller import local_entries
-from .tables import balances, customer_velocity, pending, velocity
-from .watchdog import consumer_health
+from streams import metrics
+from streams.adapters.tables import (
+    balances,
+    customer_velocity,
+    local_pending_entries,
+    pending,
+    velocity,
+)
+from streams.app import app, runtime, settings
+from streams.watchdog import consumer_health
 
 PAGE_DEFAULT = 50
 PAGE_MAX = 500
@@ -92,7 +97,7 @@ class PendingList(View):
         except ValueError:
             limit = PAGE_DEFAULT
         now = time.time()
-        entries = sorted(local_entries(), key=lambda e: e["next_poll_at"])
+        entries = sorted(local_pending_entries(), key=lambda e: e["next_poll_at"])
         oldest = min((e["since"] for e in entries), default=None)
         return self.json({
             "scope": "this worker's partitions",

@@ -66,8 +66,8 @@ def run_worker(args: argparse.Namespace) -> int:
     mode.loop.use("uvloop")
     # Imported here: the app reads the environment and declares topics on import.
     import streams.app
+    from streams.adapters.topics import ensure_topics
     from streams.app import app, settings
-    from streams.topics import ensure_topics
 
     asyncio.run(ensure_topics())
     port = args.web_port or settings.faust_web_port
@@ -86,7 +86,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def dlq_list(args: argparse.Namespace) -> int:
-    from streams import dlq
+    from streams.ops import dlq
 
     settings = Settings.from_env()
     entries = list(dlq.select(asyncio.run(dlq.read_all(settings.kafka_bootstrap,
@@ -109,7 +109,7 @@ def dlq_list(args: argparse.Namespace) -> int:
 
 
 def dlq_replay(args: argparse.Namespace) -> int:
-    from streams import dlq
+    from streams.ops import dlq
 
     if not args.refs and not args.all:
         print("error: name dead letters (PARTITION:OFFSET ...) or pass --all", file=sys.stderr)

@@ -17,13 +17,15 @@ import psycopg
 from faust.types import EventT, StreamT
 
 from paystream.domain import Journal, journal_for_payment, journal_for_refund
-
-from . import metrics, store, topics
-from .app import app, settings
-from .dlq import dead_letter
-from .handling import count, isolate, with_db
-from .records import BalanceDelta, Change, PaymentRow, RefundRow
-from .tables import balance_applied, balances, json_key
+from streams import metrics
+from streams.adapters import postgres, topics
+from streams.adapters.cdc import Change
+from streams.adapters.tables import balance_applied, balances, json_key
+from streams.app import app, settings
+from streams.dead_letters import dead_letter
+from streams.handling import count, isolate, with_db
+from streams.messages import BalanceDelta
+from streams.rows import PaymentRow, RefundRow
 
 log = logging.getLogger(__name__)
 AGENT = "ledger"
@@ -57,7 +59,7 @@ async def post(changes: Sequence[tuple[EventT, Change]]) -> None:
     if not found:
         return
     try:
-        posted = await with_db(lambda conn: store.post_journals(conn, [j for _, j in found]),
+        posted = await with_db(lambda conn: postgres.post_journals(conn, [j for _, j in found]),
                                what=AGENT)
         ok = found
     except psycopg.Error:
@@ -66,7 +68,7 @@ async def post(changes: Sequence[tuple[EventT, Change]]) -> None:
         posted, ok = [], []
         for event, journal in found:
             try:
-                posted += await with_db(partial(store.post_journals, journals=[journal]),
+                posted += await with_db(partial(postgres.post_journals, journals=[journal]),
                                         what=AGENT)
                 ok.append((event, journal))
             except psycopg.Error as err:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from .dlq import partitions_of
+from streams.adapters.topic_reader import partitions_of
 
 
 async def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:

@@ -92,9 +92,9 @@ def _progress(quiet: bool) -> Any:
 def run_reconcile(args: argparse.Namespace) -> int:
     import psycopg
 
-    from streams import reconcile
+    from streams.adapters.stripe_gateway import StripeGateway
+    from streams.ops import reconcile
     from streams.resilience import RequestBudget
-    from streams.stripe_gateway import StripeGateway
 
     settings = Settings.from_env()
     scope = reconcile.Scope(since=time.time() - args.since if args.since else None,
@@ -137,7 +137,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
-    from streams import ledger_rebuild
+    from streams.ops import ledger_rebuild
 
     settings = Settings.from_env()
     try:

@@ -26,9 +26,8 @@ from paystream.domain.reconcile import (
     StripeRefund,
     reconcile,
 )
-
-from . import store
-from .stripe_gateway import StripeGateway
+from streams.adapters import postgres
+from streams.adapters.stripe_gateway import StripeGateway
 
 # Stripe's clock against ours, when listing what was created since a moment.
 CLOCK_SKEW_SECONDS = 300
@@ -197,7 +196,7 @@ async def apply(conn: AsyncConnection[Any], drift: Drift) -> bool:
     assert drift.fix is not None
     table, column = (("payments", "stripe_payment_intent_id") if drift.fix.object_type
                      == "payment" else ("refunds", "stripe_refund_id"))
-    moved = await store.transition_rows(conn, table, drift.fix.target,
+    moved = await postgres.transition_rows(conn, table, drift.fix.target,
                                         [{"id": drift.fix.object_id,
                                           column: drift.fix.stripe_id}])
     return bool(moved)

@@ -1,9 +1,8 @@
-"""The pending table (every non-terminal payment and refund) and the poller that resolves it.
+"""The poller: resolves the pending table's due entries by asking Stripe.
 
-The ``pending`` agent is the only writer of the table: change events add,
-update and remove entries, and the poller's commands reschedule them. The
-poller runs on every worker over the partitions that worker owns (a timer
-cannot write tables, so it sends commands to the owner's partition).
+It runs on every worker over the partitions that worker owns, in the
+background share of the Stripe budget, and sends its rescheduling to the
+table's owner as commands (a timer cannot write tables).
 """
 
 from __future__ import annotations
@@ -11,26 +10,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from functools import partial
 from typing import Any
 
-from faust.types import EventT, StreamT
-
 from paystream.domain import PaymentStatus, RefundStatus
-
-from . import metrics, store, topics, watchdog
-from .app import app, settings
-from .fraud import check_for, send_check
-from .handling import count, in_scope, isolate, out_of_scope, with_db
-from .records import PaymentRow, PendingCommand, decode_change, id_key
-from .resilience import backoff_delay
-from .stripe_gateway import BACKGROUND
-from .stripe_sequence import PAYMENT, REFUND, lease_seconds, sequence
-from .submit import block
-from .tables import lookup, pending
+from streams import metrics, watchdog
+from streams.adapters import postgres, topics
+from streams.adapters.cdc import id_key
+from streams.adapters.stripe_gateway import BACKGROUND
+from streams.adapters.tables import local_pending_entries
+from streams.agents.fraud import check_for, send_check
+from streams.agents.submit import block
+from streams.app import app, settings
+from streams.handling import with_db
+from streams.messages import PendingCommand
+from streams.resilience import backoff_delay
+from streams.rows import PaymentRow
+from streams.stripe_sequence import PAYMENT, REFUND, sequence
 
 log = logging.getLogger(__name__)
-AGENT = "pending"
 POLLER = "poller"
 # At most this many due entries per tick; the rest wait for the next one.
 MAX_DUE_PER_TICK = 500
@@ -59,82 +56,7 @@ def poll_tick_seconds() -> float:
     return min(5.0, max(0.5, settings.poll_interval_seconds / 2))
 
 
-def new_entry(kind: str, object_id: str, status: str, partition: int,
-              stripe_id: str | None, now: float) -> dict[str, Any]:
-    return {
-        "id": object_id,
-        "kind": kind,
-        "status": status,
-        "partition": partition,
-        "stripe_id": stripe_id,
-        "attempts": 0,
-        "since": now,
-        # First look one interval after the object appeared: the submitter or
-        # the webhook normally settles it well before that. A pending one sooner:
-        # its Stripe call may have died with a worker (the offset was committed
-        # when it was handed to the sequence), and it is free once the lease expires.
-        "next_poll_at": now + (min(settings.poll_interval_seconds, lease_seconds() + 20)
-                               if status == "pending" else settings.poll_interval_seconds),
-        "last_error": None,
-    }
-
-
-def is_terminal(kind: str, status: str | None) -> bool:
-    if status is None:
-        return True
-    if kind == "payment":
-        return PaymentStatus(status).is_terminal
-    return RefundStatus(status).is_terminal
-
-
-@app.agent(topics.pending_sources, name=AGENT, concurrency=1)
-async def track(stream: StreamT) -> None:
-    async for event in stream.events():
-        count(AGENT, (event,))
-        await isolate(event, AGENT, partial(apply_event, event))
-
-
-async def apply_event(event: EventT) -> None:
-    """Apply one change event or poller command to the pending table."""
-    topic = event.message.topic
-    if topic == topics.pending_commands.get_topic_name():
-        command = PendingCommand.loads(event.value)
-        entry = lookup(pending, command.id)
-        if entry is not None:
-            pending[command.id] = {**entry, "attempts": command.attempts,
-                                   "next_poll_at": command.next_poll_at,
-                                   "last_error": command.last_error}
-        return
-    kind = "payment" if topic == settings.payments_topic else "refund"
-    if out_of_scope(event.value):
-        return
-    change = decode_change(event.key, event.value)
-    # A tombstone needs nothing: the delete before it already removed the entry.
-    if change is None or not in_scope(change):
-        return
-    metrics.observe_source(AGENT, change.source_ts_ms)
-    object_id = change.key_id
-    status = None if change.op == "d" else change.new_status
-    entry = lookup(pending, object_id)
-    if is_terminal(kind, status):
-        if entry is not None:
-            del pending[object_id]
-        return
-    row = change.row
-    stripe_id = row.get("stripe_payment_intent_id" if kind == "payment" else "stripe_refund_id")
-    if entry is None:
-        pending[object_id] = new_entry(kind, object_id, str(status), event.message.partition,
-                                       stripe_id, time.time())
-    elif entry["status"] != status or entry["stripe_id"] != stripe_id:
-        pending[object_id] = {**entry, "status": status, "stripe_id": stripe_id}
-
-
 # --- the poller (timers.py calls poll_due on every worker) ---------------------------
-
-
-def local_entries() -> list[dict[str, Any]]:
-    """Entries of the partitions this worker owns (RocksDB iterates active partitions)."""
-    return [entry for entry in pending.values() if entry]
 
 
 async def poll_due(now: float | None = None) -> int:
@@ -142,7 +64,7 @@ async def poll_due(now: float | None = None) -> int:
     if app.rebalancing:
         return 0
     now = time.time() if now is None else now
-    entries = local_entries()
+    entries = local_pending_entries()
     metrics.PENDING.set(len(entries))
     metrics.PENDING_OLDEST.set(max((now - e["since"] for e in entries), default=0.0))
     present = {e["id"] for e in entries}
@@ -157,9 +79,9 @@ async def poll_due(now: float | None = None) -> int:
     refund_ids = [e["id"] for e in due if e["kind"] == "refund"]
 
     async def load(conn: Any) -> dict[str, Any]:
-        rows = await store.load_payments(conn, payment_ids) if payment_ids else {}
+        rows = await postgres.load_payments(conn, payment_ids) if payment_ids else {}
         if refund_ids:
-            rows.update(await store.load_refunds(conn, refund_ids))
+            rows.update(await postgres.load_refunds(conn, refund_ids))
         return rows
 
     rows = await with_db(load, what=POLLER)

@@ -18,8 +18,7 @@ from paystream.domain import (
     guard_params,
     guarded_update_sql,
 )
-
-from .records import Notification
+from streams.messages import Notification
 
 Row = dict[str, Any]
 

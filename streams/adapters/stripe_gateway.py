@@ -16,11 +16,10 @@ import stripe
 
 from paystream.domain import stripe_idempotency_key
 from paystream.settings import Settings
-
-from . import metrics
-from .errors import CircuitOpen, StripeRejected, StripeUnavailable
-from .records import PaymentRow, RefundRow
-from .resilience import CircuitBreaker, CircuitState, RequestBudget, backoff_delay
+from streams import metrics
+from streams.errors import CircuitOpen, StripeRejected, StripeUnavailable
+from streams.resilience import CircuitBreaker, CircuitState, RequestBudget, backoff_delay
+from streams.rows import PaymentRow, RefundRow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -22,12 +22,14 @@ from faust.types import EventT
 from paystream.domain import PaymentStatus, RefundStatus, sign
 from paystream.domain.ids import notification_event_id
 from paystream.domain.signing import SIGNATURE_HEADER
-
-from . import dlq, metrics, store
-from .app import runtime, settings
-from .handling import isolate, with_db
-from .records import Change, Notification, PaymentRow, RefundRow
-from .resilience import backoff_delay
+from streams import dead_letter_format, dead_letters, metrics
+from streams.adapters import postgres
+from streams.adapters.cdc import Change
+from streams.app import runtime, settings
+from streams.handling import isolate, with_db
+from streams.messages import Notification
+from streams.resilience import backoff_delay
+from streams.rows import PaymentRow, RefundRow
 
 log = logging.getLogger(__name__)
 AGENT = "notify"
@@ -85,7 +87,7 @@ async def enqueue(changes: Sequence[tuple[EventT, Change]]) -> None:
         await isolate(event, AGENT, build)
     if not found:
         return
-    new = await with_db(lambda conn: store.enqueue_notifications(conn, found), what=AGENT)
+    new = await with_db(lambda conn: postgres.enqueue_notifications(conn, found), what=AGENT)
     if new:
         deliverer.start(new)
 
@@ -107,7 +109,7 @@ class Deliverer:
         """Claim due rows (these, or any due when None) and deliver them; how many."""
         try:
             rows = await with_db(
-                lambda conn: store.claim_notifications(
+                lambda conn: postgres.claim_notifications(
                     conn, event_ids=event_ids, limit=SWEEP_BATCH if event_ids is None
                     else len(event_ids), lease_seconds=LEASE_SECONDS),
                 what=AGENT,
@@ -156,21 +158,21 @@ class Deliverer:
         else:
             outcome, retry_in = "failed", None
         await with_db(
-            lambda conn: store.record_delivery(conn, row["event_id"], delivered=error is None,
+            lambda conn: postgres.record_delivery(conn, row["event_id"], delivered=error is None,
                                                status_code=status, error=error,
                                                retry_in=retry_in),
             what=AGENT,
         )
         metrics.NOTIFICATIONS.labels(outcome).inc()
         if outcome == "failed":
-            body = dlq.envelope(
+            body = dead_letter_format.envelope(
                 topic=None, partition=None, offset=None, agent=AGENT,
                 error=f"webhook {row['event_id']} to merchant {row['merchant_id']} failed "
                       f"after {attempts} attempts: {error}",
                 key=row["event_id"].encode(), value=row["payload"].encode(),
             )
             body["event_id"] = row["event_id"]
-            await dlq.send_dead_letter(body, key=row["event_id"].encode())
+            await dead_letters.send_dead_letter(body, key=row["event_id"].encode())
         elif outcome == "retry":
             # The URL may carry a merchant's token: log ids, never the URL or secret.
             log.info("webhook %s to merchant %s: %s; attempt %d, next in %.1fs",

@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from faust.types import EventT, StreamT
 
-from . import fraud, ledger, notify, topics
-from .app import app, settings
-from .handling import batches, guard_batch, in_scope, isolate, out_of_scope
-from .records import Change, decode_change
+from streams.adapters import topics
+from streams.adapters.cdc import Change, decode_change
+from streams.agents import fraud, ledger, notify
+from streams.app import app, settings
+from streams.handling import batches, guard_batch, in_scope, isolate, out_of_scope
 
 AGENT = "changes"
 Handler = Callable[[Sequence[tuple[EventT, Change]]], Awaitable[None]]

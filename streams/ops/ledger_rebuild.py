@@ -5,7 +5,7 @@ to their end at the start; every change that moves a row into ``succeeded``
 makes the journal the worker would post (same domain functions, same ids).
 Those journals are posted into the scratch schema ``ledger_rebuild`` (tables
 made ``LIKE`` the live ones, dropped and made again by each run, left in place
-afterwards) with the worker's own ``store.post_journals``. SQL then compares
+afterwards) with the worker's own ``postgres.post_journals``. SQL then compares
 the scratch ledger with the live ``ledger_journals``/``ledger_entries``: the
 journals on either side only, journals whose entries differ, and account
 balances. Last, the rebuilt balances are compared with the worker's Faust
@@ -28,11 +28,11 @@ from psycopg import sql
 
 from paystream.domain import Journal, journal_for_payment, journal_for_refund
 from paystream.settings import Settings
-
-from . import store
-from .dlq import partitions_of, read_topic
-from .errors import StreamsError
-from .records import PaymentRow, RefundRow, decode_change
+from streams.adapters import postgres
+from streams.adapters.cdc import decode_change
+from streams.adapters.topic_reader import partitions_of, read_topic
+from streams.errors import StreamsError
+from streams.rows import PaymentRow, RefundRow
 
 SCRATCH_SCHEMA = "ledger_rebuild"
 # The migrations create the ledger in the application role's default schema.
@@ -171,14 +171,14 @@ async def create_scratch(conn: psycopg.AsyncConnection[Any]) -> None:
 async def post_scratch(settings: Settings, journals: list[Journal],
                        progress: Callable[[str], None]) -> None:
     """Post journals into the scratch schema with the worker's own posting SQL."""
-    # The only schema on the path: the unqualified table names of store.post_journals
+    # The only schema on the path: the unqualified table names of postgres.post_journals
     # resolve to the scratch tables, and anything else it might touch fails loudly
     # instead of writing to the live ledger.
     async with await psycopg.AsyncConnection.connect(
         settings.database_url, autocommit=True, options=f"-c search_path={SCRATCH_SCHEMA}"
     ) as conn:
         for start in range(0, len(journals), _BATCH):
-            await store.post_journals(conn, journals[start:start + _BATCH])
+            await postgres.post_journals(conn, journals[start:start + _BATCH])
             progress(f"posted {min(start + _BATCH, len(journals))}/{len(journals)} journals "
                      f"into schema {SCRATCH_SCHEMA}")
 
@@ -249,7 +249,7 @@ def changelog_topic(app_id: str) -> str:
 def changelog_balances(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, int]:
     """The table a changelog holds: the last value of each key wins, a tombstone deletes.
 
-    Keys and values are JSON (tables.py's ``_JSON`` schema): ``"account"`` -> ``-1050``.
+    Keys and values are JSON (adapters/tables.py's ``_JSON`` schema): ``"account"`` -> ``-1050``.
     """
     table: dict[str, int] = {}
     for key, value in records:

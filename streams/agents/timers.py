@@ -8,10 +8,11 @@ import time
 from collections import Counter
 
 from paystream.domain.reconcile import DriftKind
-
-from . import metrics, notify, poller, reconcile, watchdog
-from .app import app, runtime, settings
-from .stripe_gateway import BACKGROUND
+from streams import metrics, watchdog
+from streams.adapters.stripe_gateway import BACKGROUND
+from streams.agents import notify, poller
+from streams.app import app, runtime, settings
+from streams.ops import reconcile
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 1.0

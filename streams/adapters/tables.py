@@ -10,8 +10,8 @@ from faust.serializers import codecs
 from faust.types.tables import TableT, WindowWrapperT
 from faust.types.windows import WindowRange
 
-from .app import app, settings
-from .records import id_key
+from streams.adapters.cdc import id_key
+from streams.app import app, settings
 
 
 class _CdcIdKey(codecs.Codec):
@@ -36,7 +36,7 @@ _JSON: faust.Schema[Any, Any] = faust.Schema(key_serializer="json", value_serial
 _WINDOW = settings.fraud.velocity_window_seconds
 
 # Every non-terminal payment and refund, keyed by id, owned by the worker that
-# owns the id's CDC partition. Value: see poller.new_entry().
+# owns the id's CDC partition. Value: see agents/pending.new_entry().
 
 
 class _IdKeyedTable(faust.Table):
@@ -166,3 +166,9 @@ def observe(windowed: WindowWrapperT, kind: str, key: str, payment_id: str, at_m
                                             "amt": bucket_amounts}}
     seen[marker] = True
     return count, amounts
+
+
+def local_pending_entries() -> list[dict[str, Any]]:
+    """The pending entries of the partitions this worker owns (RocksDB iterates
+    only active partitions)."""
+    return [entry for entry in pending.values() if entry]

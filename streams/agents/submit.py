@@ -20,12 +20,12 @@ import psycopg
 from faust.types import EventT, StreamT
 
 from paystream.domain import FraudDecision, PaymentStatus
-
-from . import metrics, store, topics
-from .app import app
-from .handling import batches, guard_batch, isolate, with_db
-from .records import Verdict
-from .stripe_sequence import PAYMENT, sequence
+from streams import metrics
+from streams.adapters import postgres, topics
+from streams.app import app
+from streams.handling import batches, guard_batch, isolate, with_db
+from streams.messages import Verdict
+from streams.stripe_sequence import PAYMENT, sequence
 
 log = logging.getLogger(__name__)
 AGENT = "submit"
@@ -56,8 +56,8 @@ async def _apply_verdicts(events: Sequence[EventT]) -> None:
     ids = [v.payment_id for _, v in verdicts]
 
     async def load(conn: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        stored = await store.store_decisions(conn, decisions)
-        return stored, await store.load_payments(conn, ids)
+        stored = await postgres.store_decisions(conn, decisions)
+        return stored, await postgres.load_payments(conn, ids)
 
     stored, rows = await with_db(load, what=AGENT)
     approved: list[tuple[EventT, dict[str, Any]]] = []
@@ -95,6 +95,6 @@ async def block_payments(blocked: Sequence[tuple[str, Sequence[str]]]) -> None:
                 "failure_message": "Blocked by fraud rules: " + ", ".join(rules_hit)}
                for payment_id, rules_hit in blocked]
     moved = await with_db(
-        lambda conn: store.transition_rows(conn, "payments", PaymentStatus.BLOCKED, updates),
+        lambda conn: postgres.transition_rows(conn, "payments", PaymentStatus.BLOCKED, updates),
         what=AGENT)
     metrics.TRANSITIONS.labels("payment", "blocked", AGENT).inc(len(moved))

@@ -16,12 +16,13 @@ from functools import partial
 from faust.types import EventT, StreamT
 
 from paystream.domain import RefundStatus
-
-from . import metrics, store, topics
-from .app import app
-from .handling import batches, guard_batch, in_scope, isolate, out_of_scope, with_db
-from .records import RefundRow, decode_change
-from .stripe_sequence import REFUND, sequence
+from streams import metrics
+from streams.adapters import postgres, topics
+from streams.adapters.cdc import decode_change
+from streams.app import app
+from streams.handling import batches, guard_batch, in_scope, isolate, out_of_scope, with_db
+from streams.rows import RefundRow
+from streams.stripe_sequence import REFUND, sequence
 
 log = logging.getLogger(__name__)
 AGENT = "refunds"
@@ -55,7 +56,7 @@ async def _handle(events: Sequence[EventT]) -> None:
         await isolate(event, AGENT, decode)
     if created:
         # The rows as they are now (with their payment's PaymentIntent), in one read.
-        rows = await with_db(lambda conn: store.load_refunds(conn, [i for _, i in created]),
+        rows = await with_db(lambda conn: postgres.load_refunds(conn, [i for _, i in created]),
                              what=AGENT)
         for event, refund_id in created:
             row = rows.get(refund_id)
@@ -66,4 +67,4 @@ async def _handle(events: Sequence[EventT]) -> None:
 
 
 async def sync_refunded(payment_id: str) -> None:
-    await with_db(lambda conn: store.sync_amount_refunded(conn, payment_id), what=AGENT)
+    await with_db(lambda conn: postgres.sync_amount_refunded(conn, payment_id), what=AGENT)

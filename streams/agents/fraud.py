@@ -17,12 +17,14 @@ from typing import Any
 from faust.types import EventT, StreamT
 
 from paystream.domain import PaymentFacts, VelocitySnapshot, evaluate
-
-from . import metrics, store, topics
-from .app import app, runtime, settings
-from .handling import count, isolate, retry_db, with_db
-from .records import Change, FraudCheck, PaymentRow, Verdict, id_key
-from .tables import customer_velocity, json_key, method_velocity, observe
+from streams import metrics
+from streams.adapters import postgres, topics
+from streams.adapters.cdc import Change, id_key
+from streams.adapters.tables import customer_velocity, json_key, method_velocity, observe
+from streams.app import app, runtime, settings
+from streams.handling import count, isolate, retry_db, with_db
+from streams.messages import FraudCheck, Verdict
+from streams.rows import PaymentRow
 
 ROUTE = "fraud-route"
 CUSTOMER = "fraud-customer"
@@ -76,7 +78,7 @@ async def route(changes: Sequence[tuple[EventT, Change]]) -> None:
     if not found:
         return
     ids = [p.id for _, p, _ in found]
-    rows = await with_db(lambda conn: store.load_payments(conn, ids), what=ROUTE)
+    rows = await with_db(lambda conn: postgres.load_payments(conn, ids), what=ROUTE)
     for event, payment, source_ts in found:
 
         async def route_one(event: EventT = event, payment: PaymentRow = payment,

@@ -6,10 +6,10 @@ from typing import Any
 
 import faust
 
-from .app import app, settings
+from streams.app import app, settings
 
-# Raw bytes everywhere: records.py decodes, so a malformed message reaches our
-# own code (and the dead-letter topic) instead of failing inside Faust.
+# Raw bytes everywhere: adapters/cdc.py and messages.py decode, so a malformed
+# message reaches our own code (and the dead-letter topic) instead of failing inside Faust.
 _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
         "value_serializer": "raw"}
 

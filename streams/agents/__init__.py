@@ -1,0 +1,1 @@
+"""The agents, handlers and timers: one module per stage of the topology."""

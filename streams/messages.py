@@ -1,0 +1,94 @@
+"""The JSON messages agents pass to each other on internal topics, and outbox notifications."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+from streams.errors import DecodeError
+from streams.rows import json_object, loads_json
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A merchant event for the outbox, built once from the change that caused it."""
+
+    event_id: str
+    merchant_id: str
+    event_type: str
+    object_id: str
+    payload: str
+
+
+# --- messages between our own agents (JSON on internal topics) -------------------
+
+M = TypeVar("M", bound="Message")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Base of the internal messages: JSON bytes in, JSON bytes out."""
+
+    def dumps(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def loads(cls: type[M], raw: bytes | str | Mapping[str, Any]) -> M:
+        data = raw if isinstance(raw, Mapping) else json_object(loads_json(raw, "value"), "value")
+        try:
+            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        except TypeError as err:
+            raise DecodeError(f"not a {cls.__name__}: {err}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class FraudCheck(Message):
+    """A new payment on its way through the velocity stages (customer, then method)."""
+
+    payment_id: str
+    merchant_id: str
+    customer: str
+    payment_method: str
+    amount: int
+    currency: str
+    created_ms: int
+    # The payments CDC partition, so later stages can address the payment's owner.
+    partition: int
+    source_ts_ms: int | None = None
+    customer_count: int = 0
+    customer_amount: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict(Message):
+    """A fraud decision for one payment, on its way to be stored and acted on."""
+
+    payment_id: str
+    partition: int
+    approved: bool
+    score: int
+    rules_hit: list[str]
+    velocity: dict[str, int] = field(default_factory=dict)
+    source_ts_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCommand(Message):
+    """The poller's instruction to the pending table's owner: when to look next."""
+
+    id: str
+    attempts: int
+    next_poll_at: float
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceDelta(Message):
+    """One ledger entry, sent to the partition that owns its account's balance."""
+
+    journal_id: str
+    account: str
+    amount: int
+    currency: str

@@ -1,0 +1,1 @@
+"""What operators run: CLI, dead letters, offsets, web views, reconcile, ledger rebuild."""
