@@ -2,13 +2,12 @@
 
     StreamsError                    something an agent could not do
     ├── DecodeError                 a message is not a change event we understand (poison)
-    ├── StripeError                 a call to Stripe did not give an answer we can act on
+    ├── StripeCallFailed            a call to Stripe did not give an answer we can act on
     │   ├── StripeUnavailable       outage, timeout, 5xx, 429, bad key: retry later,
     │   │   │                       the object stays non-terminal
     │   │   └── CircuitOpen         not even tried: the breaker is open after repeated failures
     │   └── StripeRejected          Stripe refused for good (card declined, invalid request):
     │                               the object becomes failed with ``code`` and ``message``
-    └── DeliveryFailed              a merchant webhook endpoint did not answer 2xx
 
 Agents dead-letter anything else (and DecodeError) with ``str(error)`` as the reason;
 the Stripe errors drive state transitions instead. Context is in keyword-only arguments.
@@ -29,7 +28,7 @@ class DecodeError(StreamsError):
         self.field = field
 
 
-class StripeError(StreamsError):
+class StripeCallFailed(StreamsError):
     """A Stripe call without a usable answer."""
 
     def __init__(self, message: str, *, operation: str, code: str | None = None) -> None:
@@ -38,7 +37,7 @@ class StripeError(StreamsError):
         self.code = code
 
 
-class StripeUnavailable(StripeError):
+class StripeUnavailable(StripeCallFailed):
     """Stripe could not be reached or answered with a transient error; try again later."""
 
 
@@ -54,7 +53,7 @@ class CircuitOpen(StripeUnavailable):
         self.retry_in = retry_in
 
 
-class StripeRejected(StripeError):
+class StripeRejected(StripeCallFailed):
     """Stripe refused the request for good: the payment or refund fails with this code."""
 
     def __init__(
@@ -68,11 +67,3 @@ class StripeRejected(StripeError):
         super().__init__(message, operation=operation, code=code)
         # The PaymentIntent or Refund Stripe created before refusing, when it says so.
         self.stripe_id = stripe_id
-
-
-class DeliveryFailed(StreamsError):
-    """A merchant endpoint refused or did not answer a webhook delivery."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status

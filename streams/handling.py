@@ -14,7 +14,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import PoolTimeout
 
 from streams import metrics
-from streams.adapters.cdc import Change
+from streams.adapters.cdc import Change, decode_change
 from streams.app import runtime, settings
 from streams.dead_letters import dead_letter
 
@@ -51,6 +51,31 @@ def out_of_scope(raw: bytes | None) -> bool:
     """
     prefix = settings.streams_merchant_prefix
     return bool(prefix) and raw is not None and prefix.encode() not in raw
+
+
+def change_in_scope(event: EventT) -> Change | None:
+    """The change a CDC message carries; None for a tombstone (the delete before it
+    carried the row) or a change this worker does not handle."""
+    if out_of_scope(event.value):
+        return None
+    change = decode_change(event.key, event.value)
+    return change if change is not None and in_scope(change) else None
+
+
+async def decode_each(events: Sequence[EventT], agent: str,
+                      decode: Callable[[EventT], T | None]) -> list[tuple[EventT, T]]:
+    """Each event with what decode made of it (None: nothing to do); an event that
+    cannot be decoded is dead-lettered alone, the others go on."""
+    decoded: list[tuple[EventT, T]] = []
+    for event in events:
+
+        async def one(event: EventT = event) -> None:
+            value = decode(event)
+            if value is not None:
+                decoded.append((event, value))
+
+        await isolate(event, agent, one)
+    return decoded
 
 
 async def retry_db(fn: Callable[[], Awaitable[T]], *, what: str) -> T:

@@ -16,7 +16,7 @@ from .ledger import (
 from .money import CURRENCIES, MAX_AMOUNT, Currency, currency, parse_amount
 from .objects import payment_object, refund_object
 from .refunds import check_refund, refundable_amount
-from .signing import request_fingerprint, sign, verify
+from .signing import request_fingerprint, sign
 from .status import (
     PAYMENT_TRANSITIONS,
     REFUND_TRANSITIONS,
@@ -70,5 +70,4 @@ __all__ = [
     "sign",
     "stripe_clearing_account",
     "stripe_idempotency_key",
-    "verify",
 ]

@@ -212,6 +212,14 @@ class StripeGateway:
         metrics.STRIPE_CALLS.labels(operation, "error").inc()
         metrics.CIRCUIT_STATE.set(0 if self.breaker.state == CircuitState.CLOSED else 1)
 
+    async def _create(self, operation: str, create: Callable[..., Awaitable[Any]],
+                      params: dict[str, Any], idempotency_key: str, *, prepaid: bool) -> Any:
+        """One create, keyed by our object's id so that Stripe answers a retry with
+        the object the first attempt made."""
+        options = {"idempotency_key": idempotency_key}
+        return await self._call(operation, lambda: create(params=params, options=options),
+                                prepaid=prepaid)
+
     # --- PaymentIntents ------------------------------------------------------------
 
     async def create_payment_intent(self, payment: PaymentRow, *,
@@ -228,16 +236,10 @@ class StripeGateway:
         customer = customer_param(payment.customer)
         if customer:
             params["customer"] = customer
-        options: dict[str, Any] = {
-            "idempotency_key": stripe_idempotency_key("payment_intent", payment.id)
-        }
-        pi = await self._call(
-            "payment_intent.create",
-            lambda: self._client.v1.payment_intents.create_async(
-                params=params, options=options  # type: ignore[arg-type]
-            ),
-            prepaid=prepaid,
-        )
+        pi = await self._create("payment_intent.create",
+                                self._client.v1.payment_intents.create_async, params,
+                                stripe_idempotency_key("payment_intent", payment.id),
+                                prepaid=prepaid)
         return _payment_intent(pi)
 
     async def retrieve_payment_intent(self, pi_id: str, *, prepaid: bool = False) -> StripeObject:
@@ -286,14 +288,8 @@ class StripeGateway:
             "amount": refund.amount,
             "metadata": {"refund_id": refund.id, "payment_id": refund.payment_id},
         }
-        options = {"idempotency_key": stripe_idempotency_key("refund", refund.id)}
-        obj = await self._call(
-            "refund.create",
-            lambda: self._client.v1.refunds.create_async(
-                params=params, options=options  # type: ignore[arg-type]
-            ),
-            prepaid=prepaid,
-        )
+        obj = await self._create("refund.create", self._client.v1.refunds.create_async, params,
+                                 stripe_idempotency_key("refund", refund.id), prepaid=prepaid)
         return _refund(obj)
 
     async def retrieve_refund(self, refund_id: str, *, prepaid: bool = False) -> StripeObject:

@@ -63,7 +63,8 @@ app.tables.add(pending)  # returns the table typed as a bare CollectionT: keep o
 # The buckets of a key are stored together, one table value per key and
 # window-length period ({bucket start ms: bucket}, tumbling by the window): a
 # window spans at most its own period and the one before, so a stage reads 2
-# values and writes 1 per payment, where one value per bucket cost 13 reads.
+# values and writes 1 per payment (a value per bucket would cost one read per
+# bucket of the window: 13 for the default).
 # Payment ids stay out of these values (a hot key's would grow with its traffic),
 # hence the separate velocity-seen marker below. Periods expire with the table's
 # window, so keys that go quiet do not stay forever. Keys arrive on topics keyed

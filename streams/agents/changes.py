@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from faust.types import EventT, StreamT
 
 from streams.adapters import topics
-from streams.adapters.cdc import Change, decode_change
+from streams.adapters.cdc import Change
 from streams.agents import fraud, ledger, notify
 from streams.app import app, settings
-from streams.handling import batches, guard_batch, in_scope, isolate, out_of_scope
+from streams.handling import batches, change_in_scope, decode_each, guard_batch
 
 AGENT = "changes"
 Handler = Callable[[Sequence[tuple[EventT, Change]]], Awaitable[None]]
@@ -42,18 +42,7 @@ async def changes(stream: StreamT) -> None:
 
 
 async def _dispatch(events: Sequence[EventT]) -> None:
-    decoded: list[tuple[EventT, Change]] = []
-    for event in events:
-
-        async def decode(event: EventT = event) -> None:
-            if out_of_scope(event.value):
-                return
-            change = decode_change(event.key, event.value)
-            # A tombstone needs nothing: the delete before it carried the row.
-            if change is not None and in_scope(change):
-                decoded.append((event, change))
-
-        await isolate(event, AGENT, decode)
+    decoded = await decode_each(events, AGENT, change_in_scope)
     await asyncio.gather(*(
         _hand_over(name, handler, [(e, c) for e, c in decoded if e.message.topic in follows])
         for name, follows, handler in HANDLERS

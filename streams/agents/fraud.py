@@ -11,7 +11,7 @@ workers every key's window lives on exactly one of them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from faust.types import EventT, StreamT
@@ -98,55 +98,60 @@ async def route(changes: Sequence[tuple[EventT, Change]]) -> None:
         await isolate(event, ROUTE, route_one)
 
 
+async def _each_check(stream: StreamT, stage: str,
+                      handle: Callable[[FraudCheck], Awaitable[None]]) -> None:
+    async for event in stream.events():
+        count(stage, (event,))
+
+        async def one(event: EventT = event) -> None:
+            await handle(FraudCheck.loads(event.value))
+
+        await isolate(event, stage, one)
+
+
+def _observe(windowed: Any, kind: str, key: str, check: FraudCheck) -> tuple[int, dict[str, int]]:
+    return observe(windowed, kind, key, check.payment_id, check.created_ms, check.amount,
+                   check.currency)
+
+
 @app.agent(topics.fraud_by_customer, name=CUSTOMER, concurrency=1)
 async def fraud_customer(stream: StreamT) -> None:
     """Customer velocity: count and amount (same currency) over the sliding window."""
-    async for event in stream.events():
-        count(CUSTOMER, (event,))
+    await _each_check(stream, CUSTOMER, by_customer)
 
-        async def handle(event: EventT = event) -> None:
-            check = FraudCheck.loads(event.value)
-            count_, amounts = observe(customer_velocity, "customer", check.customer,
-                                      check.payment_id, check.created_ms, check.amount,
-                                      check.currency)
-            amount = amounts.get(check.currency, 0)
-            forwarded = dataclasses.replace(check, customer_count=count_,
-                                            customer_amount=amount)
-            await topics.fraud_by_method.send(key=json_key(check.payment_method),
-                                              value=forwarded.dumps())
 
-        await isolate(event, CUSTOMER, handle)
+async def by_customer(check: FraudCheck) -> None:
+    count_, amounts = _observe(customer_velocity, "customer", check.customer, check)
+    forwarded = dataclasses.replace(check, customer_count=count_,
+                                    customer_amount=amounts.get(check.currency, 0))
+    await topics.fraud_by_method.send(key=json_key(check.payment_method),
+                                      value=forwarded.dumps())
 
 
 @app.agent(topics.fraud_by_method, name=METHOD, concurrency=1)
 async def fraud_method(stream: StreamT) -> None:
     """Payment-method velocity, blocklists and amount limits: the decision."""
-    async for event in stream.events():
-        count(METHOD, (event,))
+    await _each_check(stream, METHOD, by_method)
 
-        async def handle(event: EventT = event) -> None:
-            check = FraudCheck.loads(event.value)
-            count_, _ = observe(method_velocity, "method", check.payment_method,
-                                check.payment_id, check.created_ms, check.amount,
-                                check.currency)
-            customers, methods = await retry_db(runtime.blocklist, what=METHOD)
-            snapshot = VelocitySnapshot(customer_count=check.customer_count,
-                                        customer_amount=check.customer_amount,
-                                        payment_method_count=count_)
-            decision = evaluate(
-                PaymentFacts(payment_id=check.payment_id, customer=check.customer,
-                             payment_method=check.payment_method, amount=check.amount,
-                             currency=check.currency),
-                snapshot,
-                settings.fraud,
-                blocked_customers=customers,
-                blocked_payment_methods=methods,
-            )
-            await send_verdict(Verdict(
-                payment_id=check.payment_id, partition=check.partition,
-                approved=decision.approved, score=decision.score,
-                rules_hit=list(decision.rules_hit), velocity=dataclasses.asdict(snapshot),
-                source_ts_ms=check.source_ts_ms,
-            ))
 
-        await isolate(event, METHOD, handle)
+async def by_method(check: FraudCheck) -> None:
+    count_, _ = _observe(method_velocity, "method", check.payment_method, check)
+    customers, methods = await retry_db(runtime.blocklist, what=METHOD)
+    snapshot = VelocitySnapshot(customer_count=check.customer_count,
+                                customer_amount=check.customer_amount,
+                                payment_method_count=count_)
+    decision = evaluate(
+        PaymentFacts(payment_id=check.payment_id, customer=check.customer,
+                     payment_method=check.payment_method, amount=check.amount,
+                     currency=check.currency),
+        snapshot,
+        settings.fraud,
+        blocked_customers=customers,
+        blocked_payment_methods=methods,
+    )
+    await send_verdict(Verdict(
+        payment_id=check.payment_id, partition=check.partition,
+        approved=decision.approved, score=decision.score,
+        rules_hit=list(decision.rules_hit), velocity=dataclasses.asdict(snapshot),
+        source_ts_ms=check.source_ts_ms,
+    ))

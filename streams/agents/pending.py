@@ -16,10 +16,9 @@ from faust.types import EventT, StreamT
 from paystream.domain import PaymentStatus, RefundStatus
 from streams import metrics
 from streams.adapters import topics
-from streams.adapters.cdc import decode_change
 from streams.adapters.tables import lookup, pending
 from streams.app import app, settings
-from streams.handling import count, in_scope, isolate, out_of_scope
+from streams.handling import change_in_scope, count, isolate
 from streams.messages import PendingCommand
 from streams.stripe_sequence import lease_seconds
 
@@ -73,11 +72,8 @@ async def apply_event(event: EventT) -> None:
                                    "last_error": command.last_error}
         return
     kind = "payment" if topic == settings.payments_topic else "refund"
-    if out_of_scope(event.value):
-        return
-    change = decode_change(event.key, event.value)
-    # A tombstone needs nothing: the delete before it already removed the entry.
-    if change is None or not in_scope(change):
+    change = change_in_scope(event)
+    if change is None:
         return
     metrics.observe_source(AGENT, change.source_ts_ms)
     object_id = change.key_id

@@ -39,14 +39,14 @@ MAX_BACKOFF_INTERVALS = 32
 _QUIET = frozenset({"missing", "already_terminal", "awaiting_fraud", "fraud_restarted",
                     "blocked", "in_flight"})
 # The fraud stages decide within a second; a payment still undecided this long
-# after its commit lost its check between stages (seen once after a kill -9: a
-# verdict produced by the dying worker never reached the submitter), so the
-# poller sends the check again. Repeats are harmless: the velocity windows count
-# a payment once and the first stored decision wins.
+# after its commit has lost its check between stages (a verdict produced by a
+# worker that died before sending it on), so the poller sends the check again.
+# Repeats are harmless: the velocity windows count a payment once and the first
+# stored decision wins.
 FRAUD_STALL_SECONDS = 30.0
 # ... but only while the worker keeps up: with messages waiting, an undecided
-# payment is most likely just queued, and sending its check again only deepens
-# the queue (a 6,000-payment backlog once drew 20,000 re-sent checks in a minute).
+# payment is most likely just queued, and a re-sent check would only lengthen
+# the queue it is waiting in (by one message per waiting payment and poll).
 FRAUD_RESEND_MAX_LAG = 100
 _snoozed: dict[str, tuple[float, int]] = {}
 

@@ -18,9 +18,9 @@ from faust.types import EventT, StreamT
 from paystream.domain import RefundStatus
 from streams import metrics
 from streams.adapters import postgres, topics
-from streams.adapters.cdc import decode_change
+from streams.adapters.cdc import Change
 from streams.app import app
-from streams.handling import batches, guard_batch, in_scope, isolate, out_of_scope, with_db
+from streams.handling import batches, change_in_scope, decode_each, guard_batch, isolate, with_db
 from streams.rows import RefundRow
 from streams.stripe_sequence import REFUND, sequence
 
@@ -36,24 +36,11 @@ async def refunds(stream: StreamT) -> None:
 
 
 async def _handle(events: Sequence[EventT]) -> None:
-    created: list[tuple[EventT, str]] = []
-    succeeded: list[tuple[EventT, str]] = []
-    for event in events:
-
-        async def decode(event: EventT = event) -> None:
-            if out_of_scope(event.value):
-                return
-            change = decode_change(event.key, event.value)
-            if change is None or change.op == "d" or not in_scope(change):
-                return
-            metrics.observe_source(AGENT, change.source_ts_ms)
-            refund = RefundRow.parse(change.row)
-            if change.op in ("c", "r") and refund.status is RefundStatus.PENDING:
-                created.append((event, refund.id))
-            elif change.entered(RefundStatus.SUCCEEDED):
-                succeeded.append((event, refund.payment_id))
-
-        await isolate(event, AGENT, decode)
+    changes = await decode_each(events, AGENT, _refund_change)
+    created = [(event, refund.id) for event, (change, refund) in changes
+               if change.op in ("c", "r") and refund.status is RefundStatus.PENDING]
+    succeeded = [(event, refund.payment_id) for event, (change, refund) in changes
+                 if change.entered(RefundStatus.SUCCEEDED)]
     if created:
         # The rows as they are now (with their payment's PaymentIntent), in one read.
         rows = await with_db(lambda conn: postgres.load_refunds(conn, [i for _, i in created]),
@@ -64,6 +51,14 @@ async def _handle(events: Sequence[EventT]) -> None:
                 await sequence.start(event, AGENT, REFUND, row)
     for event, payment_id in succeeded:
         await isolate(event, AGENT, partial(sync_refunded, payment_id))
+
+
+def _refund_change(event: EventT) -> tuple[Change, RefundRow] | None:
+    change = change_in_scope(event)
+    if change is None or change.op == "d":
+        return None
+    metrics.observe_source(AGENT, change.source_ts_ms)
+    return change, RefundRow.parse(change.row)
 
 
 async def sync_refunded(payment_id: str) -> None:

@@ -23,7 +23,7 @@ from paystream.domain import FraudDecision, PaymentStatus
 from streams import metrics
 from streams.adapters import postgres, topics
 from streams.app import app
-from streams.handling import batches, guard_batch, isolate, with_db
+from streams.handling import batches, decode_each, guard_batch, isolate, with_db
 from streams.messages import Verdict
 from streams.stripe_sequence import PAYMENT, sequence
 
@@ -40,13 +40,7 @@ async def submit(stream: StreamT) -> None:
 
 
 async def _apply_verdicts(events: Sequence[EventT]) -> None:
-    verdicts: list[tuple[EventT, Verdict]] = []
-    for event in events:
-
-        async def decode(event: EventT = event) -> None:
-            verdicts.append((event, Verdict.loads(event.value)))
-
-        await isolate(event, AGENT, decode)
+    verdicts = await decode_each(events, AGENT, lambda event: Verdict.loads(event.value))
     if not verdicts:
         return
     decisions = [
