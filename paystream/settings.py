@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from paystream.domain.fraud import FraudConfig
 
@@ -34,6 +35,46 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
+
+
+def fraud_config_from_env(env: Mapping[str, str]) -> FraudConfig:
+    """The fraud rules' thresholds from FRAUD_* (listed in paystream/domain/fraud.py)."""
+    base = FraudConfig()
+    limits = dict(base.amount_limits)
+    for item in _csv(env.get("FRAUD_AMOUNT_LIMITS", "")):
+        code, sep, value = item.partition("=")
+        if not sep or not code.strip():
+            raise SettingsError(f"FRAUD_AMOUNT_LIMITS: expected code=limit, got {item!r}")
+        limits[code.strip().lower()] = _positive("FRAUD_AMOUNT_LIMITS", value)
+    return FraudConfig(
+        velocity_window_seconds=_int(env, "FRAUD_VELOCITY_WINDOW_SECONDS",
+                                     base.velocity_window_seconds, minimum=1),
+        max_payments_per_customer=_int(env, "FRAUD_MAX_PAYMENTS_PER_CUSTOMER",
+                                       base.max_payments_per_customer, minimum=1),
+        max_amount_per_customer=_int(env, "FRAUD_MAX_AMOUNT_PER_CUSTOMER",
+                                     base.max_amount_per_customer, minimum=1),
+        max_payments_per_payment_method=_int(env, "FRAUD_MAX_PAYMENTS_PER_PAYMENT_METHOD",
+                                             base.max_payments_per_payment_method, minimum=1),
+        amount_limits=MappingProxyType(limits),
+        default_amount_limit=_int(env, "FRAUD_DEFAULT_AMOUNT_LIMIT", base.default_amount_limit,
+                                  minimum=1),
+        blocked_customers=frozenset(_csv(env.get("FRAUD_BLOCKED_CUSTOMERS", ""))),
+        blocked_payment_methods=frozenset(_csv(env.get("FRAUD_BLOCKED_PAYMENT_METHODS", ""))),
+    )
+
+
+def _csv(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def _positive(name: str, raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}: expected a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise SettingsError(f"{name}: expected a positive integer, got {raw!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -113,10 +154,6 @@ class Settings:
         d = cls()
         secrets = env.get("STRIPE_WEBHOOK_SECRET", ",".join(d.stripe_webhook_secrets))
         bootstrap = env.get("KAFKA_BOOTSTRAP") or env.get("BROKER_URL", d.kafka_bootstrap)
-        try:
-            fraud = FraudConfig.from_env(env)
-        except ValueError as err:
-            raise SettingsError(str(err)) from None
         settings = cls(
             database_url=env.get("DATABASE_URL", d.database_url),
             database_read_url=env.get("DATABASE_READ_URL", d.database_read_url),
@@ -168,7 +205,7 @@ class Settings:
                                      minimum=1),
             notify_base_delay_seconds=_float(env, "NOTIFY_BASE_DELAY_SECONDS",
                                              d.notify_base_delay_seconds),
-            fraud=fraud,
+            fraud=fraud_config_from_env(env),
         )
         if settings.stripe_outage_patience_seconds >= settings.watchdog_stall_seconds:
             # Payments waiting out an outage fill the submit window; that must not

@@ -1,6 +1,7 @@
 """Fraud rules: a pure decision from one payment, its velocity window and the config.
 
-Settings read by ``FraudConfig.from_env`` (all optional; defaults in brackets):
+The thresholds come from these variables, read by ``paystream.settings`` (all
+optional; defaults in brackets):
 
     FRAUD_VELOCITY_WINDOW_SECONDS          sliding window length [60]
     FRAUD_MAX_PAYMENTS_PER_CUSTOMER        payments per customer per window [5]
@@ -49,58 +50,6 @@ class FraudConfig:
     def amount_limit(self, currency: str) -> int:
         """The single-payment limit for a currency code."""
         return self.amount_limits.get(currency.lower(), self.default_amount_limit)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> FraudConfig:
-        """Build from FRAUD_* variables (see the module docstring); ValueError if malformed."""
-        base = cls()
-        limits = dict(base.amount_limits)
-        for item in _csv(env.get("FRAUD_AMOUNT_LIMITS", "")):
-            code, sep, value = item.partition("=")
-            if not sep or not code.strip():
-                raise ValueError(f"FRAUD_AMOUNT_LIMITS: expected code=limit, got {item!r}")
-            limits[code.strip().lower()] = _positive("FRAUD_AMOUNT_LIMITS", value)
-        return cls(
-            velocity_window_seconds=_int_env(
-                env, "FRAUD_VELOCITY_WINDOW_SECONDS", base.velocity_window_seconds
-            ),
-            max_payments_per_customer=_int_env(
-                env, "FRAUD_MAX_PAYMENTS_PER_CUSTOMER", base.max_payments_per_customer
-            ),
-            max_amount_per_customer=_int_env(
-                env, "FRAUD_MAX_AMOUNT_PER_CUSTOMER", base.max_amount_per_customer
-            ),
-            max_payments_per_payment_method=_int_env(
-                env,
-                "FRAUD_MAX_PAYMENTS_PER_PAYMENT_METHOD",
-                base.max_payments_per_payment_method,
-            ),
-            amount_limits=MappingProxyType(limits),
-            default_amount_limit=_int_env(
-                env, "FRAUD_DEFAULT_AMOUNT_LIMIT", base.default_amount_limit
-            ),
-            blocked_customers=frozenset(_csv(env.get("FRAUD_BLOCKED_CUSTOMERS", ""))),
-            blocked_payment_methods=frozenset(_csv(env.get("FRAUD_BLOCKED_PAYMENT_METHODS", ""))),
-        )
-
-
-def _csv(raw: str) -> list[str]:
-    return [part.strip() for part in raw.split(",") if part.strip()]
-
-
-def _positive(name: str, raw: str) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ValueError(f"{name}: expected a positive integer, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {raw!r}")
-    return value
-
-
-def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    return _positive(name, raw) if raw else default
 
 
 @dataclass(frozen=True, slots=True)
