@@ -156,9 +156,6 @@ class Attempt:
 
     outcome: str
     error: str | None = None
-    # The create never reached Stripe (the breaker held it back, or 429s outlasted
-    # our patience): the next try need not look for what it made.
-    unsent: bool = False
 
 
 class StripeSequence:
@@ -228,21 +225,18 @@ class StripeSequence:
         STRIPE_OUTAGE_PATIENCE_SECONDS (each try leases again, so a try after a
         timeout first looks for what the one before may have created)."""
         give_up_at = time.monotonic() + settings.stripe_outage_patience_seconds
-        tries = unsent = 0
+        tries = 0
         while True:
-            attempt = await self._submit_once(kind, row, source, unsent=unsent)
+            attempt = await self._submit_once(kind, row, source)
             if attempt.outcome != "stripe_unavailable" or BACKGROUND.get():
                 return attempt
             tries += 1
-            unsent += attempt.unsent
             wait = runtime.stripe.breaker.retry_in() + backoff_delay(tries, base=1.0, cap=8.0)
             if time.monotonic() + wait > give_up_at:
                 return attempt  # the poller takes it from here
             await asyncio.sleep(wait)
 
-    async def _submit_once(self, kind: Kind, row: Row, source: str, *, unsent: int = 0) -> Attempt:
-        """One lease and create; ``unsent``: how many of the object's earlier attempts
-        are known not to have reached Stripe (they need no look-up)."""
+    async def _submit_once(self, kind: Kind, row: Row, source: str) -> Attempt:
         gateway = runtime.stripe
         # Pay for the first request before taking the lease (see the module's docstring).
         await gateway.budget.take(background=BACKGROUND.get())
@@ -253,21 +247,24 @@ class StripeSequence:
         try:
             if claim.stripe_id:
                 answer = await kind.retrieve(gateway, claim.stripe_id, True)
-            elif claim.attempts - 1 > unsent:
+            elif claim.may_have_created:
                 # An earlier attempt may have created one and died before writing back.
                 # (Without Stripe's search, as on localstripe, a look-up lists every
                 # charge since the first attempt: worth skipping when it cannot help.)
                 answer = await kind.find(gateway, row, claim.first_attempt_at, True)
             if answer is None:
-                answer = await kind.create(gateway, row, claim.attempts == 1)
+                # The token taken above pays for the create unless a look-up used it.
+                prepaid = not claim.stripe_id and not claim.may_have_created
+                answer = await kind.create(gateway, row, prepaid)
         except StripeRejected as rejected:
             return await self._record(kind, row["id"], None, rejected, source, release=True)
         except StripeUnavailable as err:
             log.info("%s %s stays pending: %s", kind.name, row["id"], err)
+            # Held back by the breaker, or 429s past our patience: Stripe made nothing.
+            unsent = isinstance(err, CircuitOpen) or err.code == "rate_limit"
             await self._writes.put(WriteBack(kind.name, row["id"], None, {}, None,
-                                             release=True, error=str(err)))
-            return Attempt("stripe_unavailable", str(err),
-                           unsent=isinstance(err, CircuitOpen) or err.code == "rate_limit")
+                                             release=True, error=str(err), unsent=unsent))
+            return Attempt("stripe_unavailable", str(err))
         except Exception as err:
             await self._writes.put(WriteBack(kind.name, row["id"], None, {}, None,
                                              release=True, error=f"{type(err).__name__}: {err}"))

@@ -123,6 +123,13 @@ class Claim:
     stripe_id: str | None
     # When the first attempt took a lease: anything it created is younger.
     first_attempt_at: float
+    # Earlier attempts known not to have reached Stripe.
+    unsent_attempts: int = 0
+
+    @property
+    def may_have_created(self) -> bool:
+        """Whether an earlier attempt may have created the Stripe object."""
+        return self.attempts - 1 > self.unsent_attempts
 
 
 # What may still be sent to Stripe, checked as the lease is taken: a payment
@@ -151,10 +158,12 @@ async def claim_submissions(
         "  attempts = stripe_submissions.attempts + 1, "
         "  lease_until = EXCLUDED.lease_until, updated_at = now() "
         "WHERE stripe_submissions.lease_until IS NULL OR stripe_submissions.lease_until < now() "
-        "RETURNING object_id, attempts, stripe_id, extract(epoch FROM created_at)::float8 AS since",
+        "RETURNING object_id, attempts, stripe_id, unsent_attempts, "
+        "  extract(epoch FROM created_at)::float8 AS since",
         {"t": object_type, "ids": sorted(set(ids)), "lease": lease_seconds},
     )
-    return {r["object_id"]: Claim(r["attempts"], r["stripe_id"], float(r["since"]))
+    return {r["object_id"]: Claim(r["attempts"], r["stripe_id"], float(r["since"]),
+                                  r["unsent_attempts"])
             for r in rows}
 
 
@@ -172,6 +181,8 @@ class WriteBack:
     # Whether this caller holds the object's lease (released here, with error).
     release: bool
     error: str | None = None
+    # The attempt certainly never reached Stripe (counted in unsent_attempts).
+    unsent: bool = False
 
 
 _TABLES = {"payment": ("payments", "stripe_payment_intent_id"),
@@ -208,13 +219,14 @@ async def write_back(conn: AsyncConnection[Any], items: Sequence[WriteBack]) -> 
             await conn.execute(
                 "UPDATE stripe_submissions s SET lease_until = NULL, "
                 "  stripe_id = coalesce(r.stripe_id, s.stripe_id), last_error = r.error, "
-                "  updated_at = now() "
-                "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) "
-                "  AS r(object_type, object_id, stripe_id, error) "
+                "  unsent_attempts = s.unsent_attempts + r.unsent::int, updated_at = now() "
+                "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bool[]) "
+                "  AS r(object_type, object_id, stripe_id, error, unsent) "
                 "WHERE s.object_type = r.object_type AND s.object_id = r.object_id",
                 ([i.object_type for i in released], [i.object_id for i in released],
                  [i.stripe_id for i in released],
-                 [i.error[:500] if i.error else None for i in released]))
+                 [i.error[:500] if i.error else None for i in released],
+                 [i.unsent for i in released]))
     return [(i.object_type, i.object_id) in moved for i in items]
 
 
