@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import faust
 
 from paystream.settings import Settings
-from streams.runtime import Runtime
 
 settings = Settings.from_env()
 
@@ -50,7 +48,6 @@ def create_app(conf: Settings) -> faust.App:
 
 
 app = create_app(settings)
-runtime = Runtime(settings)
 
 
 # The level `paystream worker -l` asked for; see _quiet_logging.
@@ -64,10 +61,3 @@ async def _quiet_logging() -> None:
     logging.getLogger().setLevel(log_level)
     # One INFO line per Stripe request adds nothing the metrics do not say.
     logging.getLogger("stripe").setLevel(max(log_level, logging.WARNING))
-
-
-# mode calls a receiver as (sender, *args, signal=..., **kwargs), and types it with
-# sender positional-only.
-@app.on_before_shutdown.connect
-async def _close_runtime(sender: Any, /, *args: Any, **kwargs: Any) -> None:
-    await runtime.close()

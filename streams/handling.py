@@ -15,8 +15,9 @@ from psycopg_pool import PoolTimeout
 
 from streams import metrics
 from streams.adapters.cdc import Change, decode_change
-from streams.app import runtime, settings
+from streams.app import settings
 from streams.dead_letters import dead_letter
+from streams.runtime import runtime
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -15,6 +15,7 @@ from paystream.settings import Settings
 from streams import metrics
 from streams.adapters import postgres
 from streams.adapters.stripe_gateway import StripeGateway
+from streams.app import app, settings
 from streams.resilience import RequestBudget
 
 # The blocklist table is read at most this often; a new entry applies within it.
@@ -112,3 +113,14 @@ class Runtime:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+# The worker's one runtime, for its settings; closed before the app stops.
+runtime = Runtime(settings)
+
+
+# mode calls a receiver as (sender, *args, signal=..., **kwargs), and types it with
+# sender positional-only.
+@app.on_before_shutdown.connect
+async def _close_runtime(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+    await runtime.close()

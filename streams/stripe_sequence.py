@@ -45,12 +45,11 @@ from streams.adapters.stripe_gateway import (
     StripeGateway,
     StripeObject,
 )
-from streams.app import runtime, settings
 from streams.coalesce import Coalescer
 from streams.errors import CircuitOpen, StripeRejected, StripeUnavailable
 from streams.handling import isolate, with_db
-from streams.resilience import backoff_delay
 from streams.rows import PaymentRow, RefundRow
+from streams.runtime import runtime
 
 log = logging.getLogger(__name__)
 Row = Mapping[str, Any]
@@ -61,7 +60,7 @@ CLOCK_SKEW_SECONDS = 5.0
 def lease_seconds() -> float:
     # Long enough for a call to time out and for a run of 429s to be waited out,
     # short enough that a crashed holder's object is picked up soon after.
-    return 2 * settings.stripe_timeout_seconds + RATE_LIMIT_PATIENCE_SECONDS + 5
+    return 2 * runtime.settings.stripe_timeout_seconds + RATE_LIMIT_PATIENCE_SECONDS + 5
 
 
 @dataclass(frozen=True)
@@ -173,7 +172,7 @@ class StripeSequence:
         """Hand one object over and return as soon as it is under way; waits only while
         STRIPE_CONCURRENCY objects are already in the sequence (backpressure)."""
         if self._window is None:
-            self._window = asyncio.Semaphore(settings.stripe_concurrency)
+            self._window = asyncio.Semaphore(runtime.settings.stripe_concurrency)
         await self._window.acquire()
 
         async def run() -> None:
@@ -224,14 +223,14 @@ class StripeSequence:
         """Submit; in the foreground, an outage is waited out for up to
         STRIPE_OUTAGE_PATIENCE_SECONDS (each try leases again, so a try after a
         timeout first looks for what the one before may have created)."""
-        give_up_at = time.monotonic() + settings.stripe_outage_patience_seconds
+        give_up_at = time.monotonic() + runtime.settings.stripe_outage_patience_seconds
         tries = 0
         while True:
             attempt = await self._submit_once(kind, row, source)
             if attempt.outcome != "stripe_unavailable" or BACKGROUND.get():
                 return attempt
             tries += 1
-            wait = runtime.stripe.breaker.retry_in() + backoff_delay(tries, base=1.0, cap=8.0)
+            wait = runtime.stripe.until_next_try(tries)
             if time.monotonic() + wait > give_up_at:
                 return attempt  # the poller takes it from here
             await asyncio.sleep(wait)
@@ -314,4 +313,4 @@ class StripeSequence:
 
 
 sequence = StripeSequence()
-runtime.on_close(lambda: sequence.stop(grace=settings.stripe_timeout_seconds))
+runtime.on_close(lambda: sequence.stop(grace=runtime.settings.stripe_timeout_seconds))

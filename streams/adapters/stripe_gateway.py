@@ -17,6 +17,7 @@ import stripe
 from paystream.domain import stripe_idempotency_key
 from paystream.settings import Settings
 from streams import metrics
+from streams.adapters.stripe_errors import Health, Meaning, RateLimited, meaning, short
 from streams.errors import CircuitOpen, StripeRejected, StripeUnavailable
 from streams.resilience import CircuitBreaker, CircuitState, RequestBudget, backoff_delay
 from streams.rows import PaymentRow, RefundRow
@@ -61,22 +62,6 @@ def _refund(refund: Any) -> StripeObject:
         status=refund["status"],
         failure_code=refund["failure_reason"] if "failure_reason" in refund else None,
     )
-
-
-class _RateLimited(Exception):
-    def __init__(self, message: str, retry_after: float | None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
-
-
-def _retry_after(err: stripe.StripeError) -> float | None:
-    """Seconds from a Retry-After header (Stripe's limiter may send one), if any."""
-    raw = (err.headers or {}).get("Retry-After") or (err.headers or {}).get("retry-after")
-    try:
-        return min(60.0, max(0.0, float(raw))) if raw is not None else None
-    except ValueError:
-        return None
 
 
 def _meta(obj: Any, key: str) -> str | None:
@@ -126,6 +111,11 @@ class StripeGateway:
     async def close(self) -> None:
         await self._http.close_async()
 
+    def until_next_try(self, tries: int) -> float:
+        """How long a caller that found Stripe unavailable tries times in a row waits:
+        until the breaker lets a call through, plus a growing, jittered backoff."""
+        return self.breaker.retry_in() + backoff_delay(tries, base=1.0, cap=8.0)
+
     async def _call(self, operation: str, fn: Callable[[], Awaitable[T]], *,
                     prepaid: bool = False) -> T:
         """fn's answer; a 429 is waited out (the whole budget pauses) and tried again
@@ -139,7 +129,7 @@ class StripeGateway:
             prepaid = False
             try:
                 return await self._once(operation, fn)
-            except _RateLimited as limited:
+            except RateLimited as limited:
                 refusals += 1
                 wait = limited.retry_after or backoff_delay(refusals, base=0.5, cap=8.0)
                 self.budget.pause(wait)
@@ -159,43 +149,13 @@ class StripeGateway:
                     result = await fn()
                 finally:
                     self.in_flight -= 1
-        except stripe.CardError as err:
-            self.breaker.success()  # a decline is a healthy answer
-            metrics.STRIPE_CALLS.labels(operation, "declined").inc()
-            error = err.error
-            pi = getattr(error, "payment_intent", None) if error is not None else None
-            raise StripeRejected(
-                err.user_message or str(err.user_message or "card declined"),
-                operation=operation,
-                code=err.code or "card_declined",
-                stripe_id=pi["id"] if pi else None,
-            ) from None
-        except stripe.RateLimitError as err:
-            # Backpressure, not an outage: Stripe is healthy and answered at once.
-            self.breaker.release()
-            metrics.STRIPE_CALLS.labels(operation, "rate_limited").inc()
-            raise _RateLimited(_short(err), _retry_after(err)) from None
-        except stripe.InvalidRequestError as err:
-            self.breaker.success()
-            metrics.STRIPE_CALLS.labels(operation, "rejected").inc()
-            raise StripeRejected(_short(err), operation=operation,
-                                 code=err.code or "invalid_request") from None
-        except (stripe.APIConnectionError, asyncio.TimeoutError) as err:
-            self._failed(operation)
-            raise StripeUnavailable(f"{type(err).__name__}: {_short(err)}",
-                                    operation=operation) from None
-        except stripe.StripeError as err:
-            if (err.http_status or 500) >= 500:
-                # APIError and anything unknown: 5xx and friends, worth a retry.
-                self._failed(operation)
-            else:
-                # A bad key or a refused permission says nothing about Stripe's
-                # health: retry later without opening the breaker.
+        except Exception as err:
+            found = meaning(err)
+            if found is None:
                 self.breaker.release()
-                metrics.STRIPE_CALLS.labels(operation, "refused").inc()
-                log.error("Stripe refused %s: %s", operation, _short(err))
-            raise StripeUnavailable(f"{type(err).__name__}: {_short(err)}",
-                                    operation=operation) from None
+                raise
+            self._count(operation, found, err)
+            raise found.raise_as(err, operation) from None
         except BaseException:
             self.breaker.release()
             raise
@@ -203,6 +163,19 @@ class StripeGateway:
         metrics.CIRCUIT_STATE.set(0)
         metrics.STRIPE_CALLS.labels(operation, "ok").inc()
         return result
+
+    def _count(self, operation: str, found: Meaning, err: Exception) -> None:
+        if found.health is Health.FAILING:
+            self._failed(operation)
+            return
+        if found.health is Health.HEALTHY:
+            self.breaker.success()
+            metrics.CIRCUIT_STATE.set(0)
+        else:
+            self.breaker.release()
+        metrics.STRIPE_CALLS.labels(operation, found.outcome).inc()
+        if found.logged:
+            log.error("Stripe refused %s: %s", operation, short(err))
 
     def _failed(self, operation: str) -> None:
         opened = self.breaker.opened_count
@@ -358,8 +331,3 @@ class StripeGateway:
         except StripeRejected as err:
             raise StripeUnavailable(f"look-up refused: {err}", operation=operation,
                                     code=err.code) from None
-
-
-def _short(err: BaseException) -> str:
-    # Stripe's messages never contain the API key, but keep them one line and short.
-    return " ".join(str(err).split())[:300]

@@ -21,10 +21,11 @@ from streams import metrics
 from streams.adapters import postgres, topics
 from streams.adapters.cdc import Change, id_key
 from streams.adapters.tables import customer_velocity, json_key, method_velocity, observe
-from streams.app import app, runtime, settings
+from streams.app import app, settings
 from streams.handling import count, isolate, retry_db, with_db
 from streams.messages import FraudCheck, Verdict
 from streams.rows import PaymentRow
+from streams.runtime import runtime
 
 ROUTE = "fraud-route"
 CUSTOMER = "fraud-customer"

@@ -25,11 +25,12 @@ from paystream.domain.signing import SIGNATURE_HEADER
 from streams import dead_letter_format, dead_letters, metrics
 from streams.adapters import postgres
 from streams.adapters.cdc import Change
-from streams.app import runtime, settings
+from streams.app import settings
 from streams.handling import isolate, with_db
 from streams.messages import Notification
 from streams.resilience import backoff_delay
 from streams.rows import PaymentRow, RefundRow
+from streams.runtime import runtime
 
 log = logging.getLogger(__name__)
 AGENT = "notify"

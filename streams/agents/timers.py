@@ -11,8 +11,9 @@ from paystream.domain.reconcile import DriftKind
 from streams import metrics, watchdog
 from streams.adapters.stripe_gateway import BACKGROUND
 from streams.agents import notify, poller
-from streams.app import app, runtime, settings
+from streams.app import app, settings
 from streams.ops import reconcile
+from streams.runtime import runtime
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 1.0

@@ -16,7 +16,8 @@ from streams.adapters.tables import (
     pending,
     velocity,
 )
-from streams.app import app, runtime, settings
+from streams.app import app, settings
+from streams.runtime import runtime
 from streams.watchdog import consumer_health
 
 PAGE_DEFAULT = 50
