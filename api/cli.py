@@ -10,7 +10,7 @@ import sys
 from paystream.settings import Settings, SettingsError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     api = sub.add_parser("api", help="serve the HTTP API in the foreground (SIGTERM stops it)")
     api.add_argument("--host", help="listen address (default: API_HOST or 127.0.0.1)")
     api.add_argument("--port", type=int, help="listen port (default: API_PORT or 8080)")

@@ -75,7 +75,7 @@ class Metrics:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             # Several API processes (api/server.py): sum every process's samples.
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
 
@@ -87,7 +87,7 @@ def route_label(request: web.Request) -> str:
     resource = getattr(route, "resource", None)
     if resource is None:
         return "unmatched"
-    return resource.canonical
+    return str(resource.canonical)
 
 
 def metrics_middleware(metrics: Metrics) -> Callable[..., Awaitable[web.StreamResponse]]:

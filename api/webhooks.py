@@ -189,7 +189,7 @@ def changes_for(event: Mapping[str, Any]) -> list[Change] | None:
     return None
 
 
-async def _find_locked(cur: psycopg.AsyncCursor[Any], change: Change) -> dict | None:
+async def _find_locked(cur: psycopg.AsyncCursor[Any], change: Change) -> dict[str, Any] | None:
     """Our row for a Stripe object, locked: by the Stripe id stored on it, else by
     the id Stripe echoes in metadata (the webhook may beat the worker's write-back
     of the Stripe id) unless that row is bound to another Stripe object."""

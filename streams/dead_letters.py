@@ -19,7 +19,7 @@ from streams.dead_letter_format import envelope
 log = logging.getLogger(__name__)
 
 
-async def dead_letter(event: EventT, agent: str, error: BaseException | str) -> None:
+async def dead_letter(event: EventT[Any], agent: str, error: BaseException | str) -> None:
     """Send the message of event to the dead-letter topic; never raises."""
     msg = event.message
     body = envelope(topic=msg.topic, partition=msg.partition, offset=msg.offset, agent=agent,

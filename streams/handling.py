@@ -32,10 +32,10 @@ _DB_RETRY_MAX_DELAY = 5.0
 TRANSIENT_DB_ERRORS = (psycopg.OperationalError, PoolTimeout)
 
 
-def batches(stream: StreamT, size: int = BATCH_MAX) -> AsyncIterator[Sequence[EventT]]:
+def batches(stream: StreamT[Any], size: int = BATCH_MAX) -> AsyncIterator[Sequence[EventT[Any]]]:
     """An agent's events in batches of at most size, each waiting at most BATCH_WITHIN."""
     # Typed as StreamT, which omits take_events; an agent's stream is a faust.Stream.
-    return cast(Stream, stream).take_events(size, BATCH_WITHIN)
+    return cast(Stream[Any], stream).take_events(size, BATCH_WITHIN)
 
 
 def in_scope(change: Change) -> bool:
@@ -54,7 +54,7 @@ def out_of_scope(raw: bytes | None) -> bool:
     return bool(prefix) and raw is not None and prefix.encode() not in raw
 
 
-def change_in_scope(event: EventT) -> Change | None:
+def change_in_scope(event: EventT[Any]) -> Change | None:
     """The change a CDC message carries; None for a tombstone (the delete before it
     carried the row) or a change this worker does not handle."""
     if out_of_scope(event.value):
@@ -63,14 +63,14 @@ def change_in_scope(event: EventT) -> Change | None:
     return change if change is not None and in_scope(change) else None
 
 
-async def decode_each(events: Sequence[EventT], agent: str,
-                      decode: Callable[[EventT], T | None]) -> list[tuple[EventT, T]]:
+async def decode_each(events: Sequence[EventT[Any]], agent: str,
+                      decode: Callable[[EventT[Any]], T | None]) -> list[tuple[EventT[Any], T]]:
     """Each event with what decode made of it (None: nothing to do); an event that
     cannot be decoded is dead-lettered alone, the others go on."""
-    decoded: list[tuple[EventT, T]] = []
+    decoded: list[tuple[EventT[Any], T]] = []
     for event in events:
 
-        async def one(event: EventT = event) -> None:
+        async def one(event: EventT[Any] = event) -> None:
             value = decode(event)
             if value is not None:
                 decoded.append((event, value))
@@ -103,7 +103,7 @@ async def with_db(fn: Callable[[AsyncConnection[Any]], Awaitable[T]], *, what: s
     return await retry_db(run, what=what)
 
 
-async def isolate(event: EventT, agent: str, fn: Callable[[], Awaitable[Any]]) -> bool:
+async def isolate(event: EventT[Any], agent: str, fn: Callable[[], Awaitable[Any]]) -> bool:
     """Run the handling of one message; on any error dead-letter it. True if it succeeded."""
     try:
         await fn()
@@ -116,12 +116,12 @@ async def isolate(event: EventT, agent: str, fn: Callable[[], Awaitable[Any]]) -
         return False
 
 
-def count(agent: str, events: Iterable[EventT]) -> None:
+def count(agent: str, events: Iterable[EventT[Any]]) -> None:
     metrics.EVENTS.labels(agent).inc(sum(1 for _ in events))
 
 
-async def guard_batch(agent: str, events: Sequence[EventT],
-                      fn: Callable[[Sequence[EventT]], Awaitable[None]], *,
+async def guard_batch(agent: str, events: Sequence[EventT[Any]],
+                      fn: Callable[[Sequence[EventT[Any]]], Awaitable[None]], *,
                       count_events: bool = True) -> None:
     """Last line of defence for a batch: if fn escapes with an error, dead-letter every
     message of the batch (fn isolates messages itself, so this means a bug)."""

@@ -156,5 +156,5 @@ def backoff_delay(attempt: int, *, base: float, cap: float,
     with "equal jitter" (half fixed, half random) so retries of a burst spread out."""
     if attempt < 1:
         return 0.0
-    raw = min(cap, base * (2 ** min(attempt - 1, 32)))
+    raw = min(cap, base * float(2 ** min(attempt - 1, 32)))
     return raw / 2 + rng() * raw / 2

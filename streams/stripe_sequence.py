@@ -168,7 +168,7 @@ class StripeSequence:
             kind.name: Coalescer(self._claimer(kind.name)) for kind in (PAYMENT, REFUND)}
         self._writes: Coalescer[WriteBack, bool] = Coalescer(self._write)
 
-    async def start(self, event: EventT, agent: str, kind: Kind, row: Row) -> None:
+    async def start(self, event: EventT[Any], agent: str, kind: Kind, row: Row) -> None:
         """Hand one object over and return as soon as it is under way; waits only while
         STRIPE_CONCURRENCY objects are already in the sequence (backpressure)."""
         if self._window is None:

@@ -108,7 +108,7 @@ class Books:
 def _fix_to(object_type: str, object_id: str, current: PaymentStatus | RefundStatus,
             target: PaymentStatus | RefundStatus, stripe_id: str) -> Fix | None:
     return Fix(object_type, object_id, target, stripe_id) \
-        if current in allowed_predecessors(target) else None  # type: ignore[arg-type]
+        if current in allowed_predecessors(target) else None
 
 
 def _payment_drifts(books: Books) -> list[Drift]:

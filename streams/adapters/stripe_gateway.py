@@ -109,7 +109,7 @@ class StripeGateway:
         )
 
     async def close(self) -> None:
-        await self._http.close_async()
+        await self._http.close_async()  # type: ignore[no-untyped-call]
 
     def until_next_try(self, tries: int) -> float:
         """How long a caller that found Stripe unavailable tries times in a row waits:

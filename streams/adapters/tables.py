@@ -39,7 +39,7 @@ _WINDOW = settings.fraud.velocity_window_seconds
 # owns the id's CDC partition. Value: see agents/pending.new_entry().
 
 
-class _IdKeyedTable(faust.Table):
+class _IdKeyedTable(faust.Table[Any, Any]):
     """A table whose keys (and changelog keys) are ``{"id":...}`` bytes, see _CdcIdKey."""
 
     def __init__(self, app: faust.App, **kwargs: Any) -> None:
@@ -109,19 +109,20 @@ def lookup(table: Any, key: Any) -> Any:
     return table.data.get(key)
 
 
-def _window_range(table: TableT, timestamp: float) -> WindowRange:
+def _window_range(table: TableT[Any, Any], timestamp: float) -> WindowRange:
     """The range of table's window that holds timestamp (seconds)."""
     # Faust types every table's window as optional; .tumbling() above set these.
     assert table.window is not None, f"{table.name} is not windowed"
     return table.window.current(timestamp)
 
 
-def _period(table: TableT, key: str, start_ms: int) -> Any:
+def _period(table: TableT[Any, Any], key: str, start_ms: int) -> Any:
     """The table key of key's period holding the bucket that starts at start_ms."""
     return (key, _window_range(table, (start_ms - start_ms % _WINDOW_MS) / 1000))
 
 
-def _window(table: TableT, key: str, at_ms: int) -> tuple[int, dict[str, int], Any, dict[str, Any]]:
+def _window(table: TableT[Any, Any], key: str,
+            at_ms: int) -> tuple[int, dict[str, int], Any, dict[str, Any]]:
     """(payments, {currency: amount}) of key in the window ending with at_ms's bucket,
     plus the key and value of the period holding that bucket (where a payment goes)."""
     bucket = at_ms - at_ms % VELOCITY_BUCKET_MS

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from faust.types import EventT, StreamT
 
@@ -23,7 +24,7 @@ from streams.app import app, settings
 from streams.handling import batches, change_in_scope, decode_each, guard_batch
 
 AGENT = "changes"
-Handler = Callable[[Sequence[tuple[EventT, Change]]], Awaitable[None]]
+Handler = Callable[[Sequence[tuple[EventT[Any], Change]]], Awaitable[None]]
 
 _BOTH = frozenset({settings.payments_topic, settings.refunds_topic})
 # (name, topics it follows, handler)
@@ -35,13 +36,13 @@ HANDLERS: tuple[tuple[str, frozenset[str], Handler], ...] = (
 
 
 @app.agent(topics.changes, name=AGENT, concurrency=1)
-async def changes(stream: StreamT) -> None:
+async def changes(stream: StreamT[Any]) -> None:
     async for events in batches(stream):
         # Counted per handler below, not here.
         await guard_batch(AGENT, events, _dispatch, count_events=False)
 
 
-async def _dispatch(events: Sequence[EventT]) -> None:
+async def _dispatch(events: Sequence[EventT[Any]]) -> None:
     decoded = await decode_each(events, AGENT, change_in_scope)
     await asyncio.gather(*(
         _hand_over(name, handler, [(e, c) for e, c in decoded if e.message.topic in follows])
@@ -49,6 +50,6 @@ async def _dispatch(events: Sequence[EventT]) -> None:
     ))
 
 
-async def _hand_over(name: str, handler: Handler, batch: list[tuple[EventT, Change]]) -> None:
+async def _hand_over(name: str, handler: Handler, batch: list[tuple[EventT[Any], Change]]) -> None:
     if batch:
         await guard_batch(name, [event for event, _ in batch], lambda _: handler(batch))

@@ -63,15 +63,15 @@ def stored_verdict(row: dict[str, Any], *, partition: int,
                    source_ts_ms=source_ts_ms)
 
 
-async def route(changes: Sequence[tuple[EventT, Change]]) -> None:
+async def route(changes: Sequence[tuple[EventT[Any], Change]]) -> None:
     """New pending payments into the velocity stages, unless already decided (changes.py)."""
-    found: list[tuple[EventT, PaymentRow, int | None]] = []
+    found: list[tuple[EventT[Any], PaymentRow, int | None]] = []
     for event, change in changes:
         # Only a payment's arrival starts fraud; later updates are its consequences.
         if change.op not in ("c", "r") or change.new_status != "pending":
             continue
 
-        async def parse(event: EventT = event, change: Change = change) -> None:
+        async def parse(event: EventT[Any] = event, change: Change = change) -> None:
             metrics.observe_source(ROUTE, change.source_ts_ms)
             found.append((event, PaymentRow.parse(change.row), change.source_ts_ms))
 
@@ -82,7 +82,7 @@ async def route(changes: Sequence[tuple[EventT, Change]]) -> None:
     rows = await with_db(lambda conn: postgres.load_payments(conn, ids), what=ROUTE)
     for event, payment, source_ts in found:
 
-        async def route_one(event: EventT = event, payment: PaymentRow = payment,
+        async def route_one(event: EventT[Any] = event, payment: PaymentRow = payment,
                             source_ts: int | None = source_ts) -> None:
             row = rows.get(payment.id)
             # A replayed or late event for a payment that has moved on: nothing to decide.
@@ -99,12 +99,12 @@ async def route(changes: Sequence[tuple[EventT, Change]]) -> None:
         await isolate(event, ROUTE, route_one)
 
 
-async def _each_check(stream: StreamT, stage: str,
+async def _each_check(stream: StreamT[Any], stage: str,
                       handle: Callable[[FraudCheck], Awaitable[None]]) -> None:
     async for event in stream.events():
         count(stage, (event,))
 
-        async def one(event: EventT = event) -> None:
+        async def one(event: EventT[Any] = event) -> None:
             await handle(FraudCheck.loads(event.value))
 
         await isolate(event, stage, one)
@@ -116,7 +116,7 @@ def _observe(windowed: Any, kind: str, key: str, check: FraudCheck) -> tuple[int
 
 
 @app.agent(topics.fraud_by_customer, name=CUSTOMER, concurrency=1)
-async def fraud_customer(stream: StreamT) -> None:
+async def fraud_customer(stream: StreamT[Any]) -> None:
     """Customer velocity: count and amount (same currency) over the sliding window."""
     await _each_check(stream, CUSTOMER, by_customer)
 
@@ -130,7 +130,7 @@ async def by_customer(check: FraudCheck) -> None:
 
 
 @app.agent(topics.fraud_by_method, name=METHOD, concurrency=1)
-async def fraud_method(stream: StreamT) -> None:
+async def fraud_method(stream: StreamT[Any]) -> None:
     """Payment-method velocity, blocklists and amount limits: the decision."""
     await _each_check(stream, METHOD, by_method)
 

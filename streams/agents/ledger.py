@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import psycopg
 from faust.types import EventT, StreamT
@@ -43,14 +44,14 @@ def journal_for(topic: str, change: Change | None) -> Journal | None:
     return journal_for_refund(r.id, r.payment_id, r.merchant_id, r.amount, r.currency)
 
 
-async def post(changes: Sequence[tuple[EventT, Change]]) -> None:
+async def post(changes: Sequence[tuple[EventT[Any], Change]]) -> None:
     """Post the journals of a batch of changes in one transaction (a handler of changes.py)."""
-    found: list[tuple[EventT, Journal]] = []
+    found: list[tuple[EventT[Any], Journal]] = []
     for event, change in changes:
         if not change.entered("succeeded"):
             continue  # most changes: skipped before any parsing or I/O
 
-        async def parse(event: EventT = event, change: Change = change) -> None:
+        async def parse(event: EventT[Any] = event, change: Change = change) -> None:
             journal = journal_for(event.message.topic, change)
             if journal is not None:
                 found.append((event, journal))
@@ -88,7 +89,7 @@ async def post(changes: Sequence[tuple[EventT, Change]]) -> None:
 
 
 @app.agent(topics.balance_deltas, name=BALANCES, concurrency=1)
-async def balance_agent(stream: StreamT) -> None:
+async def balance_agent(stream: StreamT[Any]) -> None:
     async for event in stream.events():
         count(BALANCES, (event,))
         await isolate(event, BALANCES, partial(apply_delta, event.value))

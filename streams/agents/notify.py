@@ -75,12 +75,12 @@ def notification_for(topic: str, change: Change | None) -> Notification | None:
                         json.dumps(body, separators=(",", ":"), sort_keys=True))
 
 
-async def enqueue(changes: Sequence[tuple[EventT, Change]]) -> None:
+async def enqueue(changes: Sequence[tuple[EventT[Any], Change]]) -> None:
     """Put a batch's merchant events in the outbox, one round trip (a handler of changes.py)."""
     found: list[Notification] = []
     for event, change in changes:
 
-        async def build(event: EventT = event, change: Change = change) -> None:
+        async def build(event: EventT[Any] = event, change: Change = change) -> None:
             note = notification_for(event.message.topic, change)
             if note is not None:
                 found.append(note)

@@ -54,13 +54,13 @@ def is_terminal(kind: str, status: str | None) -> bool:
 
 
 @app.agent(topics.pending_sources, name=AGENT, concurrency=1)
-async def track(stream: StreamT) -> None:
+async def track(stream: StreamT[Any]) -> None:
     async for event in stream.events():
         count(AGENT, (event,))
         await isolate(event, AGENT, partial(apply_event, event))
 
 
-async def apply_event(event: EventT) -> None:
+async def apply_event(event: EventT[Any]) -> None:
     """Apply one change event or poller command to the pending table."""
     topic = event.message.topic
     if topic == topics.pending_commands.get_topic_name():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 from faust.types import EventT, StreamT
 
@@ -30,12 +31,12 @@ BATCH = 64
 
 
 @app.agent(topics.refunds, name=AGENT, concurrency=1)
-async def refunds(stream: StreamT) -> None:
+async def refunds(stream: StreamT[Any]) -> None:
     async for events in batches(stream, BATCH):
         await guard_batch(AGENT, events, _handle)
 
 
-async def _handle(events: Sequence[EventT]) -> None:
+async def _handle(events: Sequence[EventT[Any]]) -> None:
     changes = await decode_each(events, AGENT, _refund_change)
     created = [(event, refund.id) for event, (change, refund) in changes
                if change.op in ("c", "r") and refund.status is RefundStatus.PENDING]
@@ -53,7 +54,7 @@ async def _handle(events: Sequence[EventT]) -> None:
         await isolate(event, AGENT, partial(sync_refunded, payment_id))
 
 
-def _refund_change(event: EventT) -> tuple[Change, RefundRow] | None:
+def _refund_change(event: EventT[Any]) -> tuple[Change, RefundRow] | None:
     change = change_in_scope(event)
     if change is None or change.op == "d":
         return None

@@ -34,12 +34,12 @@ FRAUD_BLOCKED = "fraud_blocked"
 
 
 @app.agent(topics.verdicts, name=AGENT, concurrency=1)
-async def submit(stream: StreamT) -> None:
+async def submit(stream: StreamT[Any]) -> None:
     async for events in batches(stream, SUBMIT_BATCH):
         await guard_batch(AGENT, events, _apply_verdicts)
 
 
-async def _apply_verdicts(events: Sequence[EventT]) -> None:
+async def _apply_verdicts(events: Sequence[EventT[Any]]) -> None:
     verdicts = await decode_each(events, AGENT, lambda event: Verdict.loads(event.value))
     if not verdicts:
         return
@@ -54,8 +54,8 @@ async def _apply_verdicts(events: Sequence[EventT]) -> None:
         return stored, await postgres.load_payments(conn, ids)
 
     stored, rows = await with_db(load, what=AGENT)
-    approved: list[tuple[EventT, dict[str, Any]]] = []
-    blocked: list[tuple[EventT, str, Sequence[str]]] = []
+    approved: list[tuple[EventT[Any], dict[str, Any]]] = []
+    blocked: list[tuple[EventT[Any], str, Sequence[str]]] = []
     for event, verdict in verdicts:
         decision = stored.get(verdict.payment_id)
         row = rows.get(verdict.payment_id)

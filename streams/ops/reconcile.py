@@ -57,7 +57,8 @@ class Report:
         return (self.payments + self.refunds) / self.seconds if self.seconds else 0.0
 
 
-async def _rows(conn: AsyncConnection[Any], sql: str, params: dict[str, Any]) -> list[dict]:
+async def _rows(conn: AsyncConnection[Any], sql: str,
+                params: dict[str, Any]) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql, params)
         return list(await cur.fetchall())
