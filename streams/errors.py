@@ -38,7 +38,16 @@ class StripeCallFailed(StreamsError):
 
 
 class StripeUnavailable(StripeCallFailed):
-    """Stripe could not be reached or answered with a transient error; try again later."""
+    """Stripe could not be reached or answered with a transient error; try again later.
+
+    ``unsent``: the request certainly never reached Stripe (nothing can have been
+    created), as opposed to a timeout or a 5xx, after which it may have.
+    """
+
+    def __init__(self, message: str, *, operation: str, code: str | None = None,
+                 unsent: bool = False) -> None:
+        super().__init__(message, operation=operation, code=code)
+        self.unsent = unsent
 
 
 class CircuitOpen(StripeUnavailable):
@@ -49,6 +58,7 @@ class CircuitOpen(StripeUnavailable):
             f"circuit open, Stripe not called ({operation}); next probe in {retry_in:.1f}s",
             operation=operation,
             code="circuit_open",
+            unsent=True,
         )
         self.retry_in = retry_in
 

@@ -46,7 +46,7 @@ from streams.adapters.stripe_gateway import (
     StripeObject,
 )
 from streams.coalesce import Coalescer
-from streams.errors import CircuitOpen, StripeRejected, StripeUnavailable
+from streams.errors import StripeRejected, StripeUnavailable
 from streams.handling import isolate, with_db
 from streams.rows import PaymentRow, RefundRow
 from streams.runtime import runtime
@@ -259,10 +259,8 @@ class StripeSequence:
             return await self._record(kind, row["id"], None, rejected, source, release=True)
         except StripeUnavailable as err:
             log.info("%s %s stays pending: %s", kind.name, row["id"], err)
-            # Held back by the breaker, or 429s past our patience: Stripe made nothing.
-            unsent = isinstance(err, CircuitOpen) or err.code == "rate_limit"
             await self._writes.put(WriteBack(kind.name, row["id"], None, {}, None,
-                                             release=True, error=str(err), unsent=unsent))
+                                             release=True, error=str(err), unsent=err.unsent))
             return Attempt("stripe_unavailable", str(err))
         except Exception as err:
             await self._writes.put(WriteBack(kind.name, row["id"], None, {}, None,

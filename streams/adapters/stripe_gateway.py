@@ -136,7 +136,7 @@ class StripeGateway:
                 if time.monotonic() + wait > give_up_at:
                     raise StripeUnavailable(
                         f"rate limited {refusals} times in a row: {limited.message}",
-                        operation=operation, code="rate_limit") from None
+                        operation=operation, code="rate_limit", unsent=True) from None
 
     async def _once(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
         if not self.breaker.allow():

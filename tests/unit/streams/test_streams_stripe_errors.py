@@ -8,7 +8,7 @@ import pytest
 import stripe
 
 from streams.adapters.stripe_errors import Health, RateLimited, meaning
-from streams.errors import StripeRejected, StripeUnavailable
+from streams.errors import CircuitOpen, StripeRejected, StripeUnavailable
 
 
 def _card_error() -> stripe.CardError:
@@ -58,3 +58,12 @@ def test_a_429_carries_its_retry_after() -> None:
 
 def test_errors_that_are_not_stripes_are_not_mapped() -> None:
     assert meaning(KeyError("x")) is None
+
+
+def test_only_a_call_that_never_left_is_unsent() -> None:
+    assert CircuitOpen(operation="payment_intent.create", retry_in=3.0).unsent
+    # A timeout may have reached Stripe: the next attempt must look first.
+    found = meaning(asyncio.TimeoutError())
+    assert found is not None
+    timed_out = found.raise_as(asyncio.TimeoutError(), "payment_intent.create")
+    assert isinstance(timed_out, StripeUnavailable) and not timed_out.unsent
