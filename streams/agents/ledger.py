@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from faust.types import EventT, StreamT
 
-from paystream.domain import Journal, journal_for_payment, journal_for_refund
+from paystream.domain import Journal
 from streams import metrics
 from streams.adapters import postgres, topics
 from streams.adapters.cdc import Change
@@ -25,8 +25,8 @@ from streams.adapters.tables import balance_applied, balances, json_key
 from streams.app import app, settings
 from streams.dead_letters import dead_letter
 from streams.handling import count, isolate, with_db
+from streams.journals import journal_for_change
 from streams.messages import BalanceDelta
-from streams.rows import PaymentRow, RefundRow
 
 log = logging.getLogger(__name__)
 AGENT = "ledger"
@@ -35,13 +35,7 @@ BALANCES = "balances"
 
 def journal_for(topic: str, change: Change | None) -> Journal | None:
     """The journal a change event posts, if it moves a payment or refund into succeeded."""
-    if change is None or not change.entered("succeeded"):
-        return None
-    if topic == settings.payments_topic:
-        p = PaymentRow.parse(change.row)
-        return journal_for_payment(p.id, p.merchant_id, p.amount, p.currency)
-    r = RefundRow.parse(change.row)
-    return journal_for_refund(r.id, r.payment_id, r.merchant_id, r.amount, r.currency)
+    return journal_for_change(change, payment=topic == settings.payments_topic)
 
 
 async def post(changes: Sequence[tuple[EventT[Any], Change]]) -> None:

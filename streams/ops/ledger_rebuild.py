@@ -26,13 +26,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from paystream.domain import Journal, journal_for_payment, journal_for_refund
+from paystream.domain import Journal
 from paystream.settings import Settings
 from streams.adapters import postgres
 from streams.adapters.cdc import decode_change
 from streams.adapters.topic_reader import partitions_of, read_topic
 from streams.errors import StreamsError
-from streams.rows import PaymentRow, RefundRow
+from streams.journals import journal_for_change
 
 SCRATCH_SCHEMA = "ledger_rebuild"
 # The migrations create the ledger in the application role's default schema.
@@ -102,14 +102,7 @@ class Diff:
 
 def journal_of(topic: str, key: bytes | None, value: bytes | None) -> Journal | None:
     """The journal one change message implies, exactly as the worker's ledger posts it."""
-    change = decode_change(key, value)
-    if change is None or not change.entered("succeeded"):
-        return None
-    if topic.endswith(".payments"):
-        p = PaymentRow.parse(change.row)
-        return journal_for_payment(p.id, p.merchant_id, p.amount, p.currency)
-    r = RefundRow.parse(change.row)
-    return journal_for_refund(r.id, r.payment_id, r.merchant_id, r.amount, r.currency)
+    return journal_for_change(decode_change(key, value), payment=topic.endswith(".payments"))
 
 
 async def replay(settings: Settings, merchant: str | None,
