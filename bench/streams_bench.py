@@ -15,9 +15,10 @@ Phases against the running stack (Postgres, Kafka, Connect, localstripe):
    a steady rate and samples the worker's consumer lag (does it keep up?).
    Each burst reports the CPU every component spent per payment (bench/cpu.py).
 
-By default it starts its own worker (own group starting at the end of the
-change stream, own merchants) and pauses the stack's worker meanwhile, so
-neither history nor other traffic is measured.
+By default it starts its own worker (own group, own merchants, on a change
+feed of its own that carries only those merchants from its start:
+connectors/cdc_feed.py) and pauses the stack's worker meanwhile, so neither
+history nor other traffic is measured.
 """
 
 from __future__ import annotations
@@ -46,31 +47,33 @@ from harness import ROOT, STACKCTL, free_port, percentile
 
 from paystream.domain import new_id
 from paystream.settings import Settings
-from streams.ops import offsets
+
+sys.path.insert(0, str(ROOT / "connectors"))
+import cdc_feed  # noqa: E402  (beside connectors/register.py, which it uses)
 
 
 class BenchWorkers:
-    """`paystream worker` processes of its own (one consumer group), scoped to the
-    benchmark's merchants."""
+    """`paystream worker` processes of its own (one consumer group) on a change feed of
+    its own: the payments and refunds of the merchants whose id starts with `prefix`,
+    from the moment `start` is called."""
 
     def __init__(self, settings: Settings, prefix: str, count: int) -> None:
         self.app_id = f"paystream-bench-{secrets.token_hex(3)}"
         self.settings = settings
-        self.prefix = prefix
+        self.feed = cdc_feed.Feed("bench", prefix, settings)
         self.ports = [free_port() for _ in range(count)]
         self.datadirs = [Path(tempfile.mkdtemp(prefix="streams-bench-")) for _ in range(count)]
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def _env(self, i: int) -> dict[str, str]:
-        return {**os.environ, "FAUST_APP_ID": self.app_id,
+        return {**os.environ, **self.feed.env(), "FAUST_APP_ID": self.app_id,
                 "FAUST_WEB_PORT": str(self.ports[i]), "FAUST_DATA_DIR": str(self.datadirs[i]),
-                "STREAMS_MERCHANT_PREFIX": self.prefix,
                 # One payment method (pm_card_visa) for every payment: not a fraud signal.
                 "FRAUD_MAX_PAYMENTS_PER_PAYMENT_METHOD": "100000000"}
 
     async def start(self) -> None:
-        await offsets.start_at_end(self.settings.kafka_bootstrap, self.app_id,
-                                   [self.settings.payments_topic, self.settings.refunds_topic])
+        # Its new group reads the feed's fresh topics from the beginning: from now on.
+        await self.feed.start()
         for i, datadir in enumerate(self.datadirs):
             log = open(datadir / "worker.log", "ab")  # noqa: SIM115 - the child owns it
             self.procs.append(subprocess.Popen(
@@ -129,6 +132,8 @@ class BenchWorkers:
                 await admin.delete_topics(names)
         finally:
             await admin.close()
+        # Then the feed: connector, replication slot, publication, topics.
+        await self.feed.close()
         for datadir in self.datadirs:
             shutil.rmtree(datadir, ignore_errors=True)
 
@@ -254,8 +259,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if paused:
             subprocess.run([*STACKCTL, "stop", "worker"], check=True, capture_output=True,
                            cwd=ROOT)
-        await worker.start()
     try:
+        if worker is not None:
+            await worker.start()
         async with await psycopg.AsyncConnection.connect(settings.database_url,
                                                          autocommit=True) as conn:
             merchant = prefix + secrets.token_hex(6) if worker else new_id("acct")

@@ -6,8 +6,8 @@ localstripe answers at once and never says 429; real Stripe takes ~0.5-2 s per
 confirmed PaymentIntent and limits an account to ~100 requests/s (25 in test
 mode). Each phase starts bench/stripe_peer.py in this process with that shape,
 dedicated `paystream worker` processes pointed at it (bench/streams_bench.py's
-BenchWorkers: own consumer group from the end of the change stream, own
-merchants; the stack's worker is paused meanwhile), and offers approved
+BenchWorkers: own consumer group, own merchants, on a change feed of its own
+that carries only those from its start; the stack's worker is paused meanwhile), and offers approved
 payments (each its own customer, 1050 usd, pm_card_visa) at a steady rate by
 inserting rows as the API does:
 
@@ -26,8 +26,9 @@ PaymentIntents, the worker's Stripe calls by outcome and breaker openings (its
 /metrics), the consumer group's lag, and what was still pending when the
 drain deadline passed. The bench's leftovers are then canceled, so the stack's
 worker does not send them to localstripe when it resumes. A payment blocked by
-fraud or charged outside the peer means a worker without a merchant prefix (the
-stack's, or one a test started) took it meanwhile: counted, and warned about.
+fraud or charged outside the peer means a worker reading the stack's own change
+stream, which carries every merchant (the stack's worker, restarted), took it
+meanwhile: counted, and warned about.
 """
 
 from __future__ import annotations
@@ -61,7 +62,6 @@ from paystream.settings import Settings
 PHASES = ("live", "test-mode", "free")
 AMOUNT = 1050
 OPEN = ("pending", "processing", "requires_action")
-CONNECTOR = "paystream-payments"
 
 
 def log(message: str) -> None:
@@ -188,14 +188,14 @@ async def counts(conn: psycopg.AsyncConnection[Any], merchant: str) -> dict[str,
     return {status: n for status, n in await cur.fetchall()}
 
 
-async def connector_state() -> str | None:
-    """The Debezium connector's state (RUNNING, PAUSED...), None without CONNECT_URL."""
+async def connector_state(connector: str) -> str | None:
+    """A Debezium connector's state (RUNNING, PAUSED...), None without CONNECT_URL."""
     url = os.environ.get("CONNECT_URL")
     if not url:
         return None
     try:
         async with aiohttp.ClientSession() as http, http.get(
-                f"{url.rstrip('/')}/connectors/{CONNECTOR}/status",
+                f"{url.rstrip('/')}/connectors/{connector}/status",
                 timeout=aiohttp.ClientTimeout(total=5)) as resp:
             return str((await resp.json())["connector"]["state"]) if resp.status == 200 \
                 else f"HTTP {resp.status}"
@@ -205,7 +205,8 @@ async def connector_state() -> str | None:
 
 def other_workers(mine: set[int], database_url: str) -> int:
     """`paystream worker` processes on our database that are not the bench's (the
-    stack's, or a test's): without a merchant prefix they take the bench's payments too."""
+    stack's, or a test's): one reading the stack's change stream takes the bench's
+    payments too."""
     n = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) in mine:
@@ -225,15 +226,17 @@ def other_workers(mine: set[int], database_url: str) -> int:
 
 @dataclass
 class Watch:
-    """What else was going on during a phase: the connector's states, other workers."""
+    """What else was going on during a phase: the bench feed's connector states, other
+    workers."""
 
     mine: set[int]
     database_url: str
+    connector: str
     states: set[str] = field(default_factory=set)
     others_max: int = 0
 
     async def look(self) -> str:
-        state = await connector_state()
+        state = await connector_state(self.connector)
         if state is not None:
             self.states.add(state)
         others = other_workers(self.mine, self.database_url)
@@ -325,7 +328,7 @@ async def report(conn: psycopg.AsyncConnection[Any], merchant: str, ids: list[st
         "  ON j.source_type = 'payment' AND j.source_id = p.id WHERE p.id = ANY(%s)", (ids,))
     journal = (await cur.fetchone() or [None])[0]
     per_s = steady / float(window) if window and float(window) > 0 else None
-    # Any worker without a merchant prefix (the stack's, or one a test starts) also
+    # Any worker reading the stack's change stream (the stack's, restarted) also
     # takes the bench's payments: with the default fraud limits it blocks them (one
     # shared pm_card_visa), or it sends them to localstripe. Either way it shows.
     cur = await conn.execute("SELECT stripe_payment_intent_id FROM payments WHERE "
@@ -437,9 +440,10 @@ async def run_phase(args: argparse.Namespace, settings: Settings, prefix: str,
             lag = LagSampler(settings.kafka_bootstrap, workers.app_id)
             try:
                 await workers.start()
-                # A paused connector (a test may pause it) stalls every payment; another
-                # worker without a merchant prefix takes some of them.
-                watch = Watch({p.pid for p in workers.procs}, settings.database_url)
+                # A paused feed connector stalls every payment; another worker reading
+                # the stack's change stream takes some of them.
+                watch = Watch({p.pid for p in workers.procs}, settings.database_url,
+                              workers.feed.name.connector)
                 await watch.look()
                 pids = {**cpu.stack_pids(), **workers.pids(),
                         "bench (peer + inserts)": os.getpid()}

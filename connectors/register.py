@@ -5,6 +5,8 @@ Usage: python3 connectors/register.py [--connect-url URL] [--timeout S] FILE.jso
 The connector is named after its file (connectors/payments.json ->
 "paystream-payments"). Registration is `PUT /connectors/<name>/config`, which
 creates or updates in place, so running it twice leaves one connector.
+`register_config` does the same for a config built in code (connectors/cdc_feed.py),
+and `unregister` removes a connector and what Connect keeps of it.
 Standard library only: `make up` runs it before the virtualenv matters.
 """
 
@@ -17,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 CONNECTOR_PREFIX = "paystream-"
@@ -66,17 +69,22 @@ def connector_state(connect_url: str, name: str) -> dict:
 
 def register(connect_url: str, path: Path, *, timeout: float = 120.0,
              restart_failed: bool = False) -> str:
-    """PUT the config unless Connect has it already, then poll /status until it runs.
+    """PUT the file's config unless Connect has it already, then poll /status until it runs.
 
     With `restart_failed`, a connector or task found FAILED is restarted once
     before that counts as an error: Connect never restarts a failed task itself,
     and one that failed in an outage (Kafka or Postgres gone) runs again once the
     outage is over.
     """
+    return register_config(connect_url, connector_name(path), json.loads(path.read_text()),
+                           timeout=timeout, restart_failed=restart_failed)
+
+
+def register_config(connect_url: str, name: str, config: dict, *, timeout: float = 120.0,
+                    restart_failed: bool = False) -> str:
+    """`register` for a config dict and a name of the caller's choice."""
     deadline = time.monotonic() + timeout
     restarted_at = None if restart_failed else 0.0
-    name = connector_name(path)
-    config = json.loads(path.read_text())
     wait_for_connect(connect_url, deadline)
     status, current = _request("GET", f"{connect_url}/connectors/{name}/config")
     # Connect restarts a connector on every PUT, even an identical one; skipping
@@ -107,6 +115,56 @@ def register(connect_url: str, path: Path, *, timeout: float = 120.0,
         if time.monotonic() > deadline:
             raise RegistrationError(f"{name} not RUNNING after {timeout:.0f}s: {state}")
         time.sleep(0.5)
+
+
+def connector_names(connect_url: str) -> list[str]:
+    """Every connector Connect has."""
+    status, body = _request("GET", f"{connect_url}/connectors")
+    if status != 200 or not isinstance(body, list):
+        raise RegistrationError(f"GET /connectors: HTTP {status}: {body}")
+    return [str(n) for n in body]
+
+
+def _until(what: str, deadline: float, call: Callable[[], tuple[int, object]],
+           done: Callable[[int, object], bool]) -> None:
+    """Repeat call until done says so (Connect answers 409 while its group rebalances)."""
+    while True:
+        status, body = call()
+        if done(status, body):
+            return
+        if time.monotonic() > deadline:
+            raise RegistrationError(f"{what}: HTTP {status}: {body}")
+        time.sleep(0.5)
+
+
+def unregister(connect_url: str, name: str, *, timeout: float = 120.0) -> bool:
+    """Stop the connector, reset its offsets, delete it; False if Connect did not have it.
+
+    Stopping first ends its tasks (a Debezium task closes its replication
+    session, so its slot can be dropped next) and is what Connect requires
+    before it deletes a connector's offsets (KIP-875), so nothing of the
+    connector stays behind in Connect's offsets topic.
+    """
+    deadline = time.monotonic() + timeout
+    wait_for_connect(connect_url, deadline)
+    url = f"{connect_url}/connectors/{name}"
+    status, body = _request("GET", url)
+    if status == 404:
+        return False
+    _until(f"stop {name}", deadline, lambda: _request("PUT", f"{url}/stop"),
+           lambda status, _: status in (202, 204, 404))
+    _until(f"{name} STOPPED", deadline, lambda: _request("GET", f"{url}/status"),
+           lambda status, body: status == 404 or (
+               isinstance(body, dict) and body.get("connector", {}).get("state") == "STOPPED"
+               and not body.get("tasks")))
+    _until(f"reset offsets of {name}", deadline,
+           lambda: _request("DELETE", f"{url}/offsets"),
+           lambda status, _: status in (200, 404))
+    _until(f"delete {name}", deadline, lambda: _request("DELETE", url),
+           lambda status, _: status in (204, 404))
+    _until(f"{name} gone", deadline, lambda: _request("GET", url),
+           lambda status, _: status == 404)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,9 +99,6 @@ class Settings:
     faust_data_dir: str = ".stack/faust"
     faust_store: str = "rocksdb://"
     faust_app_id: str = "paystream"
-    # Tests that share a stack with other suites: agents skip change events of
-    # merchants whose id does not start with this. Empty (default): all merchants.
-    streams_merchant_prefix: str = ""
     topic_partitions: int = 4
     cdc_topic_prefix: str = "paystream"
     dlq_topic: str = "paystream.dlq"
@@ -170,8 +167,6 @@ class Settings:
             faust_data_dir=env.get("FAUST_DATA_DIR", d.faust_data_dir),
             faust_store=env.get("FAUST_STORE", d.faust_store),
             faust_app_id=env.get("FAUST_APP_ID", d.faust_app_id),
-            streams_merchant_prefix=env.get("STREAMS_MERCHANT_PREFIX",
-                                            d.streams_merchant_prefix),
             topic_partitions=_int(env, "TOPIC_PARTITIONS", d.topic_partitions, minimum=1),
             cdc_topic_prefix=env.get("CDC_TOPIC_PREFIX", d.cdc_topic_prefix),
             dlq_topic=env.get("DLQ_TOPIC", d.dlq_topic),

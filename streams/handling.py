@@ -15,7 +15,6 @@ from psycopg_pool import PoolTimeout
 
 from streams import metrics
 from streams.adapters.cdc import Change, decode_change
-from streams.app import settings
 from streams.dead_letters import dead_letter
 from streams.runtime import runtime
 
@@ -38,29 +37,10 @@ def batches(stream: StreamT[Any], size: int = BATCH_MAX) -> AsyncIterator[Sequen
     return cast(Stream[Any], stream).take_events(size, BATCH_WITHIN)
 
 
-def in_scope(change: Change) -> bool:
-    """Whether this worker handles the change (STREAMS_MERCHANT_PREFIX, for shared stacks)."""
-    prefix = settings.streams_merchant_prefix
-    return not prefix or str(change.row.get("merchant_id", "")).startswith(prefix)
-
-
-def out_of_scope(raw: bytes | None) -> bool:
-    """A cheap pre-check of in_scope on the raw message: the prefix is not even in it.
-
-    Saves decoding every other suite's events when a test worker replays a
-    shared topic from the beginning.
-    """
-    prefix = settings.streams_merchant_prefix
-    return bool(prefix) and raw is not None and prefix.encode() not in raw
-
-
 def change_in_scope(event: EventT[Any]) -> Change | None:
     """The change a CDC message carries; None for a tombstone (the delete before it
-    carried the row) or a change this worker does not handle."""
-    if out_of_scope(event.value):
-        return None
-    change = decode_change(event.key, event.value)
-    return change if change is not None and in_scope(change) else None
+    carried the row)."""
+    return decode_change(event.key, event.value)
 
 
 async def decode_each(events: Sequence[EventT[Any]], agent: str,

@@ -1,11 +1,9 @@
-"""Consumer group positions: start a new group at the end of the stream, or rewind one."""
+"""Consumer group positions: what a group committed, where partitions end, rewind a group."""
 
 from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-
-from streams.adapters.topic_reader import partitions_of
 
 
 async def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
@@ -39,19 +37,6 @@ async def _commit(bootstrap: str, group: str, offsets: dict[TopicPartition, int]
         await consumer.commit(offsets)
     finally:
         await consumer.stop()
-
-
-async def start_at_end(bootstrap: str, group: str, topics: list[str]) -> dict[TopicPartition, int]:
-    """Commit the current end of topics for a group that has not started yet.
-
-    The worker reads partitions without a committed offset from the beginning
-    (its internal topics must never skip anything); this makes a new group,
-    a test's or a benchmark's, begin with what happens from now on instead.
-    """
-    tps = [TopicPartition(t, p) for t in topics for p in await partitions_of(bootstrap, t)]
-    ends = await end_offsets(bootstrap, tps)
-    await _commit(bootstrap, group, ends)
-    return ends
 
 
 async def rewind(bootstrap: str, group: str) -> list[TopicPartition]:

@@ -2,12 +2,14 @@
 
 Fixture functions are named ``*_fixture`` and registered under a short name;
 a test module imports them. Every test session runs its own worker group
-(unique FAUST_APP_ID and STREAMS_MERCHANT_PREFIX, starting at the end of the
-CDC topics) so
-other suites' traffic on the shared CDC topics neither slows nor confuses it.
+(unique FAUST_APP_ID) on a change feed of its own (connectors/cdc_feed.py: a
+publication filtered to the session's merchants, a Debezium connector of its
+own from now on, its own topics, all removed at the end), so other suites'
+traffic and the stack's history neither slow nor confuse it. Tests that name a
+CDC topic take it from `pipeline.settings`, the settings the workers run with.
 The stack's own worker (`stackctl start worker`) is stopped for the session,
-since it would race the test worker for the same payments, and restarted at
-the end.
+since its feed carries the session's payments too and it would race the test
+worker for them, and restarted at the end.
 """
 
 from __future__ import annotations
@@ -40,15 +42,18 @@ from psycopg.rows import dict_row
 from paystream.domain import new_id
 from paystream.settings import Settings
 from streams.adapters import topic_reader
-from streams.ops import offsets
 
 ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "connectors"))
+import cdc_feed  # noqa: E402  (beside connectors/register.py, which it uses)
+
 PAYSTREAM = ROOT / ".venv" / "bin" / "paystream"
 STACKCTL = [sys.executable, str(ROOT / "stack" / "stackctl.py")]
 TERMINAL = ("succeeded", "failed", "canceled", "blocked")
-# One token per session: names the worker group, its topics and its merchants.
+# One token per session: names the worker group, its topics and its merchants
+# (the session's change feed carries the merchants whose id starts with this).
 SESSION = secrets.token_hex(3)
-MERCHANT_PREFIX = f"acct_e2e{SESSION}"
+MERCHANT_ID_PREFIX = f"acct_e2e{SESSION}"
 
 
 # --- worker processes -----------------------------------------------------------------
@@ -135,6 +140,7 @@ class Worker:
 class Pipeline:
     """The session's worker group and what it talks to."""
 
+    # What the workers run with: the session's CDC topics and group.
     settings: Settings
     app_id: str
     base_env: dict[str, str]
@@ -162,11 +168,11 @@ STRIPE_TIMEOUT_SECONDS = 5.0
 WATCHDOG_STALL_SECONDS = 20.0
 
 
-def worker_env(settings: Settings, app_id: str, stripe_base: str) -> dict[str, str]:
+def worker_env(feed: cdc_feed.Feed, app_id: str, stripe_base: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FRAUD_", "PYTEST"))}
     env.update({
+        **feed.env(),
         "FAUST_APP_ID": app_id,
-        "STREAMS_MERCHANT_PREFIX": MERCHANT_PREFIX,
         "STRIPE_API_BASE": stripe_base,
         # The issue's test settings: poll every second, short breaker and retries.
         "POLL_INTERVAL_SECONDS": "1",
@@ -206,7 +212,7 @@ def stack_worker_paused() -> Iterator[None]:
         if was_running:
             # Its own environment: none of the test's overrides.
             env = {k: v for k, v in os.environ.items()
-                   if k not in ("POLL_INTERVAL_SECONDS", "FAUST_APP_ID")}
+                   if k not in ("POLL_INTERVAL_SECONDS", "FAUST_APP_ID", "CDC_TOPIC_PREFIX")}
             subprocess.run([*STACKCTL, "start", "worker"], capture_output=True, cwd=ROOT,
                            env=env)
 
@@ -235,17 +241,18 @@ async def pipeline_fixture(settings: Settings) -> AsyncIterator[Pipeline]:
         return
     app_id = f"paystream-e2e-{SESSION}"
     workdir = Path(tempfile.mkdtemp(prefix=f"streams-e2e-{SESSION}-"))
+    # The session's merchants from now on, on topics of its own: a new group reads
+    # them from the beginning. Also removes what killed sessions left behind.
+    feed = cdc_feed.Feed("e2e", MERCHANT_ID_PREFIX, settings)
     proxy = StripeProxy(settings.stripe_api_base)
     await proxy.start()
+    pipe = Pipeline(dataclasses.replace(feed.settings, faust_app_id=app_id), app_id,
+                    worker_env(feed, app_id, proxy.url), workdir, proxy)
     with stack_worker_paused():
-        # A new group that begins with what happens from now on.
-        await offsets.start_at_end(settings.kafka_bootstrap, app_id,
-                                   [settings.payments_topic, settings.refunds_topic])
-        pipe = Pipeline(settings, app_id, worker_env(settings, app_id, proxy.url), workdir,
-                        proxy)
-        worker = pipe.new_worker("w1")
-        worker.start()
         try:
+            await feed.start()
+            worker = pipe.new_worker("w1")
+            worker.start()
             await worker.wait_ready()
             _shared["pipeline"] = pipe
             yield pipe
@@ -255,6 +262,7 @@ async def pipeline_fixture(settings: Settings) -> AsyncIterator[Pipeline]:
                 w.stop()
             await proxy.stop()
             await delete_group_topics(settings, app_id)
+            await feed.close()
             if os.environ.get("STREAMS_E2E_KEEP") is None:
                 shutil.rmtree(workdir, ignore_errors=True)
 
@@ -416,7 +424,7 @@ class Db:
         self.conn = conn
 
     async def merchant(self, receiver: WebhookReceiver | None) -> Merchant:
-        merchant_id = MERCHANT_PREFIX + secrets.token_hex(8)
+        merchant_id = MERCHANT_ID_PREFIX + secrets.token_hex(8)
         secret = "whsec_" + secrets.token_hex(16)
         url = receiver.url(merchant_id) if receiver else None
         await self.conn.execute(

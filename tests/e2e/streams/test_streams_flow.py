@@ -183,19 +183,19 @@ async def test_poison_message_is_dead_lettered_and_the_next_payment_still_succee
     pipeline: Pipeline, db: Db, receiver: WebhookReceiver, settings: Settings
 ) -> None:
     merchant = await db.merchant(receiver)
-    # Garbage where the envelope goes (naming the merchant, so a worker scoped to
-    # this session's merchants reads it too).
+    # The session's own change feed, which the worker reads.
+    topic = pipeline.settings.payments_topic
+    # Garbage where the envelope goes.
     poison_id = new_id("pay")
     garbage = b'{"op": "c", "after": not json, "merchant_id": "' + merchant.id.encode() + b'"'
-    partition, offset = await produce(settings, settings.payments_topic, id_key(poison_id),
-                                      garbage)
+    partition, offset = await produce(settings, topic, id_key(poison_id), garbage)
     bad_currency = {
         "before": None, "op": "c", "source": {"ts_ms": int(time.time() * 1000)},
         "after": {"id": new_id("pay"), "merchant_id": merchant.id, "amount": 100,
                   "currency": "xxx", "status": "pending", "customer": "c", "payment_method":
                   "pm_card_visa", "metadata": "{}", "created_at": "2026-01-01T00:00:00Z"},
     }
-    await produce(settings, settings.payments_topic, id_key(bad_currency["after"]["id"]),
+    await produce(settings, topic, id_key(bad_currency["after"]["id"]),
                   json.dumps(bad_currency).encode())
     payment_id = await db.payment(merchant)
 
@@ -204,7 +204,7 @@ async def test_poison_message_is_dead_lettered_and_the_next_payment_still_succee
 
     async def dead_letters() -> list:
         return [e for e in await read_all(settings.kafka_bootstrap, settings.dlq_topic)
-                if e.body.get("topic") == settings.payments_topic
+                if e.body.get("topic") == topic
                 and e.body.get("partition") == partition and e.body.get("offset") == offset]
 
     letters = await eventually(dead_letters, timeout=30, what="dead letter")
@@ -227,7 +227,7 @@ async def test_poison_message_is_dead_lettered_and_the_next_payment_still_succee
     listing = subprocess.run([str(PAYSTREAM), "dlq", "list", "--agent", "changes"],
                              capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert listing.returncode == 0, listing.stderr
-    assert f"{settings.payments_topic}[{partition}]@{offset}" in listing.stdout
+    assert f"{topic}[{partition}]@{offset}" in listing.stdout
 
 
 async def test_refund_posts_the_reversing_journal_and_updates_amount_refunded(

@@ -147,7 +147,7 @@ async def test_webhook_and_poller_racing_make_one_transition_and_one_journal(
 
     # The change stream saw exactly one move into succeeded per payment.
     entered: dict[str, int] = {}
-    for record in await read_topic(settings, settings.payments_topic, since=started - 5):
+    for record in await read_topic(settings, pipeline.settings.payments_topic, since=started - 5):
         if record.key is None or not any(p.encode() in record.key for p in payments):
             continue
         change = decode_change(record.key, record.value)

@@ -122,10 +122,11 @@ async def test_kill_9_mid_burst_then_replay_from_earliest_changes_nothing(
     # Replay everything this worker group ever read.
     worker.stop()
     tps = await offsets.rewind(settings.kafka_bootstrap, pipeline.app_id)
-    assert any(tp.topic == settings.payments_topic for tp in tps)
+    assert any(tp.topic == pipeline.settings.payments_topic for tp in tps)
     worker.start()
     await worker.wait_ready(timeout=300)
-    cdc = [tp for tp in tps if tp.topic in (settings.payments_topic, settings.refunds_topic)]
+    cdc_topics = (pipeline.settings.payments_topic, pipeline.settings.refunds_topic)
+    cdc = [tp for tp in tps if tp.topic in cdc_topics]
     await caught_up(settings, pipeline.app_id, cdc, timeout=900)
     for _ in range(4):  # then each internal hop (fraud stages, verdicts, balances...)
         internal = [tp for tp in await offsets.committed(settings.kafka_bootstrap,
@@ -167,6 +168,7 @@ async def test_two_workers_share_partitions_and_one_takes_over_the_others_tables
 ) -> None:
     first = pipeline.main
     second = pipeline.new_worker(f"w{len(pipeline.workers) + 1}")
+    payments_topic = pipeline.settings.payments_topic
     second.start()
     try:
         await second.wait_ready()
@@ -174,7 +176,7 @@ async def test_two_workers_share_partitions_and_one_takes_over_the_others_tables
         async def shared() -> tuple[set[int], set[int]] | None:
             _, a = await first.get("/stats/")
             _, b = await second.get("/stats/")
-            mine, theirs = owned(a, settings.payments_topic), owned(b, settings.payments_topic)
+            mine, theirs = owned(a, payments_topic), owned(b, payments_topic)
             whole = set(range(settings.topic_partitions))
             ok = mine and theirs and not (mine & theirs) and (mine | theirs) == whole
             return (mine, theirs) if ok else None
@@ -211,7 +213,7 @@ async def test_two_workers_share_partitions_and_one_takes_over_the_others_tables
 
         async def took_over() -> bool:
             _, b = await second.get("/stats/")
-            return owned(b, settings.payments_topic) == set(range(settings.topic_partitions))
+            return owned(b, payments_topic) == set(range(settings.topic_partitions))
 
         await eventually(took_over, timeout=120, interval=1.0, what="second owns everything")
         # Its own copy now, recovered from the changelog; and its poller resolves it.

@@ -37,7 +37,7 @@ async def test_a_stage_stalled_behind_a_lock_makes_the_worker_unhealthy_until_it
             body = await eventually(stalled, timeout=WATCHDOG_STALL_SECONDS + 120,
                                     what="the worker reporting the stall")
             assert body["status"] == "unhealthy" and not body["advancing"]
-            assert any(p.startswith("paystream.public.payments:")
+            assert any(p.startswith(pipeline.settings.payments_topic + ":")
                        for p in body["stalled_partitions"]), body
 
     async def healthy() -> bool:
