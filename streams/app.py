@@ -8,6 +8,7 @@ import faust
 
 from paystream.settings import Settings
 
+
 def create_app(conf: Settings) -> faust.App:
     """The worker's Faust app for these settings; streams/bootstrap.py attaches the agents."""
     return faust.App(

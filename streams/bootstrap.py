@@ -32,17 +32,7 @@ from streams.worker import Worker
 
 def build(settings: Settings, *, log_level: int = logging.INFO) -> Worker:
     """A worker for these settings, every agent, timer and view installed on its app."""
-    app = create_app(settings)
-    keep_log_level(app, log_level)
-    topics = Topics(app, settings)
-    runtime = Runtime(settings)
-    sequence = StripeSequence(runtime)
-    # Closed in this order at shutdown, before the connections: Stripe calls in
-    # flight get a timeout's grace (their leases expire and the poller looks
-    # again), then the merchant deliveries (the sweeper redelivers what was cut).
-    runtime.on_close(sequence.stop)
-    worker = Worker(settings, app, runtime, topics, Tables(app, settings),
-                    DeadLetters(topics.dead_letters), sequence)
+    worker = bare_worker(settings, log_level=log_level)
     fraud, ledger, notify = Fraud(worker), Ledger(worker), Notify(worker)
     submit = Submit(worker)
     Refunds(worker)
@@ -50,6 +40,22 @@ def build(settings: Settings, *, log_level: int = logging.INFO) -> Worker:
     Changes(worker, fraud, ledger, notify)
     Timers(worker, Poller(worker, fraud, submit), notify)
     Views(worker)
+    return worker
+
+
+def bare_worker(settings: Settings, *, log_level: int = logging.INFO) -> Worker:
+    """The worker's app, connections, topics and tables with no agent installed yet
+    (build() installs them all; a test installs the one it exercises)."""
+    app = create_app(settings)
+    keep_log_level(app, log_level)
+    topics = Topics(app, settings)
+    runtime = Runtime(settings)
+    sequence = StripeSequence(runtime)
+    # Closed in this order at shutdown, before the connections: Stripe calls in
+    # flight get a timeout's grace (their leases expire and the poller looks
+    # again), then what the agents registered (merchant deliveries: the sweeper
+    # redelivers what was cut short).
+    runtime.on_close(sequence.stop)
 
     # mode calls a receiver as (sender, *args, signal=..., **kwargs), and types it with
     # sender positional-only.
@@ -57,4 +63,5 @@ def build(settings: Settings, *, log_level: int = logging.INFO) -> Worker:
     async def _close_runtime(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         await runtime.close()
 
-    return worker
+    return Worker(settings, app, runtime, topics, Tables(app, settings),
+                  DeadLetters(topics.dead_letters), sequence)

@@ -174,13 +174,6 @@ def lookup(table: Any, key: Any) -> Any:
 
 def _window_range(table: TableT[Any, Any], timestamp: float) -> WindowRange:
     """The range of table's window that holds timestamp (seconds)."""
-    # Faust types every table's window as optional; .tumbling() above set these.
-    assert table.window is not None, f"{table.name} is not windowed"
-    return table.window.current(timestamp)
-
-
-def _window_range(table: TableT[Any, Any], timestamp: float) -> WindowRange:
-    """The range of table's window that holds timestamp (seconds)."""
     # Faust types every table's window as optional; .tumbling() set these.
     assert table.window is not None, f"{table.name} is not windowed"
     return table.window.current(timestamp)
