@@ -47,10 +47,11 @@ def create_app(conf: Settings) -> faust.App:
 def keep_log_level(app: faust.App, level: int) -> None:
     """Hold the root logger at level once the worker runs (see the comment inside)."""
 
-    @app.task
     async def _quiet_logging() -> None:
         # At warn and above Faust hangs a terminal spinner on the root logger and sets
         # it to DEBUG, so every debug call in aiokafka builds a record: ~7% of the CPU.
         logging.getLogger().setLevel(level)
         # One INFO line per Stripe request adds nothing the metrics do not say.
         logging.getLogger("stripe").setLevel(max(level, logging.WARNING))
+
+    app.task(_quiet_logging)

@@ -27,6 +27,7 @@ from streams.dead_letters import DeadLetters
 from streams.ops.views import Views
 from streams.runtime import Runtime
 from streams.stripe_sequence import StripeSequence
+from streams.watchdog import ConsumerWatch
 from streams.worker import Worker
 
 
@@ -64,4 +65,5 @@ def bare_worker(settings: Settings, *, log_level: int = logging.INFO) -> Worker:
         await runtime.close()
 
     return Worker(settings, app, runtime, topics, Tables(app, settings),
-                  DeadLetters(topics.dead_letters), sequence)
+                  DeadLetters(topics.dead_letters), sequence,
+                  ConsumerWatch(app, settings.watchdog_stall_seconds))

@@ -13,11 +13,13 @@ from streams.dead_letters import DeadLetters
 from streams.handling import Stage
 from streams.runtime import Runtime
 from streams.stripe_sequence import StripeSequence
+from streams.watchdog import ConsumerWatch
 
 
 @dataclass(frozen=True)
 class Worker:
-    """One worker's settings, Faust app, connections, topics, tables and Stripe sequence,
+    """One worker's settings, Faust app, connections, topics, tables, Stripe sequence and
+    consumer watch,
     made by bootstrap.build() and handed to each part it installs."""
 
     settings: Settings
@@ -27,6 +29,7 @@ class Worker:
     tables: Tables
     dead_letters: DeadLetters
     sequence: StripeSequence
+    watch: ConsumerWatch
 
     def stage(self, name: str) -> Stage:
         """A named step of this worker (metrics, dead letters, database retries)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from paystream.domain import PaymentStatus, RefundStatus
 from paystream.settings import Settings
-from streams import metrics, watchdog
+from streams import metrics
 from streams.adapters import postgres
 from streams.adapters.cdc import id_key
 from streams.adapters.stripe_gateway import BACKGROUND
@@ -67,6 +67,7 @@ class Poller:
         self._topics = w.topics
         self._tables = w.tables
         self._sequence = w.sequence
+        self._watch = w.watch
         self._fraud = fraud
         self._submit = submit
         # Entry id -> (not before, snoozes so far); see _QUIET.
@@ -161,7 +162,7 @@ class Poller:
                 # Still in the fraud stages (a failure there is dead-lettered and
                 # replayed with `paystream dlq replay`), or its check was lost.
                 if time.time() - row["created_at"].timestamp() < FRAUD_STALL_SECONDS \
-                        or watchdog.waiting_messages() > FRAUD_RESEND_MAX_LAG:
+                        or self._watch.waiting_messages() > FRAUD_RESEND_MAX_LAG:
                     return "awaiting_fraud", None
                 payment = PaymentRow.parse(row)
                 await self._fraud.send_check(check_for(payment, partition=partition,

@@ -26,6 +26,7 @@ class Timers:
         self._app = w.app
         self._settings = w.settings
         self._runtime = w.runtime
+        self._watch = w.watch
         self._poller = poller
         self._notify = notify
         # The (topic, partition) series of CONSUMER_LAG this worker exports.
@@ -53,7 +54,7 @@ class Timers:
     async def watch_progress(self) -> None:
         """A worker out of its group or stalled too long stops, to be restarted."""
         settings = self._settings
-        health = watchdog.consumer_health(self._app, settings.watchdog_stall_seconds)
+        health = self._watch.health()
         self._export_lag(health.lag)
         if health.unhealthy_for > settings.watchdog_exit_after_seconds:
             watchdog.stop_worker(f"assigned={health.assigned}, stalled={health.stalled}")

@@ -9,7 +9,6 @@ from faust.tables.manager import TableManager
 from faust.web import Request, Response, View
 
 from streams import metrics
-from streams.watchdog import consumer_health
 from streams.worker import Worker
 
 PAGE_DEFAULT = 50
@@ -41,6 +40,7 @@ class Views:
 
     def _probes(self) -> None:
         app, settings, runtime = self._w.app, self._w.settings, self._w.runtime
+        watch = self._w.watch
         assigned = self._assigned
 
         @app.page("/health/")
@@ -49,7 +49,7 @@ class Views:
             (stackctl's probe: `make status` shows a stalled worker as down)."""
 
             async def get(self, request: Request) -> Response:
-                health = consumer_health(app, settings.watchdog_stall_seconds)
+                health = watch.health()
                 return self.json({"status": "ok" if health.ok else "unhealthy",
                                   "app": settings.faust_app_id, **health.as_json()},
                                  status=200 if health.ok else 503)
@@ -66,7 +66,7 @@ class Views:
             """Partitions assigned, tables recovered, not rebalancing, Postgres reachable."""
 
             async def get(self, request: Request) -> Response:
-                health = consumer_health(app, settings.watchdog_stall_seconds)
+                health = watch.health()
                 checks: dict[str, bool] = {
                     "assigned": bool(assigned()),
                     "advancing": not health.stalled,
