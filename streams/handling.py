@@ -7,8 +7,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
+import faust
 from faust import Stream
-from faust.types import EventT, StreamT
+from faust.types import EventT, StreamT, TopicT
 from psycopg import AsyncConnection
 
 from streams import metrics
@@ -29,6 +30,19 @@ def batches(stream: StreamT[Any], size: int = BATCH_MAX) -> AsyncIterator[Sequen
     """An agent's events in batches of at most size, each waiting at most BATCH_WITHIN."""
     # Typed as StreamT, which omits take_events; an agent's stream is a faust.Stream.
     return cast(Stream[Any], stream).take_events(size, BATCH_WITHIN)
+
+
+def install_batch_agent(app: faust.App, topic: TopicT, stage: Stage,
+                        handle: Callable[[Sequence[EventT[Any]]], Awaitable[None]], *,
+                        help: str, size: int = BATCH_MAX, count_events: bool = True) -> None:
+    """An agent named after stage that hands handle its topic's events in batches of at
+    most size, each batch guarded (Stage.guard_batch)."""
+
+    async def consume(stream: StreamT[Any]) -> None:
+        async for events in batches(stream, size):
+            await stage.guard_batch(events, handle, count_events=count_events)
+
+    app.agent(topic, name=stage.name, concurrency=1, help=help)(consume)
 
 
 def change_of(event: EventT[Any]) -> Change | None:

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from faust.types import EventT, StreamT
+from faust.types import EventT
 
 from streams.adapters.cdc import Change
 from streams.agents.fraud import ROUTE, Fraud
@@ -23,7 +23,7 @@ from streams.agents.ledger import AGENT as LEDGER
 from streams.agents.ledger import Ledger
 from streams.agents.notify import AGENT as NOTIFY
 from streams.agents.notify import Notify
-from streams.handling import Stage, batches, change_of
+from streams.handling import Stage, change_of, install_batch_agent
 from streams.worker import Worker
 
 AGENT = "changes"
@@ -44,12 +44,10 @@ class Changes:
             (w.stage(LEDGER), both, ledger.post),
             (w.stage(NOTIFY), both, notify.enqueue),
         )
-        w.app.agent(w.topics.changes, name=AGENT, concurrency=1)(self._run)
-
-    async def _run(self, stream: StreamT[Any]) -> None:
-        async for events in batches(stream):
-            # Counted per handler below, not here.
-            await self._stage.guard_batch(events, self._dispatch, count_events=False)
+        # Events are counted per handler (_hand_over), not here.
+        install_batch_agent(w.app, w.topics.changes, self._stage, self._dispatch,
+                            count_events=False,
+                            help="CDC changes, decoded once, to fraud, ledger and notify")
 
     async def _dispatch(self, events: Sequence[EventT[Any]]) -> None:
         decoded = await self._stage.decode_each(events, change_of)

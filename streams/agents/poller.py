@@ -61,13 +61,7 @@ class Poller:
     """The poller of one worker, over the pending entries of the partitions it owns."""
 
     def __init__(self, w: Worker, fraud: Fraud, submit: Submit) -> None:
-        self._settings = w.settings
-        self._app = w.app
-        self._runtime = w.runtime
-        self._topics = w.topics
-        self._tables = w.tables
-        self._sequence = w.sequence
-        self._watch = w.watch
+        self._w = w
         self._fraud = fraud
         self._submit = submit
         # Entry id -> (not before, snoozes so far); see _QUIET.
@@ -75,10 +69,10 @@ class Poller:
 
     async def poll_due(self, now: float | None = None) -> int:
         """Poll every due entry once; returns how many were looked at."""
-        if self._app.rebalancing:
+        if self._w.app.rebalancing:
             return 0
         now = time.time() if now is None else now
-        entries = self._tables.local_pending_entries()
+        entries = self._w.tables.local_pending_entries()
         metrics.PENDING.set(len(entries))
         metrics.PENDING_OLDEST.set(max((now - e["since"] for e in entries), default=0.0))
         snoozed = self._snoozed
@@ -99,13 +93,13 @@ class Poller:
                 rows.update(await postgres.load_refunds(conn, refund_ids))
             return rows
 
-        rows = await self._runtime.with_db(load, what=POLLER)
+        rows = await self._w.runtime.with_db(load, what=POLLER)
         commands = await asyncio.gather(*(self.poll_one(e, rows.get(e["id"])) for e in due))
         for entry, command in zip(due, commands, strict=True):
             if command is None:
                 # Snoozes back off too: a payment stuck upstream is looked at less and less.
                 times = snoozed.get(entry["id"], (0.0, 0))[1] + 1
-                interval = self._settings.poll_interval_seconds
+                interval = self._w.settings.poll_interval_seconds
                 snoozed[entry["id"]] = (
                     now + backoff_delay(times, base=interval,
                                         cap=interval * MAX_BACKOFF_INTERVALS),
@@ -113,7 +107,7 @@ class Poller:
                 )
                 continue
             snoozed.pop(entry["id"], None)
-            await self._topics.pending_commands.send(key=id_key(entry["id"]),
+            await self._w.topics.pending_commands.send(key=id_key(entry["id"]),
                                                      value=command.dumps(),
                                                      partition=entry["partition"])
         return len(due)
@@ -137,11 +131,11 @@ class Poller:
         metrics.POLLS.labels(outcome).inc()
         if outcome in _QUIET:
             return None
-        interval = self._settings.poll_interval_seconds
+        interval = self._w.settings.poll_interval_seconds
         if outcome == "stripe_unavailable":
             # Try again soon after the breaker's next trial call, and at least every
             # interval: an outage's backlog is resolved minutes after it ends.
-            delay = backoff_delay(attempts, base=self._settings.circuit_reset_seconds,
+            delay = backoff_delay(attempts, base=self._w.settings.circuit_reset_seconds,
                                   cap=interval)
         else:
             delay = backoff_delay(attempts, base=interval, cap=interval * MAX_BACKOFF_INTERVALS)
@@ -162,7 +156,7 @@ class Poller:
                 # Still in the fraud stages (a failure there is dead-lettered and
                 # replayed with `paystream dlq replay`), or its check was lost.
                 if time.time() - row["created_at"].timestamp() < FRAUD_STALL_SECONDS \
-                        or self._watch.waiting_messages() > FRAUD_RESEND_MAX_LAG:
+                        or self._w.watch.waiting_messages() > FRAUD_RESEND_MAX_LAG:
                     return "awaiting_fraud", None
                 payment = PaymentRow.parse(row)
                 await self._fraud.send_check(check_for(payment, partition=partition,
@@ -172,7 +166,7 @@ class Poller:
             if row["approved"] is False:
                 await self._submit.block(row["id"], row["rules_hit"] or [])
                 return "blocked", None
-        attempt = await self._sequence.run(PAYMENT, row, source=POLLER)
+        attempt = await self._w.sequence.run(PAYMENT, row, source=POLLER)
         return attempt.outcome, attempt.error
 
     async def _poll_refund(self, row: dict[str, Any] | None) -> tuple[str, str | None]:
@@ -180,5 +174,5 @@ class Poller:
             return "missing", None
         if RefundStatus(row["status"]).is_terminal:
             return "already_terminal", None
-        attempt = await self._sequence.run(REFUND, row, source=POLLER)
+        attempt = await self._w.sequence.run(REFUND, row, source=POLLER)
         return attempt.outcome, attempt.error

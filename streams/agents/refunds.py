@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from faust.types import EventT, StreamT
+from faust.types import EventT
 
 from paystream.domain import RefundStatus
 from streams import metrics
 from streams.adapters import postgres
 from streams.adapters.cdc import Change
-from streams.handling import batches, change_of
+from streams.handling import change_of, install_batch_agent
 from streams.rows import RefundRow
 from streams.stripe_sequence import REFUND
 from streams.worker import Worker
@@ -45,11 +45,8 @@ class Refunds:
     def __init__(self, w: Worker) -> None:
         self._stage = w.stage(AGENT)
         self._sequence = w.sequence
-        w.app.agent(w.topics.refunds, name=AGENT, concurrency=1)(self._refunds)
-
-    async def _refunds(self, stream: StreamT[Any]) -> None:
-        async for events in batches(stream, BATCH):
-            await self._stage.guard_batch(events, self._handle)
+        install_batch_agent(w.app, w.topics.refunds, self._stage, self._handle, size=BATCH,
+                            help="New refunds to Stripe; amount_refunded kept in step")
 
     async def _handle(self, events: Sequence[EventT[Any]]) -> None:
         changes = await self._stage.decode_each(events, _refund_change)

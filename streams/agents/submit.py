@@ -17,12 +17,12 @@ from functools import partial
 from typing import Any
 
 import psycopg
-from faust.types import EventT, StreamT
+from faust.types import EventT
 
 from paystream.domain import FraudDecision, PaymentStatus
 from streams import metrics
 from streams.adapters import postgres
-from streams.handling import batches
+from streams.handling import install_batch_agent
 from streams.messages import Verdict
 from streams.stripe_sequence import PAYMENT
 from streams.worker import Worker
@@ -40,11 +40,8 @@ class Submit:
     def __init__(self, w: Worker) -> None:
         self._stage = w.stage(AGENT)
         self._sequence = w.sequence
-        w.app.agent(w.topics.verdicts, name=AGENT, concurrency=1)(self._submit)
-
-    async def _submit(self, stream: StreamT[Any]) -> None:
-        async for events in batches(stream, SUBMIT_BATCH):
-            await self._stage.guard_batch(events, self._apply_verdicts)
+        install_batch_agent(w.app, w.topics.verdicts, self._stage, self._apply_verdicts,
+                            size=SUBMIT_BATCH, help="Fraud verdicts: block or hand to Stripe")
 
     async def _apply_verdicts(self, events: Sequence[EventT[Any]]) -> None:
         verdicts = await self._stage.decode_each(events, lambda event: Verdict.loads(event.value))

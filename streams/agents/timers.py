@@ -23,10 +23,7 @@ class Timers:
     """The worker's periodic jobs, installed on its app."""
 
     def __init__(self, w: Worker, poller: Poller, notify: Notify) -> None:
-        self._app = w.app
-        self._settings = w.settings
-        self._runtime = w.runtime
-        self._watch = w.watch
+        self._w = w
         self._poller = poller
         self._notify = notify
         # The (topic, partition) series of CONSUMER_LAG this worker exports.
@@ -53,8 +50,8 @@ class Timers:
 
     async def watch_progress(self) -> None:
         """A worker out of its group or stalled too long stops, to be restarted."""
-        settings = self._settings
-        health = self._watch.health()
+        settings = self._w.settings
+        health = self._w.watch.health()
         self._export_lag(health.lag)
         if health.unhealthy_for > settings.watchdog_exit_after_seconds:
             watchdog.stop_worker(f"assigned={health.assigned}, stalled={health.stalled}")
@@ -71,14 +68,14 @@ class Timers:
     async def reconcile_recent(self) -> None:
         """Drift found within minutes, not at month end: the leader reconciles the recent
         window with Stripe (background share of the budget) and exports what it found."""
-        settings = self._settings
+        settings = self._w.settings
         BACKGROUND.set(True)
         scope = reconcile.Scope(since=time.time() - settings.reconcile_window_seconds,
                                 settle_seconds=60.0)
         try:
-            pool = await self._runtime.pool()
+            pool = await self._w.runtime.pool()
             async with pool.connection() as conn:
-                report = await reconcile.run(conn, self._runtime.stripe, scope, fix=False)
+                report = await reconcile.run(conn, self._w.runtime.stripe, scope, fix=False)
         except Exception:  # noqa: BLE001
             log.exception("reconciliation failed")
             return
