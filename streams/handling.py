@@ -34,15 +34,16 @@ def batches(stream: StreamT[Any], size: int = BATCH_MAX) -> AsyncIterator[Sequen
 
 def install_batch_agent(app: faust.App, topic: TopicT, stage: Stage,
                         handle: Callable[[Sequence[EventT[Any]]], Awaitable[None]], *,
-                        help: str, size: int = BATCH_MAX, count_events: bool = True) -> None:
+                        doc: str, size: int = BATCH_MAX, count_events: bool = True) -> None:
     """An agent named after stage that hands handle its topic's events in batches of at
-    most size, each batch guarded (Stage.guard_batch)."""
+    most size, each batch guarded (Stage.guard_batch); doc is its help in Faust's views."""
 
     async def consume(stream: StreamT[Any]) -> None:
         async for events in batches(stream, size):
             await stage.guard_batch(events, handle, count_events=count_events)
 
-    app.agent(topic, name=stage.name, concurrency=1, help=help)(consume)
+    consume.__doc__ = doc
+    app.agent(topic, name=stage.name, concurrency=1)(consume)
 
 
 def change_of(event: EventT[Any]) -> Change | None:

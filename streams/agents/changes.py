@@ -47,7 +47,7 @@ class Changes:
         # Events are counted per handler (_hand_over), not here.
         install_batch_agent(w.app, w.topics.changes, self._stage, self._dispatch,
                             count_events=False,
-                            help="CDC changes, decoded once, to fraud, ledger and notify")
+                            doc="CDC changes, decoded once, to fraud, ledger and notify")
 
     async def _dispatch(self, events: Sequence[EventT[Any]]) -> None:
         decoded = await self._stage.decode_each(events, change_of)

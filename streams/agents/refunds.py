@@ -46,7 +46,7 @@ class Refunds:
         self._stage = w.stage(AGENT)
         self._sequence = w.sequence
         install_batch_agent(w.app, w.topics.refunds, self._stage, self._handle, size=BATCH,
-                            help="New refunds to Stripe; amount_refunded kept in step")
+                            doc="New refunds to Stripe; amount_refunded kept in step")
 
     async def _handle(self, events: Sequence[EventT[Any]]) -> None:
         changes = await self._stage.decode_each(events, _refund_change)

@@ -41,7 +41,7 @@ class Submit:
         self._stage = w.stage(AGENT)
         self._sequence = w.sequence
         install_batch_agent(w.app, w.topics.verdicts, self._stage, self._apply_verdicts,
-                            size=SUBMIT_BATCH, help="Fraud verdicts: block or hand to Stripe")
+                            size=SUBMIT_BATCH, doc="Fraud verdicts: block or hand to Stripe")
 
     async def _apply_verdicts(self, events: Sequence[EventT[Any]]) -> None:
         verdicts = await self._stage.decode_each(events, lambda event: Verdict.loads(event.value))
