@@ -1,4 +1,4 @@
-"""The Faust app: settings from the environment, RocksDB tables, agents found by autodiscover."""
+"""The Faust app for a worker's settings: broker, RocksDB store, web server, commit policy."""
 
 from __future__ import annotations
 
@@ -8,19 +8,16 @@ import faust
 
 from paystream.settings import Settings
 
-settings = Settings.from_env()
-
 
 def create_app(conf: Settings) -> faust.App:
-    """The worker's Faust app for these settings (agents attach when their modules import)."""
+    """The worker's Faust app for these settings; streams/bootstrap.py attaches the agents."""
     return faust.App(
         conf.faust_app_id,
         broker=conf.broker_url,
         store=conf.faust_store,
         datadir=conf.faust_data_dir,
-        # Imports every module of the package, so each agent, timer and view registers.
-        autodiscover=True,
-        origin="streams",
+        # Nothing registers itself on import: bootstrap.build() installs every agent.
+        autodiscover=False,
         topic_partitions=conf.topic_partitions,
         # A partition with no committed offset is read from its beginning: an
         # internal topic must never skip what was sent before a crash.
@@ -47,17 +44,14 @@ def create_app(conf: Settings) -> faust.App:
     )
 
 
-app = create_app(settings)
+def keep_log_level(app: faust.App, level: int) -> None:
+    """Hold the root logger at level once the worker runs (see the comment inside)."""
 
+    async def _quiet_logging() -> None:
+        # At warn and above Faust hangs a terminal spinner on the root logger and sets
+        # it to DEBUG, so every debug call in aiokafka builds a record: ~7% of the CPU.
+        logging.getLogger().setLevel(level)
+        # One INFO line per Stripe request adds nothing the metrics do not say.
+        logging.getLogger("stripe").setLevel(max(level, logging.WARNING))
 
-# The level `paystream worker -l` asked for; see _quiet_logging.
-log_level = logging.INFO
-
-
-@app.task
-async def _quiet_logging() -> None:
-    # At warn and above Faust hangs a terminal spinner on the root logger and sets
-    # it to DEBUG, so every debug call in aiokafka builds a record: ~7% of the CPU.
-    logging.getLogger().setLevel(log_level)
-    # One INFO line per Stripe request adds nothing the metrics do not say.
-    logging.getLogger("stripe").setLevel(max(log_level, logging.WARNING))
+    app.task(_quiet_logging)

@@ -7,16 +7,15 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
-import psycopg
+import faust
 from faust import Stream
-from faust.types import EventT, StreamT
+from faust.types import EventT, StreamT, TopicT
 from psycopg import AsyncConnection
-from psycopg_pool import PoolTimeout
 
 from streams import metrics
 from streams.adapters.cdc import Change, decode_change
-from streams.dead_letters import dead_letter
-from streams.runtime import runtime
+from streams.dead_letters import DeadLetters
+from streams.runtime import Runtime
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -25,10 +24,6 @@ T = TypeVar("T")
 # most BATCH_WITHIN for stragglers, which bounds the latency it adds per hop.
 BATCH_MAX = 200
 BATCH_WITHIN = 0.02
-# Database outages are waited out, not dead-lettered: the message is fine,
-# and the consumer simply stops advancing until Postgres is back.
-_DB_RETRY_MAX_DELAY = 5.0
-TRANSIENT_DB_ERRORS = (psycopg.OperationalError, PoolTimeout)
 
 
 def batches(stream: StreamT[Any], size: int = BATCH_MAX) -> AsyncIterator[Sequence[EventT[Any]]]:
@@ -37,81 +32,89 @@ def batches(stream: StreamT[Any], size: int = BATCH_MAX) -> AsyncIterator[Sequen
     return cast(Stream[Any], stream).take_events(size, BATCH_WITHIN)
 
 
-def change_in_scope(event: EventT[Any]) -> Change | None:
+def install_batch_agent(app: faust.App, topic: TopicT, stage: Stage,
+                        handle: Callable[[Sequence[EventT[Any]]], Awaitable[None]], *,
+                        doc: str, size: int = BATCH_MAX, count_events: bool = True) -> None:
+    """An agent named after stage that hands handle its topic's events in batches of at
+    most size, each batch guarded (Stage.guard_batch); doc is its help in Faust's views."""
+
+    async def consume(stream: StreamT[Any]) -> None:
+        async for events in batches(stream, size):
+            await stage.guard_batch(events, handle, count_events=count_events)
+
+    consume.__doc__ = doc
+    app.agent(topic, name=stage.name, concurrency=1)(consume)
+
+
+def change_of(event: EventT[Any]) -> Change | None:
     """The change a CDC message carries; None for a tombstone (the delete before it
     carried the row)."""
     return decode_change(event.key, event.value)
 
 
-async def decode_each(events: Sequence[EventT[Any]], agent: str,
-                      decode: Callable[[EventT[Any]], T | None]) -> list[tuple[EventT[Any], T]]:
-    """Each event with what decode made of it (None: nothing to do); an event that
-    cannot be decoded is dead-lettered alone, the others go on."""
-    decoded: list[tuple[EventT[Any], T]] = []
-    for event in events:
+class Stage:
+    """One named step of the pipeline: its events counted, each message's failure
+    dead-lettered under its name, its database calls retried through outages."""
 
-        async def one(event: EventT[Any] = event) -> None:
-            value = decode(event)
-            if value is not None:
-                decoded.append((event, value))
+    def __init__(self, name: str, runtime: Runtime, dead_letters: DeadLetters) -> None:
+        self.name = name
+        self.runtime = runtime
+        self._dead_letters = dead_letters
 
-        await isolate(event, agent, one)
-    return decoded
+    def named(self, name: str) -> Stage:
+        """The same step's resources under another name (a handler of a shared loop)."""
+        return Stage(name, self.runtime, self._dead_letters)
 
+    def count(self, events: Iterable[EventT[Any]]) -> None:
+        metrics.EVENTS.labels(self.name).inc(sum(1 for _ in events))
 
-async def retry_db(fn: Callable[[], Awaitable[T]], *, what: str) -> T:
-    """Run fn, retrying for as long as the database is unreachable."""
-    delay = 0.1
-    while True:
+    async def with_db(self, fn: Callable[[AsyncConnection[Any]], Awaitable[T]], *,
+                      what: str | None = None) -> T:
+        """Run fn on a pooled connection, retrying while the database is unreachable."""
+
+        return await self.runtime.with_db(fn, what=what or self.name)
+
+    async def isolate(self, event: EventT[Any], fn: Callable[[], Awaitable[Any]]) -> bool:
+        """Run the handling of one message; on any error dead-letter it. True if it
+        succeeded."""
         try:
-            return await fn()
-        except TRANSIENT_DB_ERRORS as err:
-            log.warning("%s: database unavailable (%s); retrying in %.1fs",
-                        what, type(err).__name__, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _DB_RETRY_MAX_DELAY)
+            await fn()
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - every failure is dead-lettered, never lost
+            log.debug("%s failed on %s", self.name, event.message.tp, exc_info=True)
+            await self._dead_letters.send(event, self.name, err)
+            return False
 
-
-async def with_db(fn: Callable[[AsyncConnection[Any]], Awaitable[T]], *, what: str) -> T:
-    """Run fn on a pooled connection, retrying while the database is unreachable."""
-
-    async def run() -> T:
-        pool = await runtime.pool()
-        async with pool.connection() as conn:
-            return await fn(conn)
-
-    return await retry_db(run, what=what)
-
-
-async def isolate(event: EventT[Any], agent: str, fn: Callable[[], Awaitable[Any]]) -> bool:
-    """Run the handling of one message; on any error dead-letter it. True if it succeeded."""
-    try:
-        await fn()
-        return True
-    except asyncio.CancelledError:
-        raise
-    except Exception as err:  # noqa: BLE001 - every failure is dead-lettered, never lost
-        log.debug("%s failed on %s", agent, event.message.tp, exc_info=True)
-        await dead_letter(event, agent, err)
-        return False
-
-
-def count(agent: str, events: Iterable[EventT[Any]]) -> None:
-    metrics.EVENTS.labels(agent).inc(sum(1 for _ in events))
-
-
-async def guard_batch(agent: str, events: Sequence[EventT[Any]],
-                      fn: Callable[[Sequence[EventT[Any]]], Awaitable[None]], *,
-                      count_events: bool = True) -> None:
-    """Last line of defence for a batch: if fn escapes with an error, dead-letter every
-    message of the batch (fn isolates messages itself, so this means a bug)."""
-    if count_events:
-        count(agent, events)
-    try:
-        await fn(events)
-    except asyncio.CancelledError:
-        raise
-    except Exception as err:  # noqa: BLE001
-        log.exception("%s: batch of %d failed; dead-lettering it", agent, len(events))
+    async def decode_each(self, events: Sequence[EventT[Any]],
+                          decode: Callable[[EventT[Any]], T | None]
+                          ) -> list[tuple[EventT[Any], T]]:
+        """Each event with what decode made of it (None: nothing to do); an event that
+        cannot be decoded is dead-lettered alone, the others go on."""
+        decoded: list[tuple[EventT[Any], T]] = []
         for event in events:
-            await dead_letter(event, agent, err)
+
+            async def one(event: EventT[Any] = event) -> None:
+                value = decode(event)
+                if value is not None:
+                    decoded.append((event, value))
+
+            await self.isolate(event, one)
+        return decoded
+
+    async def guard_batch(self, events: Sequence[EventT[Any]],
+                          fn: Callable[[Sequence[EventT[Any]]], Awaitable[None]], *,
+                          count_events: bool = True) -> None:
+        """Last line of defence for a batch: if fn escapes with an error, dead-letter every
+        message of the batch (fn isolates messages itself, so this means a bug)."""
+        if count_events:
+            self.count(events)
+        try:
+            await fn(events)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            log.exception("%s: batch of %d failed; dead-lettering it", self.name, len(events))
+            for event in events:
+                await self._dead_letters.send(event, self.name, err)

@@ -3,23 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+import psycopg
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from paystream.settings import Settings
 from streams import metrics
 from streams.adapters import postgres
 from streams.adapters.stripe_gateway import StripeGateway
-from streams.app import app, settings
 from streams.resilience import RequestBudget
 
 # The blocklist table is read at most this often; a new entry applies within it.
 BLOCKLIST_TTL_SECONDS = 5.0
+# Database outages are waited out, not dead-lettered: the message is fine,
+# and the consumer simply stops advancing until Postgres is back.
+_DB_RETRY_MAX_DELAY = 5.0
+TRANSIENT_DB_ERRORS = (psycopg.OperationalError, PoolTimeout)
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+async def retry_db(fn: Callable[[], Awaitable[T]], *, what: str) -> T:
+    """Run fn, retrying for as long as the database is unreachable."""
+    delay = 0.1
+    while True:
+        try:
+            return await fn()
+        except TRANSIENT_DB_ERRORS as err:
+            log.warning("%s: database unavailable (%s); retrying in %.1fs",
+                        what, type(err).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _DB_RETRY_MAX_DELAY)
 
 
 async def _configure(conn: AsyncConnection[Any]) -> None:
@@ -83,6 +103,17 @@ class Runtime:
             metrics.STRIPE_BUDGET_WAITING.set_function(lambda: budget.waiting)
         return self._budget
 
+    async def with_db(self, fn: Callable[[AsyncConnection[Any]], Awaitable[T]], *,
+                      what: str) -> T:
+        """Run fn on a pooled connection, retrying while the database is unreachable."""
+
+        async def run() -> T:
+            pool = await self.pool()
+            async with pool.connection() as conn:
+                return await fn(conn)
+
+        return await retry_db(run, what=what)
+
     async def http(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(
@@ -113,14 +144,3 @@ class Runtime:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
-
-
-# The worker's one runtime, for its settings; closed before the app stops.
-runtime = Runtime(settings)
-
-
-# mode calls a receiver as (sender, *args, signal=..., **kwargs), and types it with
-# sender positional-only.
-@app.on_before_shutdown.connect
-async def _close_runtime(sender: Any, /, *args: Any, **kwargs: Any) -> None:
-    await runtime.close()

@@ -36,6 +36,7 @@ from paystream.domain import (
     map_stripe_payment_intent_status,
     map_stripe_refund_status,
 )
+from paystream.settings import Settings
 from streams import metrics
 from streams.adapters import postgres
 from streams.adapters.postgres import Claim, WriteBack
@@ -47,9 +48,9 @@ from streams.adapters.stripe_gateway import (
 )
 from streams.coalesce import Coalescer
 from streams.errors import StripeRejected, StripeUnavailable
-from streams.handling import isolate, with_db
+from streams.handling import Stage
 from streams.rows import PaymentRow, RefundRow
-from streams.runtime import runtime
+from streams.runtime import Runtime
 
 log = logging.getLogger(__name__)
 Row = Mapping[str, Any]
@@ -57,10 +58,10 @@ Row = Mapping[str, Any]
 CLOCK_SKEW_SECONDS = 5.0
 
 
-def lease_seconds() -> float:
+def lease_seconds(settings: Settings) -> float:
     # Long enough for a call to time out and for a run of 429s to be waited out,
     # short enough that a crashed holder's object is picked up soon after.
-    return 2 * runtime.settings.stripe_timeout_seconds + RATE_LIMIT_PATIENCE_SECONDS + 5
+    return 2 * settings.stripe_timeout_seconds + RATE_LIMIT_PATIENCE_SECONDS + 5
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,8 @@ class Attempt:
 class StripeSequence:
     """Runs the sequence for any number of objects at once, each independently."""
 
-    def __init__(self) -> None:
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
         self._active: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._window: asyncio.Semaphore | None = None
@@ -168,16 +170,16 @@ class StripeSequence:
             kind.name: Coalescer(self._claimer(kind.name)) for kind in (PAYMENT, REFUND)}
         self._writes: Coalescer[WriteBack, bool] = Coalescer(self._write)
 
-    async def start(self, event: EventT[Any], agent: str, kind: Kind, row: Row) -> None:
+    async def start(self, event: EventT[Any], stage: Stage, kind: Kind, row: Row) -> None:
         """Hand one object over and return as soon as it is under way; waits only while
         STRIPE_CONCURRENCY objects are already in the sequence (backpressure)."""
         if self._window is None:
-            self._window = asyncio.Semaphore(runtime.settings.stripe_concurrency)
+            self._window = asyncio.Semaphore(self._runtime.settings.stripe_concurrency)
         await self._window.acquire()
 
         async def run() -> None:
             try:
-                await isolate(event, agent, lambda: self.run(kind, row, source=agent))
+                await stage.isolate(event, lambda: self.run(kind, row, source=stage.name))
             finally:
                 assert self._window is not None
                 self._window.release()
@@ -186,9 +188,10 @@ class StripeSequence:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def stop(self, grace: float) -> None:
-        """Let calls in flight finish for up to grace seconds, then cancel the rest
+    async def stop(self) -> None:
+        """Let calls in flight finish for up to a Stripe timeout, then cancel the rest
         (their leases expire and the poller looks again)."""
+        grace = self._runtime.settings.stripe_timeout_seconds
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
         for task in set(self._tasks):
@@ -223,20 +226,20 @@ class StripeSequence:
         """Submit; in the foreground, an outage is waited out for up to
         STRIPE_OUTAGE_PATIENCE_SECONDS (each try leases again, so a try after a
         timeout first looks for what the one before may have created)."""
-        give_up_at = time.monotonic() + runtime.settings.stripe_outage_patience_seconds
+        give_up_at = time.monotonic() + self._runtime.settings.stripe_outage_patience_seconds
         tries = 0
         while True:
             attempt = await self._submit_once(kind, row, source)
             if attempt.outcome != "stripe_unavailable" or BACKGROUND.get():
                 return attempt
             tries += 1
-            wait = runtime.stripe.until_next_try(tries)
+            wait = self._runtime.stripe.until_next_try(tries)
             if time.monotonic() + wait > give_up_at:
                 return attempt  # the poller takes it from here
             await asyncio.sleep(wait)
 
     async def _submit_once(self, kind: Kind, row: Row, source: str) -> Attempt:
-        gateway = runtime.stripe
+        gateway = self._runtime.stripe
         # Pay for the first request before taking the lease (see the module's docstring).
         await gateway.budget.take(background=BACKGROUND.get())
         claim = await self._claims[kind.name].put(str(row["id"]))
@@ -271,7 +274,7 @@ class StripeSequence:
     async def _refresh(self, kind: Kind, row: Row, source: str,
                        ask: Callable[[StripeGateway], Awaitable[StripeObject | None]]) -> Attempt:
         try:
-            answer = await ask(runtime.stripe)
+            answer = await ask(self._runtime.stripe)
         except StripeUnavailable as err:
             return Attempt("stripe_unavailable", str(err))
         except StripeRejected as err:
@@ -299,16 +302,15 @@ class StripeSequence:
 
     def _claimer(self, object_type: str) -> Callable[[Any], Awaitable[list[Claim | None]]]:
         async def claim(ids: Any) -> list[Claim | None]:
-            taken = await with_db(
-                lambda conn: postgres.claim_submissions(conn, object_type, ids, lease_seconds()),
+            lease = lease_seconds(self._runtime.settings)
+            taken = await self._runtime.with_db(
+                lambda conn: postgres.claim_submissions(conn, object_type, ids, lease),
                 what=f"{object_type} claims")
             return [taken.get(i) for i in ids]
 
         return claim
 
     async def _write(self, items: Any) -> list[bool]:
-        return await with_db(lambda conn: postgres.write_back(conn, items), what="write-back")
+        return await self._runtime.with_db(lambda conn: postgres.write_back(conn, items),
+                                           what="write-back")
 
-
-sequence = StripeSequence()
-runtime.on_close(lambda: sequence.stop(grace=runtime.settings.stripe_timeout_seconds))

@@ -112,33 +112,35 @@ def stop_worker(reason: str) -> None:
     signal.alarm(60)
 
 
-_progress: Progress | None = None
+class ConsumerWatch:
+    """This worker's consumer as the watchdog sees it: one Progress for the worker's life."""
 
+    def __init__(self, app: Any, stall_seconds: float = STALL_SECONDS) -> None:
+        self._app = app
+        self._progress = Progress(stall_seconds=stall_seconds)
 
-def consumer_health(app: Any, stall_seconds: float = STALL_SECONDS) -> Health:
-    """Health of this worker's Faust consumer, from what it already knows (no I/O)."""
-    global _progress
-    if _progress is None:
-        _progress = Progress(stall_seconds=stall_seconds)
-    consumer = app.consumer
-    try:
-        tps = [tp for tp in consumer.assignment()
-               # Changelogs are read by table recovery and standbys, not by agents:
-               # nothing commits them, so they never "advance".
-               if not tp.topic.endswith("-changelog") and app.topics.acks_enabled_for(tp.topic)]
-    except Exception:  # noqa: BLE001 - no consumer yet: nothing assigned
-        tps = []
-    # Faust's own record of what it committed; it has no public accessor.
-    committed = {tp: consumer._committed_offset.get(tp) for tp in tps}
-    highwater: dict[Any, int | None] = {}
-    for tp in tps:
+    def health(self) -> Health:
+        """Health of the worker's Faust consumer, from what it already knows (no I/O)."""
+        app = self._app
+        consumer = app.consumer
         try:
-            highwater[tp] = consumer.highwater(tp)
-        except Exception:  # noqa: BLE001 - not fetched yet
-            highwater[tp] = None
-    return _progress.check(tps, committed, highwater)
+            tps = [tp for tp in consumer.assignment()
+                   # Changelogs are read by table recovery and standbys, not by agents:
+                   # nothing commits them, so they never "advance".
+                   if not tp.topic.endswith("-changelog")
+                   and app.topics.acks_enabled_for(tp.topic)]
+        except Exception:  # noqa: BLE001 - no consumer yet: nothing assigned
+            tps = []
+        # Faust's own record of what it committed; it has no public accessor.
+        committed = {tp: consumer._committed_offset.get(tp) for tp in tps}
+        highwater: dict[Any, int | None] = {}
+        for tp in tps:
+            try:
+                highwater[tp] = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - not fetched yet
+                highwater[tp] = None
+        return self._progress.check(tps, committed, highwater)
 
-
-def waiting_messages() -> int:
-    """Messages waiting on this worker's partitions at the last check (0 before any)."""
-    return _progress.last_lag if _progress is not None else 0
+    def waiting_messages(self) -> int:
+        """Messages waiting on this worker's partitions at the last check (0 before any)."""
+        return self._progress.last_lag

@@ -77,10 +77,10 @@ async def transition_rows(
 async def store_decisions(
     conn: AsyncConnection[Any],
     decisions: Sequence[tuple[FraudDecision, Mapping[str, int]]],
-) -> dict[str, Row]:
-    """Insert decisions (first one wins), return what is stored for each payment."""
+) -> None:
+    """Insert decisions; the first one stored for a payment wins (load_payments reads it)."""
     if not decisions:
-        return {}
+        return
     async with conn.cursor() as cur:
         await cur.executemany(
             # SELECT ... WHERE EXISTS: a verdict for a vanished payment stores nothing
@@ -95,13 +95,6 @@ async def store_decisions(
                 for d, v in decisions
             ],
         )
-    rows = await _all(
-        conn,
-        "SELECT payment_id, approved, score, rules_hit FROM fraud_decisions "
-        "WHERE payment_id = ANY(%s)",
-        ([d.payment_id for d, _ in decisions],),
-    )
-    return {r["payment_id"]: r for r in rows}
 
 
 async def load_blocklist(conn: AsyncConnection[Any]) -> tuple[frozenset[str], frozenset[str]]:

@@ -15,41 +15,50 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from faust.types import EventT, StreamT
+from faust.types import EventT
 
-from streams.adapters import topics
 from streams.adapters.cdc import Change
-from streams.agents import fraud, ledger, notify
-from streams.app import app, settings
-from streams.handling import batches, change_in_scope, decode_each, guard_batch
+from streams.agents.fraud import ROUTE, Fraud
+from streams.agents.ledger import AGENT as LEDGER
+from streams.agents.ledger import Ledger
+from streams.agents.notify import AGENT as NOTIFY
+from streams.agents.notify import Notify
+from streams.handling import Stage, change_of, install_batch_agent
+from streams.worker import Worker
 
 AGENT = "changes"
 Handler = Callable[[Sequence[tuple[EventT[Any], Change]]], Awaitable[None]]
 
-_BOTH = frozenset({settings.payments_topic, settings.refunds_topic})
-# (name, topics it follows, handler)
-HANDLERS: tuple[tuple[str, frozenset[str], Handler], ...] = (
-    (fraud.ROUTE, frozenset({settings.payments_topic}), fraud.route),
-    (ledger.AGENT, _BOTH, ledger.post),
-    (notify.AGENT, _BOTH, notify.enqueue),
-)
+
+class Changes:
+    """The one subscription to both CDC topics, handing each decoded batch to fraud,
+    ledger and notify."""
+
+    def __init__(self, w: Worker, fraud: Fraud, ledger: Ledger, notify: Notify) -> None:
+        self._stage = w.stage(AGENT)
+        payments = w.settings.payments_topic
+        both = frozenset({payments, w.settings.refunds_topic})
+        # (handler's stage, topics it follows, handler)
+        self._handlers: tuple[tuple[Stage, frozenset[str], Handler], ...] = (
+            (w.stage(ROUTE), frozenset({payments}), fraud.route),
+            (w.stage(LEDGER), both, ledger.post),
+            (w.stage(NOTIFY), both, notify.enqueue),
+        )
+        # Events are counted per handler (_hand_over), not here.
+        install_batch_agent(w.app, w.topics.changes, self._stage, self._dispatch,
+                            count_events=False,
+                            doc="CDC changes, decoded once, to fraud, ledger and notify")
+
+    async def _dispatch(self, events: Sequence[EventT[Any]]) -> None:
+        decoded = await self._stage.decode_each(events, change_of)
+        await asyncio.gather(*(
+            _hand_over(stage, handler,
+                       [(e, c) for e, c in decoded if e.message.topic in follows])
+            for stage, follows, handler in self._handlers
+        ))
 
 
-@app.agent(topics.changes, name=AGENT, concurrency=1)
-async def changes(stream: StreamT[Any]) -> None:
-    async for events in batches(stream):
-        # Counted per handler below, not here.
-        await guard_batch(AGENT, events, _dispatch, count_events=False)
-
-
-async def _dispatch(events: Sequence[EventT[Any]]) -> None:
-    decoded = await decode_each(events, AGENT, change_in_scope)
-    await asyncio.gather(*(
-        _hand_over(name, handler, [(e, c) for e, c in decoded if e.message.topic in follows])
-        for name, follows, handler in HANDLERS
-    ))
-
-
-async def _hand_over(name: str, handler: Handler, batch: list[tuple[EventT[Any], Change]]) -> None:
+async def _hand_over(stage: Stage, handler: Handler,
+                     batch: list[tuple[EventT[Any], Change]]) -> None:
     if batch:
-        await guard_batch(name, [event for event, _ in batch], lambda _: handler(batch))
+        await stage.guard_batch([event for event, _ in batch], lambda _: handler(batch))

@@ -18,14 +18,13 @@ from faust.types import EventT, StreamT
 
 from paystream.domain import PaymentFacts, VelocitySnapshot, evaluate
 from streams import metrics
-from streams.adapters import postgres, topics
 from streams.adapters.cdc import Change, id_key
-from streams.adapters.tables import customer_velocity, json_key, method_velocity, observe
-from streams.app import app, settings
-from streams.handling import count, isolate, retry_db, with_db
+from streams.adapters.tables import json_key
+from streams.handling import Stage
 from streams.messages import FraudCheck, Verdict
 from streams.rows import PaymentRow
-from streams.runtime import runtime
+from streams.runtime import retry_db
+from streams.worker import Worker
 
 ROUTE = "fraud-route"
 CUSTOMER = "fraud-customer"
@@ -46,113 +45,103 @@ def check_for(payment: PaymentRow, *, partition: int, source_ts_ms: int | None) 
     )
 
 
-async def send_check(check: FraudCheck) -> None:
-    await topics.fraud_by_customer.send(key=json_key(check.customer), value=check.dumps())
+class Fraud:
+    """The fraud route (a handler of the changes agent) and the two velocity stages,
+    fraud-customer and fraud-method, on one worker."""
 
+    def __init__(self, w: Worker) -> None:
+        self._settings = w.settings
+        self._runtime = w.runtime
+        self._topics = w.topics
+        self._tables = w.tables
+        self._route = w.stage(ROUTE)
+        self._customer = w.stage(CUSTOMER)
+        self._method = w.stage(METHOD)
+        w.app.agent(w.topics.fraud_by_customer, name=CUSTOMER,
+                    concurrency=1)(self._fraud_customer)
+        w.app.agent(w.topics.fraud_by_method, name=METHOD, concurrency=1)(self._fraud_method)
 
-async def send_verdict(verdict: Verdict) -> None:
-    # Back on the payment's own CDC partition: the submitter there owns the payment.
-    await topics.verdicts.send(key=id_key(verdict.payment_id), value=verdict.dumps(),
-                               partition=verdict.partition)
+    async def send_check(self, check: FraudCheck) -> None:
+        await self._topics.fraud_by_customer.send(key=json_key(check.customer),
+                                                  value=check.dumps())
 
+    async def _send_verdict(self, verdict: Verdict) -> None:
+        # Back on the payment's own CDC partition: the submitter there owns the payment.
+        await self._topics.verdicts.send(key=id_key(verdict.payment_id), value=verdict.dumps(),
+                                         partition=verdict.partition)
 
-def stored_verdict(row: dict[str, Any], *, partition: int,
-                   source_ts_ms: int | None) -> Verdict:
-    return Verdict(payment_id=row["id"], partition=partition, approved=bool(row["approved"]),
-                   score=int(row["score"] or 0), rules_hit=list(row["rules_hit"] or []),
-                   source_ts_ms=source_ts_ms)
+    async def route(self, changes: Sequence[tuple[EventT[Any], Change]]) -> None:
+        """New pending payments into the velocity stages (a handler of changes.py).
 
+        The check is made from the change event's row, with no read of the payment:
+        a replayed event for a payment decided or settled since goes through the
+        stages again harmlessly (its velocity is counted once, the first stored
+        decision wins, and submit acts only on a payment still pending).
+        """
+        for event, change in changes:
+            # Only a payment's arrival starts fraud; later updates are its consequences.
+            if change.op not in ("c", "r") or change.new_status != "pending":
+                continue
 
-async def route(changes: Sequence[tuple[EventT[Any], Change]]) -> None:
-    """New pending payments into the velocity stages, unless already decided (changes.py)."""
-    found: list[tuple[EventT[Any], PaymentRow, int | None]] = []
-    for event, change in changes:
-        # Only a payment's arrival starts fraud; later updates are its consequences.
-        if change.op not in ("c", "r") or change.new_status != "pending":
-            continue
+            async def send(event: EventT[Any] = event, change: Change = change) -> None:
+                metrics.observe_source(ROUTE, change.source_ts_ms)
+                await self.send_check(check_for(PaymentRow.parse(change.row),
+                                                partition=event.message.partition,
+                                                source_ts_ms=change.source_ts_ms))
 
-        async def parse(event: EventT[Any] = event, change: Change = change) -> None:
-            metrics.observe_source(ROUTE, change.source_ts_ms)
-            found.append((event, PaymentRow.parse(change.row), change.source_ts_ms))
+            await self._route.isolate(event, send)
 
-        await isolate(event, ROUTE, parse)
-    if not found:
-        return
-    ids = [p.id for _, p, _ in found]
-    rows = await with_db(lambda conn: postgres.load_payments(conn, ids), what=ROUTE)
-    for event, payment, source_ts in found:
+    @staticmethod
+    async def _each_check(stream: StreamT[Any], stage: Stage,
+                          handle: Callable[[FraudCheck], Awaitable[None]]) -> None:
+        async for event in stream.events():
+            stage.count((event,))
 
-        async def route_one(event: EventT[Any] = event, payment: PaymentRow = payment,
-                            source_ts: int | None = source_ts) -> None:
-            row = rows.get(payment.id)
-            # A replayed or late event for a payment that has moved on: nothing to decide.
-            if row is None or row["status"] != "pending":
-                return
-            partition = event.message.partition
-            if row["approved"] is not None:
-                # Decided before a crash or a replay: resume with the stored decision.
-                await send_verdict(stored_verdict(row, partition=partition,
-                                                  source_ts_ms=source_ts))
-                return
-            await send_check(check_for(payment, partition=partition, source_ts_ms=source_ts))
+            async def one(event: EventT[Any] = event) -> None:
+                await handle(FraudCheck.loads(event.value))
 
-        await isolate(event, ROUTE, route_one)
+            await stage.isolate(event, one)
 
+    def _observe(self, windowed: Any, kind: str, key: str,
+                 check: FraudCheck) -> tuple[int, dict[str, int]]:
+        return self._tables.observe(windowed, kind, key, check.payment_id, check.created_ms,
+                                    check.amount, check.currency)
 
-async def _each_check(stream: StreamT[Any], stage: str,
-                      handle: Callable[[FraudCheck], Awaitable[None]]) -> None:
-    async for event in stream.events():
-        count(stage, (event,))
+    async def _fraud_customer(self, stream: StreamT[Any]) -> None:
+        """Customer velocity: count and amount (same currency) over the sliding window."""
+        await self._each_check(stream, self._customer, self._by_customer)
 
-        async def one(event: EventT[Any] = event) -> None:
-            await handle(FraudCheck.loads(event.value))
+    async def _by_customer(self, check: FraudCheck) -> None:
+        count_, amounts = self._observe(self._tables.customer_velocity, "customer",
+                                        check.customer, check)
+        forwarded = dataclasses.replace(check, customer_count=count_,
+                                        customer_amount=amounts.get(check.currency, 0))
+        await self._topics.fraud_by_method.send(key=json_key(check.payment_method),
+                                                value=forwarded.dumps())
 
-        await isolate(event, stage, one)
+    async def _fraud_method(self, stream: StreamT[Any]) -> None:
+        """Payment-method velocity, blocklists and amount limits: the decision."""
+        await self._each_check(stream, self._method, self._by_method)
 
-
-def _observe(windowed: Any, kind: str, key: str, check: FraudCheck) -> tuple[int, dict[str, int]]:
-    return observe(windowed, kind, key, check.payment_id, check.created_ms, check.amount,
-                   check.currency)
-
-
-@app.agent(topics.fraud_by_customer, name=CUSTOMER, concurrency=1)
-async def fraud_customer(stream: StreamT[Any]) -> None:
-    """Customer velocity: count and amount (same currency) over the sliding window."""
-    await _each_check(stream, CUSTOMER, by_customer)
-
-
-async def by_customer(check: FraudCheck) -> None:
-    count_, amounts = _observe(customer_velocity, "customer", check.customer, check)
-    forwarded = dataclasses.replace(check, customer_count=count_,
-                                    customer_amount=amounts.get(check.currency, 0))
-    await topics.fraud_by_method.send(key=json_key(check.payment_method),
-                                      value=forwarded.dumps())
-
-
-@app.agent(topics.fraud_by_method, name=METHOD, concurrency=1)
-async def fraud_method(stream: StreamT[Any]) -> None:
-    """Payment-method velocity, blocklists and amount limits: the decision."""
-    await _each_check(stream, METHOD, by_method)
-
-
-async def by_method(check: FraudCheck) -> None:
-    count_, _ = _observe(method_velocity, "method", check.payment_method, check)
-    customers, methods = await retry_db(runtime.blocklist, what=METHOD)
-    snapshot = VelocitySnapshot(customer_count=check.customer_count,
-                                customer_amount=check.customer_amount,
-                                payment_method_count=count_)
-    decision = evaluate(
-        PaymentFacts(payment_id=check.payment_id, customer=check.customer,
-                     payment_method=check.payment_method, amount=check.amount,
-                     currency=check.currency),
-        snapshot,
-        settings.fraud,
-        blocked_customers=customers,
-        blocked_payment_methods=methods,
-    )
-    await send_verdict(Verdict(
-        payment_id=check.payment_id, partition=check.partition,
-        approved=decision.approved, score=decision.score,
-        rules_hit=list(decision.rules_hit), velocity=dataclasses.asdict(snapshot),
-        source_ts_ms=check.source_ts_ms,
-    ))
+    async def _by_method(self, check: FraudCheck) -> None:
+        count_, _ = self._observe(self._tables.method_velocity, "method",
+                                  check.payment_method, check)
+        customers, methods = await retry_db(self._runtime.blocklist, what=METHOD)
+        snapshot = VelocitySnapshot(customer_count=check.customer_count,
+                                    customer_amount=check.customer_amount,
+                                    payment_method_count=count_)
+        decision = evaluate(
+            PaymentFacts(payment_id=check.payment_id, customer=check.customer,
+                         payment_method=check.payment_method, amount=check.amount,
+                         currency=check.currency),
+            snapshot,
+            self._settings.fraud,
+            blocked_customers=customers,
+            blocked_payment_methods=methods,
+        )
+        await self._send_verdict(Verdict(
+            payment_id=check.payment_id, partition=check.partition,
+            approved=decision.approved, score=decision.score,
+            rules_hit=list(decision.rules_hit), velocity=dataclasses.asdict(snapshot),
+            source_ts_ms=check.source_ts_ms,
+        ))

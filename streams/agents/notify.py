@@ -22,15 +22,16 @@ from faust.types import EventT
 from paystream.domain import PaymentStatus, RefundStatus, sign
 from paystream.domain.ids import notification_event_id
 from paystream.domain.signing import SIGNATURE_HEADER
-from streams import dead_letter_format, dead_letters, metrics
+from paystream.settings import Settings
+from streams import dead_letter_format, metrics
 from streams.adapters import postgres
 from streams.adapters.cdc import Change
-from streams.app import settings
-from streams.handling import isolate, with_db
+from streams.dead_letters import DeadLetters
 from streams.messages import Notification
 from streams.resilience import backoff_delay
 from streams.rows import PaymentRow, RefundRow
-from streams.runtime import runtime
+from streams.runtime import Runtime
+from streams.worker import Worker
 
 log = logging.getLogger(__name__)
 AGENT = "notify"
@@ -44,15 +45,16 @@ _TERMINAL_PAYMENT = frozenset(s.value for s in PaymentStatus if s.is_terminal)
 _TERMINAL_REFUND = frozenset(s.value for s in RefundStatus if s.is_terminal)
 
 
-def notification_for(topic: str, change: Change | None) -> Notification | None:
-    """The merchant event a change causes: one per terminal status an object enters."""
+def notification_for(change: Change | None, *, payment: bool) -> Notification | None:
+    """The merchant event a change causes: one per terminal status an object enters
+    (``payment``: a change of the payments topic, else of the refunds topic)."""
     if change is None or change.op == "d" or change.new_status is None:
         return None
     status = change.new_status
     if not change.entered(status):
         return None
     obj: PaymentRow | RefundRow
-    if topic == settings.payments_topic:
+    if payment:
         if status not in _TERMINAL_PAYMENT:
             return None
         obj, kind = PaymentRow.parse(change.row), "payment"
@@ -75,28 +77,48 @@ def notification_for(topic: str, change: Change | None) -> Notification | None:
                         json.dumps(body, separators=(",", ":"), sort_keys=True))
 
 
-async def enqueue(changes: Sequence[tuple[EventT[Any], Change]]) -> None:
-    """Put a batch's merchant events in the outbox, one round trip (a handler of changes.py)."""
-    found: list[Notification] = []
-    for event, change in changes:
+class Notify:
+    """The outbox writer of changes.py's notify handler, and the leader's sweeper."""
 
-        async def build(event: EventT[Any] = event, change: Change = change) -> None:
-            note = notification_for(event.message.topic, change)
-            if note is not None:
-                found.append(note)
+    def __init__(self, w: Worker) -> None:
+        self._payments_topic = w.settings.payments_topic
+        self._stage = w.stage(AGENT)
+        self._deliverer = Deliverer(w.runtime, w.settings, w.dead_letters)
+        # Stopped before the pool closes; leases expire and the sweeper redelivers
+        # whatever was cut short.
+        w.runtime.on_close(self._deliverer.stop)
 
-        await isolate(event, AGENT, build)
-    if not found:
-        return
-    new = await with_db(lambda conn: postgres.enqueue_notifications(conn, found), what=AGENT)
-    if new:
-        deliverer.start(new)
+    async def enqueue(self, changes: Sequence[tuple[EventT[Any], Change]]) -> None:
+        """Put a batch's merchant events in the outbox, one round trip (a handler of
+        changes.py)."""
+        found: list[Notification] = []
+        for event, change in changes:
+
+            async def build(event: EventT[Any] = event, change: Change = change) -> None:
+                note = notification_for(
+                    change, payment=event.message.topic == self._payments_topic)
+                if note is not None:
+                    found.append(note)
+
+            await self._stage.isolate(event, build)
+        if not found:
+            return
+        new = await self._stage.with_db(lambda conn: postgres.enqueue_notifications(conn, found))
+        if new:
+            self._deliverer.start(new)
+
+    async def sweep(self) -> int:
+        """Deliver every due retry (and anything a crashed worker left): the leader's timer."""
+        return await self._deliverer.deliver(None)
 
 
 class Deliverer:
     """Delivers outbox rows in the background, a bounded number at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, runtime: Runtime, settings: Settings, dead_letters: DeadLetters) -> None:
+        self._runtime = runtime
+        self._settings = settings
+        self._dead_letters = dead_letters
         self._tasks: set[asyncio.Future[int]] = set()
         self._slots: asyncio.Semaphore | None = None
 
@@ -109,7 +131,7 @@ class Deliverer:
     async def deliver(self, event_ids: list[str] | None) -> int:
         """Claim due rows (these, or any due when None) and deliver them; how many."""
         try:
-            rows = await with_db(
+            rows = await self._runtime.with_db(
                 lambda conn: postgres.claim_notifications(
                     conn, event_ids=event_ids, limit=SWEEP_BATCH if event_ids is None
                     else len(event_ids), lease_seconds=LEASE_SECONDS),
@@ -136,7 +158,7 @@ class Deliverer:
         error: str | None = None
         async with self._slots:
             try:
-                session = await runtime.http()
+                session = await self._runtime.http()
                 async with session.post(row["webhook_url"], data=body, headers=headers,
                                         allow_redirects=False) as resp:
                     status = resp.status
@@ -149,6 +171,7 @@ class Deliverer:
 
     async def _record(self, row: dict[str, Any], status: int | None, error: str | None) -> None:
         attempts = int(row["attempts"])
+        settings = self._settings
         if error is None:
             outcome, retry_in = "delivered", None
         elif attempts < settings.notify_max_attempts:
@@ -158,7 +181,7 @@ class Deliverer:
                                      cap=base * 2 ** settings.notify_max_attempts)
         else:
             outcome, retry_in = "failed", None
-        await with_db(
+        await self._runtime.with_db(
             lambda conn: postgres.record_delivery(conn, row["event_id"], delivered=error is None,
                                                status_code=status, error=error,
                                                retry_in=retry_in),
@@ -173,7 +196,7 @@ class Deliverer:
                 key=row["event_id"].encode(), value=row["payload"].encode(),
             )
             body["event_id"] = row["event_id"]
-            await dead_letters.send_dead_letter(body, key=row["event_id"].encode())
+            await self._dead_letters.send_envelope(body, key=row["event_id"].encode())
         elif outcome == "retry":
             # The URL may carry a merchant's token: log ids, never the URL or secret.
             log.info("webhook %s to merchant %s: %s; attempt %d, next in %.1fs",
@@ -183,16 +206,3 @@ class Deliverer:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-deliverer = Deliverer()
-
-
-async def sweep() -> int:
-    """Deliver every due retry (and anything a crashed worker left): the leader's timer."""
-    return await deliverer.deliver(None)
-
-
-# Stopped before the pool closes; leases expire and the sweeper redelivers
-# whatever was cut short.
-runtime.on_close(deliverer.stop)

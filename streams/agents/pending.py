@@ -15,18 +15,20 @@ from faust.types import EventT, StreamT
 
 from paystream.domain import PaymentStatus, RefundStatus
 from streams import metrics
-from streams.adapters import topics
-from streams.adapters.tables import lookup, pending
-from streams.app import app, settings
-from streams.handling import change_in_scope, count, isolate
+from streams.adapters.tables import lookup
+from streams.handling import change_of
 from streams.messages import PendingCommand
 from streams.stripe_sequence import lease_seconds
+from streams.worker import Worker
 
 AGENT = "pending"
 
 
 def new_entry(kind: str, object_id: str, status: str, partition: int,
-              stripe_id: str | None, now: float) -> dict[str, Any]:
+              stripe_id: str | None, now: float, *, poll_interval: float,
+              lease: float) -> dict[str, Any]:
+    """A pending table value; poll_interval is POLL_INTERVAL_SECONDS, lease the Stripe
+    sequence's lease (stripe_sequence.lease_seconds)."""
     return {
         "id": object_id,
         "kind": kind,
@@ -39,8 +41,8 @@ def new_entry(kind: str, object_id: str, status: str, partition: int,
         # the webhook normally settles it well before that. A pending one sooner:
         # its Stripe call may have died with a worker (the offset was committed
         # when it was handed to the sequence), and it is free once the lease expires.
-        "next_poll_at": now + (min(settings.poll_interval_seconds, lease_seconds() + 20)
-                               if status == "pending" else settings.poll_interval_seconds),
+        "next_poll_at": now + (min(poll_interval, lease + 20)
+                               if status == "pending" else poll_interval),
         "last_error": None,
     }
 
@@ -53,40 +55,52 @@ def is_terminal(kind: str, status: str | None) -> bool:
     return RefundStatus(status).is_terminal
 
 
-@app.agent(topics.pending_sources, name=AGENT, concurrency=1)
-async def track(stream: StreamT[Any]) -> None:
-    async for event in stream.events():
-        count(AGENT, (event,))
-        await isolate(event, AGENT, partial(apply_event, event))
+class Pending:
+    """The pending agent, the pending table's only writer."""
 
+    def __init__(self, w: Worker) -> None:
+        self._settings = w.settings
+        self._topics = w.topics
+        self._pending = w.tables.pending
+        self._stage = w.stage(AGENT)
+        w.app.agent(w.topics.pending_sources, name=AGENT, concurrency=1)(self._track)
 
-async def apply_event(event: EventT[Any]) -> None:
-    """Apply one change event or poller command to the pending table."""
-    topic = event.message.topic
-    if topic == topics.pending_commands.get_topic_name():
-        command = PendingCommand.loads(event.value)
-        entry = lookup(pending, command.id)
-        if entry is not None:
-            pending[command.id] = {**entry, "attempts": command.attempts,
-                                   "next_poll_at": command.next_poll_at,
-                                   "last_error": command.last_error}
-        return
-    kind = "payment" if topic == settings.payments_topic else "refund"
-    change = change_in_scope(event)
-    if change is None:
-        return
-    metrics.observe_source(AGENT, change.source_ts_ms)
-    object_id = change.key_id
-    status = None if change.op == "d" else change.new_status
-    entry = lookup(pending, object_id)
-    if is_terminal(kind, status):
-        if entry is not None:
-            del pending[object_id]
-        return
-    row = change.row
-    stripe_id = row.get("stripe_payment_intent_id" if kind == "payment" else "stripe_refund_id")
-    if entry is None:
-        pending[object_id] = new_entry(kind, object_id, str(status), event.message.partition,
-                                       stripe_id, time.time())
-    elif entry["status"] != status or entry["stripe_id"] != stripe_id:
-        pending[object_id] = {**entry, "status": status, "stripe_id": stripe_id}
+    async def _track(self, stream: StreamT[Any]) -> None:
+        async for event in stream.events():
+            self._stage.count((event,))
+            await self._stage.isolate(event, partial(self.apply_event, event))
+
+    async def apply_event(self, event: EventT[Any]) -> None:
+        """Apply one change event or poller command to the pending table."""
+        pending = self._pending
+        topic = event.message.topic
+        if topic == self._topics.pending_commands.get_topic_name():
+            command = PendingCommand.loads(event.value)
+            entry = lookup(pending, command.id)
+            if entry is not None:
+                pending[command.id] = {**entry, "attempts": command.attempts,
+                                       "next_poll_at": command.next_poll_at,
+                                       "last_error": command.last_error}
+            return
+        kind = "payment" if topic == self._settings.payments_topic else "refund"
+        change = change_of(event)
+        if change is None:
+            return
+        metrics.observe_source(AGENT, change.source_ts_ms)
+        object_id = change.key_id
+        status = None if change.op == "d" else change.new_status
+        entry = lookup(pending, object_id)
+        if is_terminal(kind, status):
+            if entry is not None:
+                del pending[object_id]
+            return
+        row = change.row
+        stripe_id = row.get("stripe_payment_intent_id" if kind == "payment"
+                            else "stripe_refund_id")
+        if entry is None:
+            pending[object_id] = new_entry(
+                kind, object_id, str(status), event.message.partition, stripe_id, time.time(),
+                poll_interval=self._settings.poll_interval_seconds,
+                lease=lease_seconds(self._settings))
+        elif entry["status"] != status or entry["stripe_id"] != stripe_id:
+            pending[object_id] = {**entry, "status": status, "stripe_id": stripe_id}

@@ -13,19 +13,18 @@ import time
 from typing import Any
 
 from paystream.domain import PaymentStatus, RefundStatus
-from streams import metrics, watchdog
-from streams.adapters import postgres, topics
+from paystream.settings import Settings
+from streams import metrics
+from streams.adapters import postgres
 from streams.adapters.cdc import id_key
 from streams.adapters.stripe_gateway import BACKGROUND
-from streams.adapters.tables import local_pending_entries
-from streams.agents.fraud import check_for, send_check
-from streams.agents.submit import block
-from streams.app import app, settings
-from streams.handling import with_db
+from streams.agents.fraud import Fraud, check_for
+from streams.agents.submit import Submit
 from streams.messages import PendingCommand
 from streams.resilience import backoff_delay
 from streams.rows import PaymentRow
-from streams.stripe_sequence import PAYMENT, REFUND, sequence
+from streams.stripe_sequence import PAYMENT, REFUND
+from streams.worker import Worker
 
 log = logging.getLogger(__name__)
 POLLER = "poller"
@@ -48,10 +47,9 @@ FRAUD_STALL_SECONDS = 30.0
 # payment is most likely just queued, and a re-sent check would only lengthen
 # the queue it is waiting in (by one message per waiting payment and poll).
 FRAUD_RESEND_MAX_LAG = 100
-_snoozed: dict[str, tuple[float, int]] = {}
 
 
-def poll_tick_seconds() -> float:
+def poll_tick_seconds(settings: Settings) -> float:
     """How often the timer looks for due entries: a fraction of the poll interval."""
     return min(5.0, max(0.5, settings.poll_interval_seconds / 2))
 
@@ -59,106 +57,122 @@ def poll_tick_seconds() -> float:
 # --- the poller (timers.py calls poll_due on every worker) ---------------------------
 
 
-async def poll_due(now: float | None = None) -> int:
-    """Poll every due entry once; returns how many were looked at."""
-    if app.rebalancing:
-        return 0
-    now = time.time() if now is None else now
-    entries = local_pending_entries()
-    metrics.PENDING.set(len(entries))
-    metrics.PENDING_OLDEST.set(max((now - e["since"] for e in entries), default=0.0))
-    present = {e["id"] for e in entries}
-    for gone in [k for k in _snoozed if k not in present]:
-        del _snoozed[gone]
-    due = sorted((e for e in entries
-                  if max(e["next_poll_at"], _snoozed.get(e["id"], (0.0, 0))[0]) <= now),
-                 key=lambda e: e["next_poll_at"])[:MAX_DUE_PER_TICK]
-    if not due:
-        return 0
-    payment_ids = [e["id"] for e in due if e["kind"] == "payment"]
-    refund_ids = [e["id"] for e in due if e["kind"] == "refund"]
+class Poller:
+    """The poller of one worker, over the pending entries of the partitions it owns."""
 
-    async def load(conn: Any) -> dict[str, Any]:
-        rows = await postgres.load_payments(conn, payment_ids) if payment_ids else {}
-        if refund_ids:
-            rows.update(await postgres.load_refunds(conn, refund_ids))
-        return rows
+    def __init__(self, w: Worker, fraud: Fraud, submit: Submit) -> None:
+        self._w = w
+        self._fraud = fraud
+        self._submit = submit
+        # Entry id -> (not before, snoozes so far); see _QUIET.
+        self._snoozed: dict[str, tuple[float, int]] = {}
 
-    rows = await with_db(load, what=POLLER)
-    commands = await asyncio.gather(*(poll_one(e, rows.get(e["id"])) for e in due))
-    for entry, command in zip(due, commands, strict=True):
-        if command is None:
-            # Snoozes back off too: a payment stuck upstream is looked at less and less.
-            times = _snoozed.get(entry["id"], (0.0, 0))[1] + 1
-            interval = settings.poll_interval_seconds
-            _snoozed[entry["id"]] = (
-                now + backoff_delay(times, base=interval, cap=interval * MAX_BACKOFF_INTERVALS),
-                times,
-            )
-            continue
-        _snoozed.pop(entry["id"], None)
-        await topics.pending_commands.send(key=id_key(entry["id"]), value=command.dumps(),
-                                           partition=entry["partition"])
-    return len(due)
+    async def poll_due(self, now: float | None = None) -> int:
+        """Poll every due entry once; returns how many were looked at."""
+        if self._w.app.rebalancing:
+            return 0
+        now = time.time() if now is None else now
+        entries = self._w.tables.local_pending_entries()
+        metrics.PENDING.set(len(entries))
+        metrics.PENDING_OLDEST.set(max((now - e["since"] for e in entries), default=0.0))
+        snoozed = self._snoozed
+        present = {e["id"] for e in entries}
+        for gone in [k for k in snoozed if k not in present]:
+            del snoozed[gone]
+        due = sorted((e for e in entries
+                      if max(e["next_poll_at"], snoozed.get(e["id"], (0.0, 0))[0]) <= now),
+                     key=lambda e: e["next_poll_at"])[:MAX_DUE_PER_TICK]
+        if not due:
+            return 0
+        payment_ids = [e["id"] for e in due if e["kind"] == "payment"]
+        refund_ids = [e["id"] for e in due if e["kind"] == "refund"]
 
+        async def load(conn: Any) -> dict[str, Any]:
+            rows = await postgres.load_payments(conn, payment_ids) if payment_ids else {}
+            if refund_ids:
+                rows.update(await postgres.load_refunds(conn, refund_ids))
+            return rows
 
-async def poll_one(entry: dict[str, Any], row: dict[str, Any] | None) -> PendingCommand | None:
-    """Resolve one entry if Stripe knows more; when Stripe was asked, when to ask next."""
-    attempts = int(entry["attempts"]) + 1
-    error: str | None = None
-    # The poller spends only the Stripe budget no new payment or refund is waiting for.
-    BACKGROUND.set(True)
-    try:
-        if entry["kind"] == "payment":
-            outcome, error = await _poll_payment(row, int(entry["partition"]))
+        rows = await self._w.runtime.with_db(load, what=POLLER)
+        commands = await asyncio.gather(*(self.poll_one(e, rows.get(e["id"])) for e in due))
+        for entry, command in zip(due, commands, strict=True):
+            if command is None:
+                # Snoozes back off too: a payment stuck upstream is looked at less and less.
+                times = snoozed.get(entry["id"], (0.0, 0))[1] + 1
+                interval = self._w.settings.poll_interval_seconds
+                snoozed[entry["id"]] = (
+                    now + backoff_delay(times, base=interval,
+                                        cap=interval * MAX_BACKOFF_INTERVALS),
+                    times,
+                )
+                continue
+            snoozed.pop(entry["id"], None)
+            await self._w.topics.pending_commands.send(key=id_key(entry["id"]),
+                                                     value=command.dumps(),
+                                                     partition=entry["partition"])
+        return len(due)
+
+    async def poll_one(self, entry: dict[str, Any],
+                       row: dict[str, Any] | None) -> PendingCommand | None:
+        """Resolve one entry if Stripe knows more; when Stripe was asked, when to ask next."""
+        attempts = int(entry["attempts"]) + 1
+        error: str | None = None
+        # The poller spends only the Stripe budget no new payment or refund is waiting for.
+        BACKGROUND.set(True)
+        try:
+            if entry["kind"] == "payment":
+                outcome, error = await self._poll_payment(row, int(entry["partition"]))
+            else:
+                outcome, error = await self._poll_refund(row)
+        except Exception as err:  # noqa: BLE001 - one entry must not stop the others
+            log.exception("poller failed on %s %s", entry["kind"], entry["id"])
+            metrics.ERRORS.labels(POLLER).inc()
+            outcome, error = "error", f"{type(err).__name__}: {err}"
+        metrics.POLLS.labels(outcome).inc()
+        if outcome in _QUIET:
+            return None
+        interval = self._w.settings.poll_interval_seconds
+        if outcome == "stripe_unavailable":
+            # Try again soon after the breaker's next trial call, and at least every
+            # interval: an outage's backlog is resolved minutes after it ends.
+            delay = backoff_delay(attempts, base=self._w.settings.circuit_reset_seconds,
+                                  cap=interval)
         else:
-            outcome, error = await _poll_refund(row)
-    except Exception as err:  # noqa: BLE001 - one entry must not stop the others
-        log.exception("poller failed on %s %s", entry["kind"], entry["id"])
-        metrics.ERRORS.labels(POLLER).inc()
-        outcome, error = "error", f"{type(err).__name__}: {err}"
-    metrics.POLLS.labels(outcome).inc()
-    if outcome in _QUIET:
-        return None
-    interval = settings.poll_interval_seconds
-    if outcome == "stripe_unavailable":
-        # Try again soon after the breaker's next trial call, and at least every
-        # interval: an outage's backlog is resolved minutes after it ends.
-        delay = backoff_delay(attempts, base=settings.circuit_reset_seconds, cap=interval)
-    else:
-        delay = backoff_delay(attempts, base=interval, cap=interval * MAX_BACKOFF_INTERVALS)
-    return PendingCommand(id=entry["id"], attempts=attempts, next_poll_at=time.time() + delay,
-                          last_error=error[:300] if error else None)
+            delay = backoff_delay(attempts, base=interval, cap=interval * MAX_BACKOFF_INTERVALS)
+        return PendingCommand(id=entry["id"], attempts=attempts,
+                              next_poll_at=time.time() + delay,
+                              last_error=error[:300] if error else None)
 
+    async def _poll_payment(self, row: dict[str, Any] | None,
+                            partition: int) -> tuple[str, str | None]:
+        if row is None:
+            return "missing", None
+        status = PaymentStatus(row["status"])
+        if status.is_terminal:
+            # e.g. the webhook won; its change event drops the entry
+            return "already_terminal", None
+        if status is PaymentStatus.PENDING and not row["stripe_payment_intent_id"]:
+            if row["approved"] is None:
+                # Still in the fraud stages (a failure there is dead-lettered and
+                # replayed with `paystream dlq replay`), or its check was lost.
+                if time.time() - row["created_at"].timestamp() < FRAUD_STALL_SECONDS \
+                        or self._w.watch.waiting_messages() > FRAUD_RESEND_MAX_LAG:
+                    return "awaiting_fraud", None
+                payment = PaymentRow.parse(row)
+                await self._fraud.send_check(check_for(payment, partition=partition,
+                                                       source_ts_ms=None))
+                log.warning("payment %s still undecided by fraud; check sent again", row["id"])
+                return "fraud_restarted", None
+            if row["approved"] is False:
+                await self._submit.block(row["id"], row["rules_hit"] or [])
+                return "blocked", None
+        attempt = await self._w.sequence.run(PAYMENT, row, source=POLLER)
+        return attempt.outcome, attempt.error
 
-async def _poll_payment(row: dict[str, Any] | None, partition: int) -> tuple[str, str | None]:
-    if row is None:
-        return "missing", None
-    status = PaymentStatus(row["status"])
-    if status.is_terminal:
-        return "already_terminal", None  # e.g. the webhook won; its change event drops the entry
-    if status is PaymentStatus.PENDING and not row["stripe_payment_intent_id"]:
-        if row["approved"] is None:
-            # Still in the fraud stages (a failure there is dead-lettered and
-            # replayed with `paystream dlq replay`), or its check was lost.
-            if time.time() - row["created_at"].timestamp() < FRAUD_STALL_SECONDS \
-                    or watchdog.waiting_messages() > FRAUD_RESEND_MAX_LAG:
-                return "awaiting_fraud", None
-            payment = PaymentRow.parse(row)
-            await send_check(check_for(payment, partition=partition, source_ts_ms=None))
-            log.warning("payment %s still undecided by fraud; check sent again", row["id"])
-            return "fraud_restarted", None
-        if row["approved"] is False:
-            await block(row["id"], row["rules_hit"] or [])
-            return "blocked", None
-    attempt = await sequence.run(PAYMENT, row, source=POLLER)
-    return attempt.outcome, attempt.error
-
-
-async def _poll_refund(row: dict[str, Any] | None) -> tuple[str, str | None]:
-    if row is None:
-        return "missing", None
-    if RefundStatus(row["status"]).is_terminal:
-        return "already_terminal", None
-    attempt = await sequence.run(REFUND, row, source=POLLER)
-    return attempt.outcome, attempt.error
+    async def _poll_refund(self, row: dict[str, Any] | None) -> tuple[str, str | None]:
+        if row is None:
+            return "missing", None
+        if RefundStatus(row["status"]).is_terminal:
+            return "already_terminal", None
+        attempt = await self._w.sequence.run(REFUND, row, source=POLLER)
+        return attempt.outcome, attempt.error

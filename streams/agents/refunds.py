@@ -14,53 +14,56 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from faust.types import EventT, StreamT
+from faust.types import EventT
 
 from paystream.domain import RefundStatus
 from streams import metrics
-from streams.adapters import postgres, topics
+from streams.adapters import postgres
 from streams.adapters.cdc import Change
-from streams.app import app
-from streams.handling import batches, change_in_scope, decode_each, guard_batch, isolate, with_db
+from streams.handling import change_of, install_batch_agent
 from streams.rows import RefundRow
-from streams.stripe_sequence import REFUND, sequence
+from streams.stripe_sequence import REFUND
+from streams.worker import Worker
 
 log = logging.getLogger(__name__)
 AGENT = "refunds"
 BATCH = 64
 
 
-@app.agent(topics.refunds, name=AGENT, concurrency=1)
-async def refunds(stream: StreamT[Any]) -> None:
-    async for events in batches(stream, BATCH):
-        await guard_batch(AGENT, events, _handle)
-
-
-async def _handle(events: Sequence[EventT[Any]]) -> None:
-    changes = await decode_each(events, AGENT, _refund_change)
-    created = [(event, refund.id) for event, (change, refund) in changes
-               if change.op in ("c", "r") and refund.status is RefundStatus.PENDING]
-    succeeded = [(event, refund.payment_id) for event, (change, refund) in changes
-                 if change.entered(RefundStatus.SUCCEEDED)]
-    if created:
-        # The rows as they are now (with their payment's PaymentIntent), in one read.
-        rows = await with_db(lambda conn: postgres.load_refunds(conn, [i for _, i in created]),
-                             what=AGENT)
-        for event, refund_id in created:
-            row = rows.get(refund_id)
-            if row is not None and row["status"] == RefundStatus.PENDING:
-                await sequence.start(event, AGENT, REFUND, row)
-    for event, payment_id in succeeded:
-        await isolate(event, AGENT, partial(sync_refunded, payment_id))
-
-
 def _refund_change(event: EventT[Any]) -> tuple[Change, RefundRow] | None:
-    change = change_in_scope(event)
+    change = change_of(event)
     if change is None or change.op == "d":
         return None
     metrics.observe_source(AGENT, change.source_ts_ms)
     return change, RefundRow.parse(change.row)
 
 
-async def sync_refunded(payment_id: str) -> None:
-    await with_db(lambda conn: postgres.sync_amount_refunded(conn, payment_id), what=AGENT)
+class Refunds:
+    """The refunds agent: new pending refunds to the Stripe sequence, succeeded ones
+    into their payment's ``amount_refunded``."""
+
+    def __init__(self, w: Worker) -> None:
+        self._stage = w.stage(AGENT)
+        self._sequence = w.sequence
+        install_batch_agent(w.app, w.topics.refunds, self._stage, self._handle, size=BATCH,
+                            doc="New refunds to Stripe; amount_refunded kept in step")
+
+    async def _handle(self, events: Sequence[EventT[Any]]) -> None:
+        changes = await self._stage.decode_each(events, _refund_change)
+        created = [(event, refund.id) for event, (change, refund) in changes
+                   if change.op in ("c", "r") and refund.status is RefundStatus.PENDING]
+        succeeded = [(event, refund.payment_id) for event, (change, refund) in changes
+                     if change.entered(RefundStatus.SUCCEEDED)]
+        if created:
+            # The rows as they are now (with their payment's PaymentIntent), in one read.
+            rows = await self._stage.with_db(
+                lambda conn: postgres.load_refunds(conn, [i for _, i in created]))
+            for event, refund_id in created:
+                row = rows.get(refund_id)
+                if row is not None and row["status"] == RefundStatus.PENDING:
+                    await self._sequence.start(event, self._stage, REFUND, row)
+        for event, payment_id in succeeded:
+            await self._stage.isolate(event, partial(self.sync_refunded, payment_id))
+
+    async def sync_refunded(self, payment_id: str) -> None:
+        await self._stage.with_db(lambda conn: postgres.sync_amount_refunded(conn, payment_id))

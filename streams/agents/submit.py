@@ -17,15 +17,15 @@ from functools import partial
 from typing import Any
 
 import psycopg
-from faust.types import EventT, StreamT
+from faust.types import EventT
 
 from paystream.domain import FraudDecision, PaymentStatus
 from streams import metrics
-from streams.adapters import postgres, topics
-from streams.app import app
-from streams.handling import batches, decode_each, guard_batch, isolate, with_db
+from streams.adapters import postgres
+from streams.handling import install_batch_agent
 from streams.messages import Verdict
-from streams.stripe_sequence import PAYMENT, sequence
+from streams.stripe_sequence import PAYMENT
+from streams.worker import Worker
 
 log = logging.getLogger(__name__)
 AGENT = "submit"
@@ -33,62 +33,66 @@ SUBMIT_BATCH = 64
 FRAUD_BLOCKED = "fraud_blocked"
 
 
-@app.agent(topics.verdicts, name=AGENT, concurrency=1)
-async def submit(stream: StreamT[Any]) -> None:
-    async for events in batches(stream, SUBMIT_BATCH):
-        await guard_batch(AGENT, events, _apply_verdicts)
+class Submit:
+    """The submit agent: each verdict stored, the blocked blocked, the approved handed
+    to the Stripe sequence."""
 
+    def __init__(self, w: Worker) -> None:
+        self._stage = w.stage(AGENT)
+        self._sequence = w.sequence
+        install_batch_agent(w.app, w.topics.verdicts, self._stage, self._apply_verdicts,
+                            size=SUBMIT_BATCH, doc="Fraud verdicts: block or hand to Stripe")
 
-async def _apply_verdicts(events: Sequence[EventT[Any]]) -> None:
-    verdicts = await decode_each(events, AGENT, lambda event: Verdict.loads(event.value))
-    if not verdicts:
-        return
-    decisions = [
-        (FraudDecision(v.payment_id, v.approved, v.score, tuple(v.rules_hit)), v.velocity)
-        for _, v in verdicts
-    ]
-    ids = [v.payment_id for _, v in verdicts]
+    async def _apply_verdicts(self, events: Sequence[EventT[Any]]) -> None:
+        verdicts = await self._stage.decode_each(events, lambda event: Verdict.loads(event.value))
+        if not verdicts:
+            return
+        decisions = [
+            (FraudDecision(v.payment_id, v.approved, v.score, tuple(v.rules_hit)), v.velocity)
+            for _, v in verdicts
+        ]
+        ids = [v.payment_id for _, v in verdicts]
 
-    async def load(conn: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        stored = await postgres.store_decisions(conn, decisions)
-        return stored, await postgres.load_payments(conn, ids)
+        async def load(conn: Any) -> dict[str, Any]:
+            await postgres.store_decisions(conn, decisions)
+            # Read after the verdict, not taken from the change event: the guard needs
+            # the status now (a webhook or a replay may have moved it on), the stored
+            # decision (the first one wins) and the whole row for Stripe.
+            return await postgres.load_payments(conn, ids)
 
-    stored, rows = await with_db(load, what=AGENT)
-    approved: list[tuple[EventT[Any], dict[str, Any]]] = []
-    blocked: list[tuple[EventT[Any], str, Sequence[str]]] = []
-    for event, verdict in verdicts:
-        decision = stored.get(verdict.payment_id)
-        row = rows.get(verdict.payment_id)
-        if decision is None or row is None or row["status"] != PaymentStatus.PENDING:
-            continue  # gone, or moved on (a replay): nothing left to do
-        metrics.FRAUD_DECISIONS.labels("approved" if decision["approved"] else "blocked").inc()
-        if decision["approved"]:
-            approved.append((event, row))
-        else:
-            blocked.append((event, verdict.payment_id, decision["rules_hit"]))
-    if blocked:
-        try:
-            await block_payments([(pid, rules) for _, pid, rules in blocked])
-        except psycopg.Error:
-            # One bad row fails the whole pipeline: block one by one, so that only
-            # the message that fails is dead-lettered.
-            for event, pid, rules in blocked:
-                await isolate(event, AGENT, partial(block, pid, rules))
-    for event, row in approved:
-        await sequence.start(event, AGENT, PAYMENT, row)
+        rows = await self._stage.with_db(load)
+        approved: list[tuple[EventT[Any], dict[str, Any]]] = []
+        blocked: list[tuple[EventT[Any], str, Sequence[str]]] = []
+        for event, verdict in verdicts:
+            row = rows.get(verdict.payment_id)
+            if row is None or row["approved"] is None or row["status"] != PaymentStatus.PENDING:
+                continue  # gone, or moved on (a replay): nothing left to do
+            metrics.FRAUD_DECISIONS.labels("approved" if row["approved"] else "blocked").inc()
+            if row["approved"]:
+                approved.append((event, row))
+            else:
+                blocked.append((event, verdict.payment_id, row["rules_hit"] or []))
+        if blocked:
+            try:
+                await self.block_payments([(pid, rules) for _, pid, rules in blocked])
+            except psycopg.Error:
+                # One bad row fails the whole pipeline: block one by one, so that only
+                # the message that fails is dead-lettered.
+                for event, pid, rules in blocked:
+                    await self._stage.isolate(event, partial(self.block, pid, rules))
+        for event, row in approved:
+            await self._sequence.start(event, self._stage, PAYMENT, row)
 
+    async def block(self, payment_id: str, rules_hit: Sequence[str]) -> None:
+        """pending -> blocked; the payment never reaches Stripe."""
+        await self.block_payments([(payment_id, rules_hit)])
 
-async def block(payment_id: str, rules_hit: Sequence[str]) -> None:
-    """pending -> blocked; the payment never reaches Stripe."""
-    await block_payments([(payment_id, rules_hit)])
-
-
-async def block_payments(blocked: Sequence[tuple[str, Sequence[str]]]) -> None:
-    """block() for many payments in one round trip."""
-    updates = [{"id": payment_id, "failure_code": FRAUD_BLOCKED,
-                "failure_message": "Blocked by fraud rules: " + ", ".join(rules_hit)}
-               for payment_id, rules_hit in blocked]
-    moved = await with_db(
-        lambda conn: postgres.transition_rows(conn, "payments", PaymentStatus.BLOCKED, updates),
-        what=AGENT)
-    metrics.TRANSITIONS.labels("payment", "blocked", AGENT).inc(len(moved))
+    async def block_payments(self, blocked: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """block() for many payments in one round trip."""
+        updates = [{"id": payment_id, "failure_code": FRAUD_BLOCKED,
+                    "failure_message": "Blocked by fraud rules: " + ", ".join(rules_hit)}
+                   for payment_id, rules_hit in blocked]
+        moved = await self._stage.with_db(
+            lambda conn: postgres.transition_rows(conn, "payments", PaymentStatus.BLOCKED,
+                                                  updates))
+        metrics.TRANSITIONS.labels("payment", "blocked", AGENT).inc(len(moved))

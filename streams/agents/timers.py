@@ -10,74 +10,80 @@ from collections import Counter
 from paystream.domain.reconcile import DriftKind
 from streams import metrics, watchdog
 from streams.adapters.stripe_gateway import BACKGROUND
-from streams.agents import notify, poller
-from streams.app import app, settings
+from streams.agents.notify import Notify
+from streams.agents.poller import Poller, poll_tick_seconds
 from streams.ops import reconcile
-from streams.runtime import runtime
+from streams.worker import Worker
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 1.0
 
 
-@app.timer(interval=poller.poll_tick_seconds())
-async def poll_pending() -> None:
-    """Every worker polls the pending entries of the partitions it owns."""
-    try:
-        await poller.poll_due()
-    except Exception:  # noqa: BLE001 - a raising timer would stop for good
-        log.exception("poller tick failed")
+class Timers:
+    """The worker's periodic jobs, installed on its app."""
 
+    def __init__(self, w: Worker, poller: Poller, notify: Notify) -> None:
+        self._w = w
+        self._poller = poller
+        self._notify = notify
+        # The (topic, partition) series of CONSUMER_LAG this worker exports.
+        self._lag_series: set[tuple[str, str]] = set()
+        w.app.timer(interval=poll_tick_seconds(w.settings))(self.poll_pending)
+        w.app.timer(interval=SWEEP_SECONDS, on_leader=True)(self.sweep_notifications)
+        w.app.timer(interval=watchdog.CHECK_EVERY_SECONDS)(self.watch_progress)
+        w.app.timer(interval=w.settings.reconcile_interval_seconds,
+                    on_leader=True)(self.reconcile_recent)
 
-@app.timer(interval=SWEEP_SECONDS, on_leader=True)
-async def sweep_notifications() -> None:
-    """One sweeper for the whole group: the outbox is global, so the leader does it."""
-    try:
-        await notify.sweep()
-    except Exception:  # noqa: BLE001
-        log.exception("notification sweep failed")
+    async def poll_pending(self) -> None:
+        """Every worker polls the pending entries of the partitions it owns."""
+        try:
+            await self._poller.poll_due()
+        except Exception:  # noqa: BLE001 - a raising timer would stop for good
+            log.exception("poller tick failed")
 
+    async def sweep_notifications(self) -> None:
+        """One sweeper for the whole group: the outbox is global, so the leader does it."""
+        try:
+            await self._notify.sweep()
+        except Exception:  # noqa: BLE001
+            log.exception("notification sweep failed")
 
-@app.timer(interval=watchdog.CHECK_EVERY_SECONDS)
-async def watch_progress() -> None:
-    """A worker out of its group or stalled too long stops, to be restarted."""
-    health = watchdog.consumer_health(app, settings.watchdog_stall_seconds)
-    _export_lag(health.lag)
-    if health.unhealthy_for > settings.watchdog_exit_after_seconds:
-        watchdog.stop_worker(f"assigned={health.assigned}, stalled={health.stalled}")
+    async def watch_progress(self) -> None:
+        """A worker out of its group or stalled too long stops, to be restarted."""
+        settings = self._w.settings
+        health = self._w.watch.health()
+        self._export_lag(health.lag)
+        if health.unhealthy_for > settings.watchdog_exit_after_seconds:
+            watchdog.stop_worker(f"assigned={health.assigned}, stalled={health.stalled}")
 
+    def _export_lag(self, lag: dict[tuple[str, int], int]) -> None:
+        series = {(topic, str(partition)): n for (topic, partition), n in lag.items()}
+        for gone in self._lag_series - set(series):  # revoked partitions
+            metrics.CONSUMER_LAG.remove(*gone)
+        for labels, n in series.items():
+            metrics.CONSUMER_LAG.labels(*labels).set(n)
+        self._lag_series.clear()
+        self._lag_series.update(series)
 
-_lag_series: set[tuple[str, str]] = set()
-
-
-def _export_lag(lag: dict[tuple[str, int], int]) -> None:
-    series = {(topic, str(partition)): n for (topic, partition), n in lag.items()}
-    for gone in _lag_series - set(series):  # revoked partitions
-        metrics.CONSUMER_LAG.remove(*gone)
-    for labels, n in series.items():
-        metrics.CONSUMER_LAG.labels(*labels).set(n)
-    _lag_series.clear()
-    _lag_series.update(series)
-
-
-@app.timer(interval=settings.reconcile_interval_seconds, on_leader=True)
-async def reconcile_recent() -> None:
-    """Drift found within minutes, not at month end: the leader reconciles the recent
-    window with Stripe (background share of the budget) and exports what it found."""
-    BACKGROUND.set(True)
-    scope = reconcile.Scope(since=time.time() - settings.reconcile_window_seconds,
-                            settle_seconds=60.0)
-    try:
-        pool = await runtime.pool()
-        async with pool.connection() as conn:
-            report = await reconcile.run(conn, runtime.stripe, scope, fix=False)
-    except Exception:  # noqa: BLE001
-        log.exception("reconciliation failed")
-        return
-    counts = Counter(d.kind for d in report.drifts)
-    for kind in DriftKind:
-        metrics.RECONCILE_DRIFT.labels(kind.value).set(counts.get(kind, 0))
-    metrics.RECONCILE_LAST.set(time.time())
-    if report.drifts:
-        log.warning("reconciliation: %d drift(s) over the last %.0fh: %s", len(report.drifts),
-                    settings.reconcile_window_seconds / 3600,
-                    ", ".join(f"{k.value}={n}" for k, n in counts.items()))
+    async def reconcile_recent(self) -> None:
+        """Drift found within minutes, not at month end: the leader reconciles the recent
+        window with Stripe (background share of the budget) and exports what it found."""
+        settings = self._w.settings
+        BACKGROUND.set(True)
+        scope = reconcile.Scope(since=time.time() - settings.reconcile_window_seconds,
+                                settle_seconds=60.0)
+        try:
+            pool = await self._w.runtime.pool()
+            async with pool.connection() as conn:
+                report = await reconcile.run(conn, self._w.runtime.stripe, scope, fix=False)
+        except Exception:  # noqa: BLE001
+            log.exception("reconciliation failed")
+            return
+        counts = Counter(d.kind for d in report.drifts)
+        for kind in DriftKind:
+            metrics.RECONCILE_DRIFT.labels(kind.value).set(counts.get(kind, 0))
+        metrics.RECONCILE_LAST.set(time.time())
+        if report.drifts:
+            log.warning("reconciliation: %d drift(s) over the last %.0fh: %s",
+                        len(report.drifts), settings.reconcile_window_seconds / 3600,
+                        ", ".join(f"{k.value}={n}" for k, n in counts.items()))

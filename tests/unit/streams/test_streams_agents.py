@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
@@ -9,26 +10,36 @@ from typing import Any
 import pytest
 from faust.types import EventT, StreamT
 
+from paystream.settings import Settings
 from streams.adapters.cdc import id_key
-from streams.adapters.tables import (
-    VELOCITY_BUCKET_MS,
-    balance_applied,
-    balances,
-    customer_velocity,
-    observe,
-    pending,
-    velocity,
-)
-from streams.agents import ledger, poller
-from streams.agents import pending as pending_agent
-from streams.app import app, settings
-from streams.messages import BalanceDelta, PendingCommand
+from streams.agents.ledger import Ledger
+from streams.agents.pending import Pending
+from streams.agents.poller import FRAUD_STALL_SECONDS, Poller
+from streams.agents.submit import Submit
+from streams.bootstrap import bare_worker
+from streams.messages import BalanceDelta, FraudCheck, PendingCommand
 
+settings = dataclasses.replace(Settings.from_env(), faust_store="memory://")
+# The parts under test, installed on a worker of their own (nothing else runs).
+worker = bare_worker(settings)
+app = worker.app
+tables = worker.tables
+ledger = Ledger(worker)
+pending = Pending(worker)
 probe_channel = app.channel()
 results: list[Any] = []
 
 
-@app.agent(probe_channel)
+class SentChecks:
+    """The fraud stages as the poller sees them: where a check is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[FraudCheck] = []
+
+    async def send_check(self, check: FraudCheck) -> None:
+        self.sent.append(check)
+
+
 async def probe(stream: StreamT) -> None:
     """Runs the test's function inside stream iteration, where tables may be written."""
     async for event in stream.events():
@@ -36,15 +47,17 @@ async def probe(stream: StreamT) -> None:
         results.append(await fn(event) if callable(fn) else None)
 
 
+probe_agent = app.agent(probe_channel)(probe)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def memory_app() -> None:
     app.finalize()
-    app.conf.store = "memory://"
     app.flow_control.resume()
 
 
 async def run(fn: Any) -> Any:
-    async with probe.test_context() as agent:
+    async with probe_agent.test_context() as agent:
         await agent.put(fn)
     return results[-1]
 
@@ -53,11 +66,12 @@ async def test_velocity_counts_a_redelivered_payment_once() -> None:
     now_ms = int(time.time() * 1000)
 
     async def add(_: EventT) -> list[tuple[int, dict[str, int]]]:
+        by_customer = tables.customer_velocity
         return [
-            observe(customer_velocity, "customer", "c_v", "pay_a", now_ms, 300, "usd"),
-            observe(customer_velocity, "customer", "c_v", "pay_a", now_ms, 300, "usd"),
-            observe(customer_velocity, "customer", "c_v", "pay_b", now_ms, 200, "eur"),
-            velocity(customer_velocity, "c_v", now_ms),
+            tables.observe(by_customer, "customer", "c_v", "pay_a", now_ms, 300, "usd"),
+            tables.observe(by_customer, "customer", "c_v", "pay_a", now_ms, 300, "usd"),
+            tables.observe(by_customer, "customer", "c_v", "pay_b", now_ms, 200, "eur"),
+            tables.velocity(by_customer, "c_v", now_ms),
         ]
 
     first, again, other, window = await run(add)
@@ -72,10 +86,10 @@ async def test_velocity_forgets_payments_older_than_the_window() -> None:
     window_ms = settings.fraud.velocity_window_seconds * 1000
 
     async def add(_: EventT) -> tuple[int, dict[str, int]]:
-        observe(customer_velocity, "customer", "c_old", "pay_old",
+        tables.observe(tables.customer_velocity, "customer", "c_old", "pay_old",
                 now_ms - 2 * window_ms, 100, "usd")
-        observe(customer_velocity, "customer", "c_old", "pay_new", now_ms, 100, "usd")
-        return velocity(customer_velocity, "c_old", now_ms)
+        tables.observe(tables.customer_velocity, "customer", "c_old", "pay_new", now_ms, 100, "usd")
+        return tables.velocity(tables.customer_velocity, "c_old", now_ms)
 
     assert await run(add) == (1, {"usd": 100})
 
@@ -85,18 +99,18 @@ async def test_velocity_window_spans_the_previous_period() -> None:
     # period must still see the rest of its window in the period before.
     window_ms = settings.fraud.velocity_window_seconds * 1000
     period_ms = int(time.time() * 1000) // window_ms * window_ms
-    oldest_bucket_ms = period_ms - window_ms + VELOCITY_BUCKET_MS
+    oldest_bucket_ms = period_ms - window_ms + tables.bucket_ms
 
     async def add(_: EventT) -> tuple[tuple[int, dict[str, int]], int]:
-        observe(customer_velocity, "customer", "c_span", "pay_out",
+        tables.observe(tables.customer_velocity, "customer", "c_span", "pay_out",
                 oldest_bucket_ms - 1, 1, "usd")
-        observe(customer_velocity, "customer", "c_span", "pay_in",
+        tables.observe(tables.customer_velocity, "customer", "c_span", "pay_in",
                 oldest_bucket_ms, 10, "usd")
-        observe(customer_velocity, "customer", "c_span", "pay_late",
+        tables.observe(tables.customer_velocity, "customer", "c_span", "pay_late",
                 period_ms - 1, 100, "usd")
-        seen = observe(customer_velocity, "customer", "c_span", "pay_now",
+        seen = tables.observe(tables.customer_velocity, "customer", "c_span", "pay_now",
                        period_ms, 1000, "usd")
-        stored = [k for k in customer_velocity.table.data.keys() if k[0] == "c_span"]
+        stored = [k for k in tables.customer_velocity.table.data.keys() if k[0] == "c_span"]
         return seen, len(stored)
 
     seen, stored = await run(add)
@@ -112,8 +126,8 @@ async def test_balances_apply_each_journal_entry_once() -> None:
         await agent.put(delta.dumps())  # redelivered
         await agent.put(BalanceDelta("jrn_refund_re_x", "merchant_available:m:usd", 50,
                                      "usd").dumps())
-    assert balances["merchant_available:m:usd"] == -1000
-    assert balance_applied.get("jrn_payment_pay_x|merchant_available:m:usd") is True
+    assert tables.balances["merchant_available:m:usd"] == -1000
+    assert tables.balance_applied.get("jrn_payment_pay_x|merchant_available:m:usd") is True
 
 
 def change(op: str, status: str | None, before: str | None = None) -> bytes:
@@ -131,8 +145,8 @@ async def test_pending_table_follows_the_change_stream_and_the_pollers_commands(
             # test_context names no topic; the pending agent dispatches on it.
             event.message.topic = topic
             event.key, event.value = key, value
-            await pending_agent.apply_event(event)
-            return pending.get("pay_p")
+            await pending.apply_event(event)
+            return tables.pending.get("pay_p")
         return apply
 
     key = id_key("pay_p")
@@ -145,7 +159,8 @@ async def test_pending_table_follows_the_change_stream_and_the_pollers_commands(
     assert entry["status"] == "requires_action" and entry["stripe_id"] == "pi_1"
 
     command = PendingCommand(id="pay_p", attempts=3, next_poll_at=42.0, last_error="503")
-    entry = await run(on("paystream-pending-commands", key, command.dumps()))
+    entry = await run(on(worker.topics.pending_commands.get_topic_name(), key,
+                         command.dumps()))
     assert (entry["attempts"], entry["next_poll_at"], entry["last_error"]) == (3, 42.0, "503")
 
     gone = await run(on(settings.payments_topic, key,
@@ -163,20 +178,14 @@ def _undecided_row(age_seconds: float) -> dict[str, Any]:
             "created_at": datetime.now(timezone.utc) - timedelta(seconds=age_seconds)}
 
 
-async def test_poller_resends_the_fraud_check_of_a_payment_stuck_undecided(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    sent: list[Any] = []
-
-    async def send_check(check: Any) -> None:
-        sent.append(check)
-
-    monkeypatch.setattr(poller, "send_check", send_check)
+async def test_poller_resends_the_fraud_check_of_a_payment_stuck_undecided() -> None:
+    fraud = SentChecks()
+    poller = Poller(worker, fraud, Submit(worker))
     # Just committed: the fraud stages are at work; nothing is sent.
     assert await poller._poll_payment(_undecided_row(1), 2) == ("awaiting_fraud", None)
-    assert sent == []
+    assert fraud.sent == []
     # Undecided long after its commit: its check was lost, so it goes again.
     assert await poller._poll_payment(
-        _undecided_row(poller.FRAUD_STALL_SECONDS + 5), 2) == ("fraud_restarted", None)
-    assert [(c.payment_id, c.partition, c.amount, c.customer) for c in sent] == [
+        _undecided_row(FRAUD_STALL_SECONDS + 5), 2) == ("fraud_restarted", None)
+    assert [(c.payment_id, c.partition, c.amount, c.customer) for c in fraud.sent] == [
         ("pay_stalled", 2, 700, "cus_x")]

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from faust.serializers import codecs
 
+from paystream.settings import Settings
 from streams.adapters.cdc import decode_change, id_key
-from streams.adapters.tables import balances
-from streams.agents import ledger
-from streams.app import settings
+from streams.bootstrap import bare_worker
 from streams.errors import StreamsError
+from streams.journals import journal_for_change
 from streams.ops.ledger_rebuild import (
     Diff,
     changelog_balances,
@@ -21,6 +21,8 @@ from streams.ops.ledger_rebuild import (
     faust_differences,
     journal_of,
 )
+
+settings = Settings.from_env()
 
 PAYMENT = {"id": "pay_1", "merchant_id": "acct_1", "amount": 1050, "currency": "usd",
            "status": "processing", "customer": "c_1", "payment_method": "pm_card_visa",
@@ -48,13 +50,17 @@ def test_a_change_implies_the_journal_the_worker_posts(
     key = id_key(before["id"])
     value = moved(before, "succeeded", table)
     rebuilt = journal_of(topic, key, value)
-    assert rebuilt is not None and rebuilt == ledger.journal_for(topic, decode_change(key, value))
+    worker_posts = journal_for_change(decode_change(key, value),
+                                      payment=topic == settings.payments_topic)
+    assert rebuilt is not None and rebuilt == worker_posts
     assert rebuilt.journal_id == f"jrn_{table[:-1]}_{before['id']}"
     # Any other move posts nothing, in the rebuild as in the worker.
     assert journal_of(topic, key, moved(before, "failed", table)) is None
 
 
 def test_the_changelog_is_read_with_the_balances_tables_own_serializers() -> None:
+    balances = bare_worker(settings).tables.balances
+
     def record(account: str, value: int | None) -> tuple[bytes, bytes | None]:
         return (codecs.dumps(balances.key_serializer, account),
                 None if value is None else codecs.dumps(balances.value_serializer, value))

@@ -9,10 +9,12 @@ import pytest
 
 from paystream.domain.ids import notification_event_id
 from paystream.domain.objects import payment_object
+from paystream.settings import Settings
 from streams.adapters.cdc import decode_change, id_key
-from streams.agents import ledger, notify
-from streams.app import settings
+from streams.agents import notify
+from streams.journals import journal_for_change
 
+settings = Settings.from_env()
 PAYMENTS = settings.payments_topic
 REFUNDS = settings.refunds_topic
 
@@ -37,11 +39,11 @@ def event(op: str, before: dict | None, after: dict | None) -> bytes:
 
 
 def journal_for(topic: str, key: bytes, raw: bytes | None) -> Any:
-    return ledger.journal_for(topic, decode_change(key, raw))
+    return journal_for_change(decode_change(key, raw), payment=topic == PAYMENTS)
 
 
 def notification_for(topic: str, key: bytes, raw: bytes | None) -> Any:
-    return notify.notification_for(topic, decode_change(key, raw))
+    return notify.notification_for(decode_change(key, raw), payment=topic == PAYMENTS)
 
 
 def test_a_payment_entering_succeeded_posts_its_journal() -> None:

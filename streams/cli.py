@@ -57,6 +57,9 @@ def register(sub: Any) -> None:
     replayer.set_defaults(func=dlq_replay)
 
 
+_LOG_LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40, "crit": 50}
+
+
 def run_worker(args: argparse.Namespace) -> int:
     import mode.loop
 
@@ -64,22 +67,20 @@ def run_worker(args: argparse.Namespace) -> int:
     # itself (callbacks, futures, socket I/O), which uvloop does in C. Set before
     # any loop exists (what `faust -L uvloop` does).
     mode.loop.use("uvloop")
-    # Imported here: the app reads the environment and declares topics on import.
-    import streams.app
-    from streams.adapters.topics import ensure_topics
-    from streams.app import app, settings
+    # Imported here: the other commands need no Faust.
+    from streams.bootstrap import build
 
-    asyncio.run(ensure_topics())
-    port = args.web_port or settings.faust_web_port
     # Faust spells them warn and crit.
     level = {"warning": "warn", "critical": "crit"}.get(args.loglevel, args.loglevel)
-    streams.app.log_level = {"debug": 10, "info": 20, "warn": 30, "error": 40,
-                             "crit": 50}[level]
+    settings = Settings.from_env()
+    worker = build(settings, log_level=_LOG_LEVELS[level])
+    asyncio.run(worker.topics.ensure())
+    port = args.web_port or settings.faust_web_port
     sys.argv = ["paystream worker", "worker", "--loglevel", level,
                 "--web-port", str(port), "--web-host", settings.faust_web_host,
                 "--web-bind", settings.faust_web_host]
     try:
-        app.main()
+        worker.app.main()
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 1
     return 0

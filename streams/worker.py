@@ -1,0 +1,36 @@
+"""What every agent, timer and view of one worker is built with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+
+from paystream.settings import Settings
+from streams.adapters.tables import Tables
+from streams.adapters.topics import Topics
+from streams.dead_letters import DeadLetters
+from streams.handling import Stage
+from streams.runtime import Runtime
+from streams.stripe_sequence import StripeSequence
+from streams.watchdog import ConsumerWatch
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One worker's settings, Faust app, connections, topics, tables, Stripe sequence and
+    consumer watch,
+    made by bootstrap.build() and handed to each part it installs."""
+
+    settings: Settings
+    app: faust.App
+    runtime: Runtime
+    topics: Topics
+    tables: Tables
+    dead_letters: DeadLetters
+    sequence: StripeSequence
+    watch: ConsumerWatch
+
+    def stage(self, name: str) -> Stage:
+        """A named step of this worker (metrics, dead letters, database retries)."""
+        return Stage(name, self.runtime, self.dead_letters)

@@ -1,0 +1,68 @@
+"""The worker is made by bootstrap.build() alone: importing streams/ creates nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+
+from paystream.settings import Settings
+from streams.bootstrap import build
+
+AGENTS = {"changes", "fraud-customer", "fraud-method", "submit", "refunds", "pending",
+          "balances"}
+TABLES = {"pending", "velocity-customer", "velocity-method", "velocity-seen", "balances",
+          "balance-applied"}
+
+
+def _settings(app_id: str) -> Settings:
+    return dataclasses.replace(Settings.from_env(), faust_app_id=app_id,
+                               faust_store="memory://")
+
+
+def test_importing_every_streams_module_creates_no_app_and_reads_no_settings() -> None:
+    probe = textwrap.dedent("""
+        import importlib, pkgutil
+        import faust
+        from paystream.settings import Settings
+        made = []
+        real_init = faust.App.__init__
+        def counting_init(self, *args, **kwargs):
+            made.append("app")
+            real_init(self, *args, **kwargs)
+        faust.App.__init__ = counting_init
+        real_from_env = Settings.from_env.__func__
+        Settings.from_env = classmethod(
+            lambda cls, *a, **k: made.append("settings") or real_from_env(cls, *a, **k))
+        import streams
+        names = [m.name for m in pkgutil.walk_packages(streams.__path__, "streams.")]
+        for name in names:
+            importlib.import_module(name)
+        print(len(names), made)
+    """)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    count, made = done.stdout.split(maxsplit=1)
+    assert int(count) > 40  # every module of streams/ was imported
+    assert made.strip() == "[]"
+
+
+def test_build_installs_every_agent_table_timer_and_view() -> None:
+    worker = build(_settings("paystream-build-test"))
+    app = worker.app
+    assert set(app.agents) == AGENTS
+    assert {table.name for table in app.tables.values()} == TABLES
+    assert len(app._app_tasks) >= 4  # the timers, plus the log level keeper
+    routes = {getattr(r, "resource", None) and r.resource.canonical
+              for r in app.web.web_app.router.routes()}
+    assert {"/health/", "/ready/", "/pending/", "/stats/"} <= routes
+
+
+def test_two_workers_built_side_by_side_share_nothing() -> None:
+    first = build(_settings("paystream-first"))
+    second = build(_settings("paystream-second"))
+    assert first.app is not second.app and first.runtime is not second.runtime
+    assert first.topics.verdicts.get_topic_name() == "paystream-first-fraud-verdicts"
+    assert second.topics.verdicts.get_topic_name() == "paystream-second-fraud-verdicts"
+    assert first.tables.pending is not second.tables.pending
