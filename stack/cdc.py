@@ -122,7 +122,11 @@ SELECT json_build_object(
                      'started', extract(epoch FROM a.backend_start),
                      'write_lsn', r.write_lsn::text) ORDER BY a.backend_start), '[]')
                  FROM pg_stat_activity a LEFT JOIN pg_stat_replication r USING (pid)
-                 WHERE a.backend_type = 'walsender' AND a.usename = {user}),
+                 WHERE a.backend_type = 'walsender' AND a.usename = {user}
+                   -- A session streaming another slot of the same user (a test's or a
+                   -- benchmark's own feed) is not one waiting for ours.
+                   AND a.pid NOT IN (SELECT active_pid FROM pg_replication_slots
+                                     WHERE slot_name <> {slot} AND active_pid IS NOT NULL)),
   'last_beat', (SELECT extract(epoch FROM max(beat_at)) FROM {HEARTBEAT_TABLE}),
   'unconfirmed', (SELECT json_build_object('at', extract(epoch FROM h.beat_at), 'lsn', h.lsn::text)
                   FROM {HEARTBEAT_TABLE} h JOIN pg_replication_slots s ON s.slot_name = {slot}
