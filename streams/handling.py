@@ -61,10 +61,6 @@ class Stage:
         self.runtime = runtime
         self._dead_letters = dead_letters
 
-    def named(self, name: str) -> Stage:
-        """The same step's resources under another name (a handler of a shared loop)."""
-        return Stage(name, self.runtime, self._dead_letters)
-
     def count(self, events: Iterable[EventT[Any]]) -> None:
         metrics.EVENTS.labels(self.name).inc(sum(1 for _ in events))
 
