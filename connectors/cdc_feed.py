@@ -26,7 +26,7 @@ production's CDC is made of, nothing the worker knows about:
 its replication slot (once its session is gone), the publication, the topics.
 An abandoned slot keeps WAL on the primary for ever, so `start()` first sweeps
 what killed sessions left: every feed object whose owner process is gone (its
-pid is in the name). `python3 connectors/cdc_feed.py sweep` does only that.
+pid is in the name). `.venv/bin/python connectors/cdc_feed.py sweep` does only that.
 
 Names: connector and topic prefix `feed-<kind>-<pid>-<token>`, slot and
 publication `feed_<kind>_<pid>_<token>`.
@@ -304,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     removed = asyncio.run(sweep(Settings.from_env(), admin=admin_url(), connect=connect_url()))
     for connector in removed:
         print(f"removed feed {connector}")
+    print(f"{len(removed)} abandoned feed(s) removed", file=sys.stderr)
     return 0
 
 
