@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import faust
 from faust import Stream
-from faust.types import EventT, StreamT, TopicT
+from faust.types import AgentT, EventT, StreamT, TopicT
 from psycopg import AsyncConnection
 
 from streams import metrics
@@ -46,6 +47,21 @@ def install_batch_agent(app: faust.App, topic: TopicT, stage: Stage,
     app.agent(topic, name=stage.name, concurrency=1)(consume)
 
 
+def install_event_agent(app: faust.App, topic: TopicT, stage: Stage,
+                        handle: Callable[[EventT[Any]], Awaitable[None]], *,
+                        doc: str) -> AgentT[Any]:
+    """An agent named after stage that hands handle its topic's events one at a time,
+    each isolated (Stage.isolate); doc is its help in Faust's views."""
+
+    async def consume(stream: StreamT[Any]) -> None:
+        async for event in stream.events():
+            stage.count((event,))
+            await stage.isolate(event, partial(handle, event))
+
+    consume.__doc__ = doc
+    return app.agent(topic, name=stage.name, concurrency=1)(consume)
+
+
 def change_of(event: EventT[Any]) -> Change | None:
     """The change a CDC message carries; None for a tombstone (the delete before it
     carried the row)."""
@@ -60,6 +76,10 @@ class Stage:
         self.name = name
         self.runtime = runtime
         self._dead_letters = dead_letters
+
+    async def dead_letter(self, event: EventT[Any], error: BaseException | str) -> None:
+        """Send event's message to the dead-letter topic under this step's name."""
+        await self._dead_letters.send(event, self.name, error)
 
     def count(self, events: Iterable[EventT[Any]]) -> None:
         metrics.EVENTS.labels(self.name).inc(sum(1 for _ in events))
@@ -80,7 +100,7 @@ class Stage:
             raise
         except Exception as err:  # noqa: BLE001 - every failure is dead-lettered, never lost
             log.debug("%s failed on %s", self.name, event.message.tp, exc_info=True)
-            await self._dead_letters.send(event, self.name, err)
+            await self.dead_letter(event, err)
             return False
 
     async def decode_each(self, events: Sequence[EventT[Any]],
@@ -113,4 +133,4 @@ class Stage:
         except Exception as err:  # noqa: BLE001
             log.exception("%s: batch of %d failed; dead-lettering it", self.name, len(events))
             for event in events:
-                await self._dead_letters.send(event, self.name, err)
+                await self.dead_letter(event, err)

@@ -11,16 +11,16 @@ workers every key's window lives on exactly one of them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from faust.types import EventT, StreamT
+from faust.types import EventT
 
 from paystream.domain import PaymentFacts, VelocitySnapshot, evaluate
 from streams import metrics
 from streams.adapters.cdc import Change, id_key
 from streams.adapters.tables import json_key
-from streams.handling import Stage
+from streams.handling import install_event_agent
 from streams.messages import FraudCheck, Verdict
 from streams.rows import PaymentRow
 from streams.runtime import retry_db
@@ -55,11 +55,12 @@ class Fraud:
         self._topics = w.topics
         self._tables = w.tables
         self._route = w.stage(ROUTE)
-        self._customer = w.stage(CUSTOMER)
-        self._method = w.stage(METHOD)
-        w.app.agent(w.topics.fraud_by_customer, name=CUSTOMER,
-                    concurrency=1)(self._fraud_customer)
-        w.app.agent(w.topics.fraud_by_method, name=METHOD, concurrency=1)(self._fraud_method)
+        install_event_agent(
+            w.app, w.topics.fraud_by_customer, w.stage(CUSTOMER), self._by_customer,
+            doc="Customer velocity: count and amount (same currency) over the sliding window")
+        install_event_agent(
+            w.app, w.topics.fraud_by_method, w.stage(METHOD), self._by_method,
+            doc="Payment-method velocity, blocklists and amount limits: the decision")
 
     async def send_check(self, check: FraudCheck) -> None:
         await self._topics.fraud_by_customer.send(key=json_key(check.customer),
@@ -91,27 +92,13 @@ class Fraud:
 
             await self._route.isolate(event, send)
 
-    @staticmethod
-    async def _each_check(stream: StreamT[Any], stage: Stage,
-                          handle: Callable[[FraudCheck], Awaitable[None]]) -> None:
-        async for event in stream.events():
-            stage.count((event,))
-
-            async def one(event: EventT[Any] = event) -> None:
-                await handle(FraudCheck.loads(event.value))
-
-            await stage.isolate(event, one)
-
     def _observe(self, windowed: Any, kind: str, key: str,
                  check: FraudCheck) -> tuple[int, dict[str, int]]:
         return self._tables.observe(windowed, kind, key, check.payment_id, check.created_ms,
                                     check.amount, check.currency)
 
-    async def _fraud_customer(self, stream: StreamT[Any]) -> None:
-        """Customer velocity: count and amount (same currency) over the sliding window."""
-        await self._each_check(stream, self._customer, self._by_customer)
-
-    async def _by_customer(self, check: FraudCheck) -> None:
+    async def _by_customer(self, event: EventT[Any]) -> None:
+        check = FraudCheck.loads(event.value)
         count_, amounts = self._observe(self._tables.customer_velocity, "customer",
                                         check.customer, check)
         forwarded = dataclasses.replace(check, customer_count=count_,
@@ -119,11 +106,8 @@ class Fraud:
         await self._topics.fraud_by_method.send(key=json_key(check.payment_method),
                                                 value=forwarded.dumps())
 
-    async def _fraud_method(self, stream: StreamT[Any]) -> None:
-        """Payment-method velocity, blocklists and amount limits: the decision."""
-        await self._each_check(stream, self._method, self._by_method)
-
-    async def _by_method(self, check: FraudCheck) -> None:
+    async def _by_method(self, event: EventT[Any]) -> None:
+        check = FraudCheck.loads(event.value)
         count_, _ = self._observe(self._tables.method_velocity, "method",
                                   check.payment_method, check)
         customers, methods = await retry_db(self._runtime.blocklist, what=METHOD)

@@ -15,13 +15,14 @@ from functools import partial
 from typing import Any
 
 import psycopg
-from faust.types import EventT, StreamT
+from faust.types import EventT
 
 from paystream.domain import Journal
 from streams import metrics
 from streams.adapters import postgres
 from streams.adapters.cdc import Change
 from streams.adapters.tables import json_key
+from streams.handling import install_event_agent
 from streams.journals import journal_for_change
 from streams.messages import BalanceDelta
 from streams.worker import Worker
@@ -39,11 +40,10 @@ class Ledger:
         self._balance_deltas = w.topics.balance_deltas
         self._balances = w.tables.balances
         self._balance_applied = w.tables.balance_applied
-        self._dead_letters = w.dead_letters
         self._stage = w.stage(AGENT)
-        self._balances_stage = w.stage(BALANCES)
-        self.balance_agent = w.app.agent(self._balance_deltas, name=BALANCES,
-                                         concurrency=1)(self._run_balances)
+        self.balance_agent = install_event_agent(
+            w.app, self._balance_deltas, w.stage(BALANCES), self.apply_delta,
+            doc="Ledger entries into the balance per account, each once")
 
     async def post(self, changes: Sequence[tuple[EventT[Any], Change]]) -> None:
         """Post the journals of a batch of changes in one transaction (a handler of
@@ -76,7 +76,7 @@ class Ledger:
                         partial(postgres.post_journals, journals=[journal]))
                     ok.append((event, journal))
                 except psycopg.Error as err:
-                    await self._dead_letters.send(event, AGENT, err)
+                    await self._stage.dead_letter(event, err)
         now = time.time()
         new = set(posted)
         for event, journal in ok:
@@ -91,13 +91,8 @@ class Ledger:
                 await self._balance_deltas.send(key=json_key(entry.account),
                                                 value=delta.dumps())
 
-    async def _run_balances(self, stream: StreamT[Any]) -> None:
-        async for event in stream.events():
-            self._balances_stage.count((event,))
-            await self._balances_stage.isolate(event, partial(self.apply_delta, event.value))
-
-    async def apply_delta(self, raw: bytes) -> None:
-        delta = BalanceDelta.loads(raw)
+    async def apply_delta(self, event: EventT[Any]) -> None:
+        delta = BalanceDelta.loads(event.value)
         applied_key = f"{delta.journal_id}|{delta.account}"
         if self._balance_applied.get(applied_key):
             return

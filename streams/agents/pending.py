@@ -8,15 +8,14 @@ them.
 from __future__ import annotations
 
 import time
-from functools import partial
 from typing import Any
 
-from faust.types import EventT, StreamT
+from faust.types import EventT
 
 from paystream.domain import PaymentStatus, RefundStatus
 from streams import metrics
 from streams.adapters.tables import lookup
-from streams.handling import change_of
+from streams.handling import change_of, install_event_agent
 from streams.messages import PendingCommand
 from streams.stripe_sequence import lease_seconds
 from streams.worker import Worker
@@ -63,12 +62,8 @@ class Pending:
         self._topics = w.topics
         self._pending = w.tables.pending
         self._stage = w.stage(AGENT)
-        w.app.agent(w.topics.pending_sources, name=AGENT, concurrency=1)(self._track)
-
-    async def _track(self, stream: StreamT[Any]) -> None:
-        async for event in stream.events():
-            self._stage.count((event,))
-            await self._stage.isolate(event, partial(self.apply_event, event))
+        install_event_agent(w.app, w.topics.pending_sources, self._stage, self.apply_event,
+                            doc="Non-terminal payments and refunds into the pending table")
 
     async def apply_event(self, event: EventT[Any]) -> None:
         """Apply one change event or poller command to the pending table."""
