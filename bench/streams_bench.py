@@ -41,9 +41,10 @@ import aiohttp
 import cpu
 import harness
 import psycopg
+import shape
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from harness import ROOT, STACKCTL, free_port, percentile
+from harness import ROOT, free_port, percentile
 
 from paystream.domain import new_id
 from paystream.settings import Settings
@@ -163,8 +164,11 @@ async def wait_terminal(conn: psycopg.AsyncConnection[Any], ids: list[str],
     while time.monotonic() - start < timeout:
         cur = await conn.execute(
             "SELECT count(*) FILTER (WHERE status IN ('succeeded','failed','canceled','blocked')),"
+            # source_type too: the journal's unique index is (source_type, source_id);
+            # on source_id alone this is a sequential scan per payment per poll.
             " count(*) FILTER (WHERE status = 'succeeded' AND NOT EXISTS ("
-            "   SELECT 1 FROM ledger_journals j WHERE j.source_id = payments.id)) "
+            "   SELECT 1 FROM ledger_journals j WHERE j.source_type = 'payment' "
+            "   AND j.source_id = payments.id)) "
             "FROM payments WHERE id = ANY(%s)", (ids,))
         done, unjournalled = await cur.fetchone() or (0, 0)
         if done == len(ids) and unjournalled == 0:
@@ -226,14 +230,19 @@ async def burst(conn: psycopg.AsyncConnection[Any], merchant: str, worker: Bench
     """Insert n payments as fast as possible; payments/s until all are terminal, and
     the CPU each component of the stack spent per payment meanwhile (net of what
     it spends idle, measured just before)."""
+    pids = {**pids, "bench (inserts, waits)": os.getpid()}
     idle = await asyncio.to_thread(cpu.idle_rate, pids)
     before = await worker.events() if worker else 0.0
+    scans = shape.TableScans(conn)
+    await scans.start()
+    machine = shape.MachineIdle()
     cpu_before = cpu.tree_seconds(pids)
     started = time.monotonic()
     ids = await insert_at_rate(conn, merchant, n, 0, amount)
     await wait_terminal(conn, ids, timeout)
     took = time.monotonic() - started
     cpu_ms = cpu.per_item_ms(cpu_before, cpu.tree_seconds(pids), n, elapsed=took, idle=idle)
+    idle_share = machine.share()
     after = await worker.events() if worker else 0.0
     cur = await conn.execute("SELECT status, count(*) FROM payments WHERE id = ANY(%s) "
                              "GROUP BY status ORDER BY status", (ids,))
@@ -243,6 +252,8 @@ async def burst(conn: psycopg.AsyncConnection[Any], merchant: str, worker: Bench
         f"{name}_payments_per_s": round(n / took, 1),
         f"{name}_agent_events_per_s": round((after - before) / took, 1) if worker else None,
         f"{name}_cpu_ms_per_payment": cpu_ms,
+        f"{name}_machine_idle_share": idle_share,
+        f"{name}_seq_scans": await scans.per_payment(n),
         # The CPU the measured mix would need at the issue's 500 payments/s (2 cores here).
         f"{name}_cores_needed_at_500_per_s": round(cpu_ms["total"] * 500 / 1000, 2),
     }
@@ -251,14 +262,18 @@ async def burst(conn: psycopg.AsyncConnection[Any], merchant: str, worker: Bench
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings.from_env()
     prefix = f"acct_bench{secrets.token_hex(3)}"
-    worker = BenchWorkers(settings, prefix, args.workers) if args.worker == "spawn" else None
-    paused = False
-    if worker is not None:
-        status = subprocess.run([*STACKCTL, "status"], capture_output=True, text=True, cwd=ROOT)
-        paused = any(line.split()[:2] == ["worker", "up"] for line in status.stdout.splitlines())
-        if paused:
-            subprocess.run([*STACKCTL, "stop", "worker"], check=True, capture_output=True,
-                           cwd=ROOT)
+    if args.worker != "spawn":
+        return await measure(args, settings, prefix, None)
+    # Its own workers on its own feed: the stack's worker stopped and its connector
+    # paused, so one decoder runs while it measures (bench/shape.py).
+    with shape.StackPaused(os.environ.get("CONNECT_URL")) as paused:
+        print(f"(production shape: {paused.describe()} while measuring)", file=sys.stderr)
+        return await measure(args, settings, prefix,
+                             BenchWorkers(settings, prefix, args.workers))
+
+
+async def measure(args: argparse.Namespace, settings: Settings, prefix: str,
+                  worker: BenchWorkers | None) -> dict[str, Any]:
     try:
         if worker is not None:
             await worker.start()
@@ -278,7 +293,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             cur = await conn.execute(
                 "SELECT extract(epoch FROM p.updated_at - p.created_at), "
                 "       extract(epoch FROM j.created_at - p.created_at), p.status "
-                "FROM payments p LEFT JOIN ledger_journals j ON j.source_id = p.id "
+                "FROM payments p LEFT JOIN ledger_journals j "
+                "  ON j.source_type = 'payment' AND j.source_id = p.id "
                 "WHERE p.id = ANY(%s)", (ids,))
             rows = await cur.fetchall()
             succeeded = [float(r[0]) for r in rows if r[2] == "succeeded"]
@@ -314,8 +330,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if worker is not None:
             await worker.stop()
-        if paused:
-            subprocess.run([*STACKCTL, "start", "worker"], capture_output=True, cwd=ROOT)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,6 @@ import asyncio
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -49,11 +48,12 @@ import aiohttp
 import cpu
 import harness
 import psycopg
+import shape
 import stripe_peer
 import uvloop
+import worker_profile
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from harness import ROOT, STACKCTL
 from prometheus_client.parser import text_string_to_metric_families
 from streams_bench import BenchWorkers, insert_at_rate
 
@@ -449,8 +449,14 @@ async def run_phase(args: argparse.Namespace, settings: Settings, prefix: str,
                         "bench (peer + inserts)": os.getpid()}
                 idle = await asyncio.to_thread(cpu.idle_rate, pids) if phase.measure_cpu \
                     else None
+                scans = shape.TableScans(conn)
+                await scans.start()
+                machine = shape.MachineIdle()
                 cpu_before = cpu.tree_seconds(pids)
                 started = time.monotonic()
+                profiling = asyncio.create_task(profile_worker(
+                    args.profile, workers.procs[0].pid, phase.name)) \
+                    if args.profile and phase.measure_cpu else None
                 lag.start()
                 ids, offered_s = await offer(conn, settings.database_url, merchant, phase,
                                              running.peer, watch)
@@ -470,6 +476,12 @@ async def run_phase(args: argparse.Namespace, settings: Settings, prefix: str,
                     result[f"{k}_cpu_ms_per_payment"] = cpu.per_item_ms(
                         cpu_before, cpu_after, max(1, done), elapsed=took, idle=idle)
                     result[f"{k}_payments_per_s_end_to_end"] = round(done / took, 1)
+                    # What was left of the machine: ~0 means it, not the pipeline, was
+                    # the limit.
+                    result[f"{k}_machine_idle_share"] = machine.share()
+                result[f"{k}_seq_scans"] = await scans.per_payment(len(ids))
+                if profiling is not None:
+                    log(f"  profile of the worker by layer: {await profiling}")
                 await watch.look()
                 if watch.states - {"RUNNING"}:
                     log(f"  WARNING: the Debezium connector was {sorted(watch.states)} during "
@@ -514,6 +526,14 @@ async def run_phase(args: argparse.Namespace, settings: Settings, prefix: str,
     return result
 
 
+async def profile_worker(seconds: float, pid: int, name: str) -> Path:
+    """Sample the worker for seconds once the offered load has ramped up
+    (bench/worker_profile.py); the summary file's path."""
+    await asyncio.sleep(min(10.0, seconds / 2))
+    return await asyncio.to_thread(worker_profile.record, pid, seconds,
+                                   f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", 100)
+
+
 def phases(args: argparse.Namespace) -> list[Phase]:
     chosen = [p.strip() for p in args.phases.split(",") if p.strip()]
     unknown = set(chosen) - set(PHASES)
@@ -545,17 +565,12 @@ def phases(args: argparse.Namespace) -> list[Phase]:
 async def run(args: argparse.Namespace, chosen: list[Phase]) -> dict[str, Any]:
     settings = Settings.from_env()
     prefix = f"acct_sbench{secrets.token_hex(3)}"
-    status = subprocess.run([*STACKCTL, "status"], capture_output=True, text=True, cwd=ROOT)
-    paused = any(line.split()[:2] == ["worker", "up"] for line in status.stdout.splitlines())
-    if paused:
-        subprocess.run([*STACKCTL, "stop", "worker"], check=True, capture_output=True, cwd=ROOT)
     result: dict[str, Any] = {}
-    try:
+    # The bench's feed is the one logical decoder while it measures (bench/shape.py).
+    with shape.StackPaused(os.environ.get("CONNECT_URL")) as paused:
+        log(f"(production shape: {paused.describe()} while measuring)")
         for phase in chosen:
             result.update(await run_phase(args, settings, prefix, phase))
-    finally:
-        if paused:
-            subprocess.run([*STACKCTL, "start", "worker"], capture_output=True, cwd=ROOT)
     return result
 
 
@@ -605,6 +620,10 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
                         help="more environment for them (repeatable), e.g. "
                         "STRIPE_CONCURRENCY=64")
+    parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
+                        help="sample the (first) worker with py-spy for SECONDS of the free "
+                        "phase, 10 s in; writes a flame graph, a speedscope file and a "
+                        "summary by layer under .stack/artifacts/profiles/ (default 0: off)")
     parser.add_argument("--drain-seconds", type=float, default=300.0,
                         help="after the last payment is offered, wait at most this long for "
                         "every one to be terminal; the rest is reported pending and canceled "
