@@ -37,8 +37,7 @@ def build(settings: Settings, *, log_level: int = logging.INFO) -> Worker:
     fraud, ledger, notify = Fraud(worker), Ledger(worker), Notify(worker)
     submit = Submit(worker)
     Refunds(worker)
-    Pending(worker)
-    Changes(worker, fraud, ledger, notify)
+    Changes(worker, fraud, ledger, notify, Pending(worker))
     Timers(worker, Poller(worker, fraud, submit), notify)
     Views(worker)
     return worker

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+import orjson
 
 from streams.errors import DecodeError
 from streams.rows import json_object, loads_json
@@ -32,7 +33,8 @@ class Message:
     """Base of the internal messages: JSON bytes in, JSON bytes out."""
 
     def dumps(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        # orjson writes a dataclass directly (no asdict copy), compact, UTF-8.
+        return orjson.dumps(self)
 
     @classmethod
     def loads(cls: type[M], raw: bytes | str | Mapping[str, Any]) -> M:
@@ -86,9 +88,26 @@ class PendingCommand(Message):
 
 @dataclass(frozen=True, slots=True)
 class BalanceDelta(Message):
-    """One ledger entry, sent to the partition that owns its account's balance."""
+    """A ledger batch's entries on one account, sent to the partition that owns its
+    balance: {journal id: signed amount}, each journal applied once.
 
-    journal_id: str
+    One message per account per batch, not one per entry: the balances agent's
+    deliveries and balance writes are per message.
+    """
+
     account: str
-    amount: int
     currency: str
+    amounts: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def loads(cls, raw: bytes | str | Mapping[str, Any]) -> BalanceDelta:
+        data = raw if isinstance(raw, Mapping) else json_object(loads_json(raw, "value"), "value")
+        if "amounts" not in data and "journal_id" in data:
+            # One entry per message, as workers before the batching sent them.
+            data = {**data, "amounts": {data["journal_id"]: data.get("amount")}}
+        delta = super(BalanceDelta, cls).loads(data)
+        if not isinstance(delta.amounts, dict) or not all(
+                isinstance(k, str) and type(v) is int for k, v in delta.amounts.items()):
+            raise DecodeError(f"amounts must map journal ids to integers: {delta.amounts!r}",
+                              field="amounts")
+        return delta

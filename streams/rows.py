@@ -6,11 +6,12 @@ event is dead-lettered with the reason, never half-applied.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, TypeVar
+
+import orjson
 
 from paystream.domain import (
     PaymentStatus,
@@ -24,8 +25,10 @@ from streams.errors import DecodeError
 
 
 def loads_json(raw: bytes | str, what: str) -> Any:
+    # orjson: every change event and internal message is decoded here, and it
+    # parses several times faster than the standard library.
     try:
-        return json.loads(raw)
+        return orjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         raise DecodeError(f"{what} is not JSON: {err}", field=what) from None
 

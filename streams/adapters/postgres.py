@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from paystream.domain import (
     FraudDecision,
@@ -74,27 +74,43 @@ async def transition_rows(
 # --- fraud --------------------------------------------------------------------------
 
 
-async def store_decisions(
+async def decide_and_load(
     conn: AsyncConnection[Any],
     decisions: Sequence[tuple[FraudDecision, Mapping[str, int]]],
-) -> None:
-    """Insert decisions; the first one stored for a payment wins (load_payments reads it)."""
+) -> dict[str, Row]:
+    """Store the decisions (the first one stored for a payment wins) and read their
+    payments back with the decision that holds, in one statement.
+
+    The statement's own inserts are not visible to its SELECT (one snapshot), so
+    a payment's decision is the one stored before, else the one just inserted.
+    A decision for a vanished payment stores nothing (the join) instead of
+    failing the batch on the foreign key.
+    """
     if not decisions:
-        return
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            # SELECT ... WHERE EXISTS: a verdict for a vanished payment stores nothing
-            # instead of failing the whole batch on the foreign key.
-            "INSERT INTO fraud_decisions (payment_id, approved, score, rules_hit, velocity) "
-            "SELECT %(id)s, %(approved)s, %(score)s, %(rules)s, %(velocity)s "
-            "WHERE EXISTS (SELECT 1 FROM payments WHERE id = %(id)s) "
-            "ON CONFLICT (payment_id) DO NOTHING",
-            [
-                {"id": d.payment_id, "approved": d.approved, "score": d.score,
-                 "rules": list(d.rules_hit), "velocity": json.dumps(dict(v))}
-                for d, v in decisions
-            ],
-        )
+        return {}
+    ids = [d.payment_id for d, _ in decisions]
+    return {r["id"]: r for r in await _all(
+        conn,
+        "WITH new AS ("
+        "  INSERT INTO fraud_decisions (payment_id, approved, score, rules_hit, velocity) "
+        "  SELECT n.id, n.approved, n.score, "
+        "         ARRAY(SELECT jsonb_array_elements_text(n.rules)), n.velocity "
+        "  FROM unnest(%(ids)s::text[], %(approved)s::bool[], %(score)s::int[], "
+        "              %(rules)s::jsonb[], %(velocity)s::jsonb[]) "
+        "       AS n(id, approved, score, rules, velocity) "
+        "  JOIN payments p ON p.id = n.id "
+        "  ON CONFLICT (payment_id) DO NOTHING "
+        "  RETURNING payment_id, approved, score, rules_hit) "
+        "SELECT p.*, coalesce(d.approved, new.approved) AS approved, "
+        "       coalesce(d.score, new.score) AS score, "
+        "       coalesce(d.rules_hit, new.rules_hit) AS rules_hit "
+        "FROM payments p LEFT JOIN fraud_decisions d ON d.payment_id = p.id "
+        "LEFT JOIN new ON new.payment_id = p.id WHERE p.id = ANY(%(ids)s)",
+        {"ids": ids, "approved": [d.approved for d, _ in decisions],
+         "score": [d.score for d, _ in decisions],
+         "rules": [Jsonb(list(d.rules_hit)) for d, _ in decisions],
+         "velocity": [Jsonb(dict(v)) for _, v in decisions]},
+    )}
 
 
 async def load_blocklist(conn: AsyncConnection[Any]) -> tuple[frozenset[str], frozenset[str]]:
@@ -254,32 +270,43 @@ async def sync_amount_refunded(conn: AsyncConnection[Any], payment_id: str) -> b
 
 
 async def post_journals(conn: AsyncConnection[Any], journals: Iterable[Journal]) -> list[str]:
-    """Insert journals and their entries in one transaction; ids of the new ones.
+    """Insert journals and their entries in one statement; ids of the new ones.
 
     A journal already posted (same id, or same source) is skipped whole, so a
-    redelivered change event posts nothing.
+    redelivered change event posts nothing. One statement for the whole batch
+    (the entries of the journals the first insert took), not two per journal:
+    it is the ledger's only round trip per batch.
     """
-    posted: list[str] = []
-    async with conn.transaction(), conn.cursor() as cur:
-        for j in journals:
-            await cur.execute(
-                "INSERT INTO ledger_journals "
-                "(id, source_type, source_id, payment_id, merchant_id, currency) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
-                (j.journal_id, j.source_type, j.source_id, j.payment_id, j.merchant_id,
-                 j.currency),
-            )
-            if await cur.fetchone() is None:
-                continue
-            await cur.executemany(
-                "INSERT INTO ledger_entries "
-                "(journal_id, merchant_id, account, direction, amount, currency) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
-                [(j.journal_id, j.merchant_id, e.account, e.direction, e.amount, e.currency)
-                 for e in j.entries],
-            )
-            posted.append(j.journal_id)
-    return posted
+    unique: dict[str, Journal] = {}
+    for j in journals:
+        # A change replayed within one batch: its entries must go in once.
+        unique.setdefault(j.journal_id, j)
+    if not unique:
+        return []
+    entries = [(j.journal_id, j.merchant_id, e.account, e.direction, e.amount, e.currency)
+               for j in unique.values() for e in j.entries]
+    rows = await _all(
+        conn,
+        "WITH j AS ("
+        "  INSERT INTO ledger_journals "
+        "  (id, source_type, source_id, payment_id, merchant_id, currency) "
+        "  SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+        "                       %s::text[]) "
+        "  ON CONFLICT DO NOTHING RETURNING id), "
+        "e AS ("
+        "  INSERT INTO ledger_entries "
+        "  (journal_id, merchant_id, account, direction, amount, currency) "
+        "  SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], "
+        "                       %s::text[]) AS e(journal_id, merchant_id, account, direction, "
+        "                                        amount, currency) "
+        "  WHERE e.journal_id IN (SELECT id FROM j)) "
+        "SELECT id FROM j",
+        ([j.journal_id for j in unique.values()], [j.source_type for j in unique.values()],
+         [j.source_id for j in unique.values()], [j.payment_id for j in unique.values()],
+         [j.merchant_id for j in unique.values()], [j.currency for j in unique.values()],
+         *(list(column) for column in zip(*entries, strict=True))),
+    )
+    return [r["id"] for r in rows]
 
 
 # --- merchant notifications -----------------------------------------------------------

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import faust
+import orjson
+from faust import streams as faust_streams
 from faust.serializers import codecs
+from faust.types import EventT
 from faust.types.tables import TableT, WindowWrapperT
 from faust.types.windows import WindowRange
 
@@ -26,7 +31,7 @@ class _CdcIdKey(codecs.Codec):
         return id_key(str(obj))
 
     def _loads(self, s: bytes) -> Any:
-        return json.loads(s)["id"]
+        return orjson.loads(s)["id"]
 
 
 _CDC_ID_CODEC = "paystream_cdc_id"
@@ -159,8 +164,26 @@ class Tables:
 
 
 def json_key(value: str) -> bytes:
-    """The key bytes of a topic feeding a JSON-keyed table (what table_route hashes)."""
-    return json.dumps(value).encode()
+    """The key bytes of a topic feeding a JSON-keyed table (what table_route hashes):
+    the bytes Faust's "json" serializer makes of the table's key, which is orjson's
+    (UTF-8, not ASCII escapes) once orjson is installed, as it is here."""
+    return orjson.dumps(value)
+
+
+@contextmanager
+def writing_for(event: EventT[Any]) -> Iterator[None]:
+    """Table writes in the block go to event's partition (store and changelog).
+
+    Faust takes the partition of a table write from the stream's current event,
+    which in a batch (take_events) is the batch's last one: a batch agent that
+    writes a table sets each event as current while it handles it. (Faust keeps
+    that event in a context variable of faust.streams, as its own stream does.)
+    """
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
 
 
 def lookup(table: Any, key: Any) -> Any:

@@ -35,10 +35,6 @@ class Topics:
         self.pending_commands = self._internal("pending-commands")
         # Ledger entries keyed by account, for the balances table.
         self.balance_deltas = self._internal("balance-deltas")
-        # The pending table follows payments, refunds and the poller's commands:
-        # one stream, so every write to it happens on the partition that owns the id.
-        self.pending_sources = app.topic(settings.payments_topic, settings.refunds_topic,
-                                         self.pending_commands.get_topic_name(), **_RAW)
 
     def _internal(self, name: str) -> faust.TopicT:
         """A topic of this app, named after it, co-partitioned with the CDC topics."""

@@ -1,4 +1,4 @@
-"""The CDC topics' one batch agent: decode each change once, hand it to fraud, ledger and notify.
+"""The CDC topics' one batch agent: decode each change once, hand it to every handler.
 
 Three agents subscribed to the same topics would each get every message
 through Faust's conductor and a stream of their own, and each decode its JSON:
@@ -6,7 +6,8 @@ a large share of a payment's CPU. One subscription hands the decoded batch to
 each handler in process instead. The handlers keep their names (metrics, dead letters,
 `paystream dlq list --agent ledger`), isolate their messages from each other
 and run side by side, each with its own database round trips. The pending
-table's agent stays apart: it writes a table, one message at a time.
+table's handler writes its table as each event's own (tables.writing_for), so it
+is one of them too.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from streams.agents.ledger import AGENT as LEDGER
 from streams.agents.ledger import Ledger
 from streams.agents.notify import AGENT as NOTIFY
 from streams.agents.notify import Notify
+from streams.agents.pending import AGENT as PENDING
+from streams.agents.pending import Pending
 from streams.handling import Stage, change_of, install_batch_agent
 from streams.worker import Worker
 
@@ -32,9 +35,10 @@ Handler = Callable[[Sequence[tuple[EventT[Any], Change]]], Awaitable[None]]
 
 class Changes:
     """The one subscription to both CDC topics, handing each decoded batch to fraud,
-    ledger and notify."""
+    ledger, notify and the pending table."""
 
-    def __init__(self, w: Worker, fraud: Fraud, ledger: Ledger, notify: Notify) -> None:
+    def __init__(self, w: Worker, fraud: Fraud, ledger: Ledger, notify: Notify,
+                 pending: Pending) -> None:
         self._stage = w.stage(AGENT)
         payments = w.settings.payments_topic
         both = frozenset({payments, w.settings.refunds_topic})
@@ -43,11 +47,12 @@ class Changes:
             (w.stage(ROUTE), frozenset({payments}), fraud.route),
             (w.stage(LEDGER), both, ledger.post),
             (w.stage(NOTIFY), both, notify.enqueue),
+            (w.stage(PENDING), both, pending.track),
         )
         # Events are counted per handler (_hand_over), not here.
         install_batch_agent(w.app, w.topics.changes, self._stage, self._dispatch,
                             count_events=False,
-                            doc="CDC changes, decoded once, to fraud, ledger and notify")
+                            doc="CDC changes, decoded once, to fraud, ledger, notify and pending")
 
     async def _dispatch(self, events: Sequence[EventT[Any]]) -> None:
         decoded = await self._stage.decode_each(events, change_of)

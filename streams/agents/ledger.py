@@ -3,7 +3,8 @@
 Journal ids derive from the source (``jrn_payment_<id>``), and posting is
 ``INSERT ... ON CONFLICT DO NOTHING``: a redelivered or replayed change posts
 nothing. Every journal's entries then go, keyed by account, to the balances
-agent, which skips (journal, account) pairs it has already applied.
+agent (one message per account per batch), which skips (journal, account) pairs it
+has already applied.
 """
 
 from __future__ import annotations
@@ -79,22 +80,29 @@ class Ledger:
                     await self._stage.dead_letter(event, err)
         now = time.time()
         new = set(posted)
+        # Sent for replays too (the balances agent drops what it already applied), one
+        # message per account for the whole batch.
+        deltas: dict[str, BalanceDelta] = {}
         for event, journal in ok:
             if journal.journal_id in new:
                 metrics.JOURNALS.labels(journal.source_type).inc()
                 change_ts = event.message.timestamp
                 metrics.LATENCY.labels(AGENT).observe(max(0.0, now - change_ts))
-            # Sent for replays too: the balances agent drops what it already applied.
             for entry in journal.entries:
-                delta = BalanceDelta(journal_id=journal.journal_id, account=entry.account,
-                                     amount=entry.signed_amount, currency=entry.currency)
-                await self._balance_deltas.send(key=json_key(entry.account),
-                                                value=delta.dumps())
+                delta = deltas.setdefault(entry.account,
+                                          BalanceDelta(entry.account, entry.currency))
+                delta.amounts[journal.journal_id] = (
+                    delta.amounts.get(journal.journal_id, 0) + entry.signed_amount)
+        for account, delta in deltas.items():
+            await self._balance_deltas.send(key=json_key(account), value=delta.dumps())
 
     async def apply_delta(self, event: EventT[Any]) -> None:
         delta = BalanceDelta.loads(event.value)
-        applied_key = f"{delta.journal_id}|{delta.account}"
-        if self._balance_applied.get(applied_key):
-            return
-        self._balances[delta.account] += delta.amount
-        self._balance_applied[applied_key] = True
+        total = 0
+        for journal_id, amount in delta.amounts.items():
+            applied_key = f"{journal_id}|{delta.account}"
+            if not self._balance_applied.get(applied_key):
+                total += amount
+                self._balance_applied[applied_key] = True
+        if total:
+            self._balances[delta.account] += total

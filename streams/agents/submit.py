@@ -51,16 +51,11 @@ class Submit:
             (FraudDecision(v.payment_id, v.approved, v.score, tuple(v.rules_hit)), v.velocity)
             for _, v in verdicts
         ]
-        ids = [v.payment_id for _, v in verdicts]
-
-        async def load(conn: Any) -> dict[str, Any]:
-            await postgres.store_decisions(conn, decisions)
-            # Read after the verdict, not taken from the change event: the guard needs
-            # the status now (a webhook or a replay may have moved it on), the stored
-            # decision (the first one wins) and the whole row for Stripe.
-            return await postgres.load_payments(conn, ids)
-
-        rows = await self._stage.with_db(load)
+        # Read after the verdict, not taken from the change event: the guard needs
+        # the status now (a webhook or a replay may have moved it on), the stored
+        # decision (the first one wins) and the whole row for Stripe.
+        rows = await self._stage.with_db(
+            lambda conn: postgres.decide_and_load(conn, decisions))
         approved: list[tuple[EventT[Any], dict[str, Any]]] = []
         blocked: list[tuple[EventT[Any], str, Sequence[str]]] = []
         for event, verdict in verdicts:

@@ -290,8 +290,7 @@ async def test_rebuild_reports_a_faust_balance_that_moved_without_a_journal(
     before = (await ledger_rebuild.faust_balances(settings, pipeline.app_id))[account]
 
     # An entry the balances agent applies although no journal was ever posted for it.
-    stray = BalanceDelta(journal_id=f"jrn_stray_{secrets.token_hex(4)}", account=account,
-                         amount=-7, currency="usd")
+    stray = BalanceDelta(account, "usd", {f"jrn_stray_{secrets.token_hex(4)}": -7})
     # Keyed like the ledger agent's (tables.json_key; importing it would build a Faust app
     # here), so it lands on the partition that holds the account's balance.
     await produce(settings, f"{pipeline.app_id}-balance-deltas", json.dumps(account).encode(),

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import time
 from typing import Any
 
 import pytest
+from faust import streams as faust_streams
 from faust.types import EventT, StreamT
 
 from paystream.settings import Settings
-from streams.adapters.cdc import id_key
+from streams.adapters.cdc import decode_change, id_key
+from streams.adapters.tables import writing_for
 from streams.agents.ledger import Ledger
 from streams.agents.pending import Pending
 from streams.agents.poller import FRAUD_STALL_SECONDS, Poller
 from streams.agents.submit import Submit
 from streams.bootstrap import bare_worker
+from streams.errors import DecodeError
 from streams.messages import BalanceDelta, FraudCheck, PendingCommand
 
 settings = dataclasses.replace(Settings.from_env(), faust_store="memory://")
@@ -119,15 +123,24 @@ async def test_velocity_window_spans_the_previous_period() -> None:
 
 
 async def test_balances_apply_each_journal_entry_once() -> None:
-    delta = BalanceDelta(journal_id="jrn_payment_pay_x", account="merchant_available:m:usd",
-                         amount=-1050, currency="usd")
+    account = "merchant_available:m:usd"
+    delta = BalanceDelta(account, "usd", {"jrn_payment_pay_x": -1050, "jrn_payment_pay_y": -5})
     async with ledger.balance_agent.test_context() as agent:
         await agent.put(delta.dumps())
         await agent.put(delta.dumps())  # redelivered
-        await agent.put(BalanceDelta("jrn_refund_re_x", "merchant_available:m:usd", 50,
-                                     "usd").dumps())
-    assert tables.balances["merchant_available:m:usd"] == -1000
+        # A later batch repeating one journal (a replayed change) beside a new one.
+        await agent.put(BalanceDelta(account, "usd", {"jrn_payment_pay_y": -5,
+                                                      "jrn_refund_re_x": 50}).dumps())
+        # One entry per message, as workers before the batching sent them.
+        await agent.put(json.dumps({"journal_id": "jrn_refund_re_z", "account": account,
+                                    "amount": 5, "currency": "usd"}).encode())
+    assert tables.balances[account] == -1000
     assert tables.balance_applied.get("jrn_payment_pay_x|merchant_available:m:usd") is True
+
+
+def test_a_balance_delta_with_amounts_that_are_not_integers_is_refused() -> None:
+    with pytest.raises(DecodeError):
+        BalanceDelta.loads(b'{"account": "a", "currency": "usd", "amounts": {"j": 1.5}}')
 
 
 def change(op: str, status: str | None, before: str | None = None) -> bytes:
@@ -145,7 +158,12 @@ async def test_pending_table_follows_the_change_stream_and_the_pollers_commands(
             # test_context names no topic; the pending agent dispatches on it.
             event.message.topic = topic
             event.key, event.value = key, value
-            await pending.apply_event(event)
+            if topic == worker.topics.pending_commands.get_topic_name():
+                await pending.apply_command(event)
+            else:  # a change event, as the changes agent hands it over
+                decoded = decode_change(key, value)
+                assert decoded is not None
+                await pending.track([(event, decoded)])
             return tables.pending.get("pay_p")
         return apply
 
@@ -166,6 +184,19 @@ async def test_pending_table_follows_the_change_stream_and_the_pollers_commands(
     gone = await run(on(settings.payments_topic, key,
                         change("u", "succeeded", before="requires_action")))
     assert gone is None
+
+
+async def test_a_batch_handler_writes_tables_as_each_events_own() -> None:
+    """Faust takes a table write's partition from the current event; in a batch that
+    is the batch's last, so writing_for makes each event current in turn."""
+
+    async def check(event: EventT) -> Any:
+        other = copy.copy(event)
+        with writing_for(other):
+            inside = faust_streams.current_event()
+        return inside is other, faust_streams.current_event() is event
+
+    assert await run(check) == (True, True)
 
 
 def _undecided_row(age_seconds: float) -> dict[str, Any]:

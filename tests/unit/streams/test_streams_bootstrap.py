@@ -10,7 +10,7 @@ import textwrap
 from paystream.settings import Settings
 from streams.bootstrap import build
 
-AGENTS = {"changes", "fraud-customer", "fraud-method", "submit", "refunds", "pending",
+AGENTS = {"changes", "fraud-customer", "fraud-method", "submit", "refunds", "pending-commands",
           "balances"}
 TABLES = {"pending", "velocity-customer", "velocity-method", "velocity-seen", "balances",
           "balance-applied"}
