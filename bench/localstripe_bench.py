@@ -7,7 +7,8 @@
 2. launcher: stack/localstripe_launcher.py on a free port and a copy of that
    store; --clients clients create and confirm PaymentIntents over HTTP for
    --seconds. Reported: PaymentIntents/s, latency, the CPU it spent (its writer
-   children included) and how often it replaced its store file.
+   children included), how often it replaced its store file (a checkpoint) and
+   how many fsynced appends its change log made (each answer waits for one).
 3. unpatched: localstripe's own entry point (localstripe.server.start) on the
    same objects for --baseline-seconds, its pickle path redirected to a private
    file; nothing else is changed. Its own loader cannot read a store of more
@@ -26,6 +27,7 @@ import builtins
 import importlib.util
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -218,6 +220,9 @@ async def run(args: argparse.Namespace, work: Path, seeded: Path) -> dict[str, A
         exit_s, code = server.stop()
         result["launcher_exit_s"] = round(exit_s, 1)
         result["launcher_exit_code"] = code
+        # Its last line: "... (writes since start: N, log commits: N)".
+        commits = re.search(r"log commits: (\d+)", server.log.read_text(errors="replace"))
+        result["launcher_log_commits"] = int(commits[1]) if commits else None
     finally:
         server.kill()
 

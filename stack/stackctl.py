@@ -693,8 +693,9 @@ class LocalStripe(Component):
 
     Run through stack/localstripe_launcher.py: plain localstripe rewrites its
     store on every write (to a path shared by every checkout on the machine)
-    and cannot load it back past ~1,000 objects; the launcher writes this
-    stack's own file at most once a second, atomically, and at exit.
+    and cannot load it back past ~1,000 objects; the launcher checkpoints this
+    stack's own file at most once a second, atomically, and at exit, and logs
+    every change durably before answering (so a kill -9 loses nothing answered).
     """
 
     @property
