@@ -4,7 +4,7 @@ SHELL := /bin/bash
 STACK := python3 stack/stackctl.py
 VENV := .venv/bin
 
-.PHONY: help install up down clean status env test test-unit lint bench chaos
+.PHONY: help install up down clean status env test test-unit lint bench profile chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,8 +38,15 @@ test-unit: ## only the tests that need no running stack
 bench: ## API create throughput vs pgbench, and end-to-end pipeline latency (stack up)
 	@eval "$$($(STACK) env)" && for b in bench/*_bench.py; do echo "== $$b"; $(VENV)/python $$b || exit 1; done
 
+profile: ## where the worker's CPU goes: approved payments at 200/s, py-spy flame graph + layers (stack up)
+	@eval "$$($(STACK) env)" && $(VENV)/python bench/stripe_bench.py --phases free --free-seconds 45 --profile 25 $(PROFILE_ARGS)
+
 chaos: ## kill -9 each component under load, make up after each, check the money (stack up)
 	@$(VENV)/python stack/chaos.py $(CHAOS_ARGS)
 
 lint: ## ruff and mypy
 	@$(VENV)/ruff check . && $(VENV)/mypy
+
+.PHONY: kafka-ui
+kafka-ui: ## Kafka UI in the terminal (kaskade): topics, or TOPIC=name for its records
+	@stack/kafka-ui $(TOPIC)

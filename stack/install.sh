@@ -64,4 +64,22 @@ if [ ! -f "$py_stamp" ]; then
   rm -f .venv/.stamp-*
   touch "$py_stamp"
 fi
+
+# --- kaskade: the Kafka UI in the terminal (stack/kafka-ui) -----------------
+# A virtualenv of its own: its textual, confluent-kafka and grpcio-tools must never
+# meet Faust's dependencies in .venv. Under .cache/ (ignored), so `make clean` keeps it.
+# textual draws the screens and confluent-kafka talks to the broker: pinned with kaskade
+# (it asks only textual>=8.2,<9 and confluent-kafka>=2.15), as resolved together.
+kaskade_pins=(kaskade==5.1.0 textual==8.2.8 confluent-kafka==2.16.2)
+kaskade_venv=$cache/kaskade-venv
+kaskade_stamp=$kaskade_venv/.stamp-$(echo "${kaskade_pins[*]}" | sha1sum | cut -c1-12)
+if [ ! -f "$kaskade_stamp" ]; then
+  say "installing ${kaskade_pins[0]} (Kafka UI in the terminal) into .cache/kaskade-venv"
+  [ -x "$kaskade_venv/bin/python" ] || python3 -m venv "$kaskade_venv"
+  export PIP_CACHE_DIR=$cache/pip PIP_DISABLE_PIP_VERSION_CHECK=1
+  "$kaskade_venv/bin/pip" install -q "${kaskade_pins[@]}"
+  "$kaskade_venv/bin/pip" check >/dev/null
+  rm -f "$kaskade_venv"/.stamp-*
+  touch "$kaskade_stamp"
+fi
 say "everything installed"
