@@ -34,8 +34,8 @@ from streams.worker import Worker
 def build(settings: Settings, *, log_level: int = logging.INFO) -> Worker:
     """A worker for these settings, every agent, timer and view installed on its app."""
     worker = bare_worker(settings, log_level=log_level)
-    fraud, ledger, notify = Fraud(worker), Ledger(worker), Notify(worker)
     submit = Submit(worker)
+    fraud, ledger, notify = Fraud(worker, submit), Ledger(worker), Notify(worker)
     Refunds(worker)
     Changes(worker, fraud, ledger, notify, Pending(worker))
     Timers(worker, Poller(worker, fraud, submit), notify)

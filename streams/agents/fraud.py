@@ -1,8 +1,8 @@
 """Fraud: route new payments through customer and payment-method velocity, then decide.
 
     payments CDC --fraud-route (a handler of changes.py)--> fraud-by-customer
-        --fraud-customer--> fraud-by-method --fraud-method--> fraud-verdicts
-        (keyed like the payment; submit.py stores and acts)
+        --fraud-customer--> fraud-by-method --fraud-method (decides a batch, and
+        submit.py stores and acts on it in place)
 
 Each velocity table is keyed by what its topic is keyed by, so with several
 workers every key's window lives on exactly one of them.
@@ -16,12 +16,13 @@ from typing import Any
 
 from faust.types import EventT
 
-from paystream.domain import PaymentFacts, VelocitySnapshot, evaluate
+from paystream.domain import FraudDecision, PaymentFacts, VelocitySnapshot, evaluate
 from streams import metrics
-from streams.adapters.cdc import Change, id_key
-from streams.adapters.tables import json_key
-from streams.handling import install_event_agent
-from streams.messages import FraudCheck, Verdict
+from streams.adapters.cdc import Change
+from streams.adapters.tables import json_key, writing_for
+from streams.agents.submit import Submit
+from streams.handling import install_batch_agent, install_event_agent
+from streams.messages import FraudCheck
 from streams.rows import PaymentRow
 from streams.runtime import retry_db
 from streams.worker import Worker
@@ -49,27 +50,25 @@ class Fraud:
     """The fraud route (a handler of the changes agent) and the two velocity stages,
     fraud-customer and fraud-method, on one worker."""
 
-    def __init__(self, w: Worker) -> None:
+    def __init__(self, w: Worker, submit: Submit) -> None:
         self._settings = w.settings
         self._runtime = w.runtime
         self._topics = w.topics
         self._tables = w.tables
+        self._submit = submit
         self._route = w.stage(ROUTE)
+        self._method = w.stage(METHOD)
         install_event_agent(
             w.app, w.topics.fraud_by_customer, w.stage(CUSTOMER), self._by_customer,
             doc="Customer velocity: count and amount (same currency) over the sliding window")
-        install_event_agent(
-            w.app, w.topics.fraud_by_method, w.stage(METHOD), self._by_method,
-            doc="Payment-method velocity, blocklists and amount limits: the decision")
+        install_batch_agent(
+            w.app, w.topics.fraud_by_method, self._method, self._by_method,
+            doc="Payment-method velocity, blocklists and amount limits: the decision, "
+                "stored and acted on (submit)")
 
     async def send_check(self, check: FraudCheck) -> None:
         await self._topics.fraud_by_customer.send(key=json_key(check.customer),
                                                   value=check.dumps())
-
-    async def _send_verdict(self, verdict: Verdict) -> None:
-        # Back on the payment's own CDC partition: the submitter there owns the payment.
-        await self._topics.verdicts.send(key=id_key(verdict.payment_id), value=verdict.dumps(),
-                                         partition=verdict.partition)
 
     async def route(self, changes: Sequence[tuple[EventT[Any], Change]]) -> None:
         """New pending payments into the velocity stages (a handler of changes.py).
@@ -106,26 +105,36 @@ class Fraud:
         await self._topics.fraud_by_method.send(key=json_key(check.payment_method),
                                                 value=forwarded.dumps())
 
-    async def _by_method(self, event: EventT[Any]) -> None:
-        check = FraudCheck.loads(event.value)
-        count_, _ = self._observe(self._tables.method_velocity, "method",
-                                  check.payment_method, check)
+    async def _by_method(self, events: Sequence[EventT[Any]]) -> None:
+        """Decide a batch and hand it to submit in place: the decision does not travel
+        back to the payment's partition first (no verdict message, no second delivery);
+        the Stripe sequence's lease in Postgres, not partition ownership, is what
+        keeps a payment to one caller."""
+        checks = await self._method.decode_each(events, lambda e: FraudCheck.loads(e.value))
+        if not checks:
+            return
         customers, methods = await retry_db(self._runtime.blocklist, what=METHOD)
-        snapshot = VelocitySnapshot(customer_count=check.customer_count,
-                                    customer_amount=check.customer_amount,
-                                    payment_method_count=count_)
-        decision = evaluate(
-            PaymentFacts(payment_id=check.payment_id, customer=check.customer,
-                         payment_method=check.payment_method, amount=check.amount,
-                         currency=check.currency),
-            snapshot,
-            self._settings.fraud,
-            blocked_customers=customers,
-            blocked_payment_methods=methods,
-        )
-        await self._send_verdict(Verdict(
-            payment_id=check.payment_id, partition=check.partition,
-            approved=decision.approved, score=decision.score,
-            rules_hit=list(decision.rules_hit), velocity=dataclasses.asdict(snapshot),
-            source_ts_ms=check.source_ts_ms,
-        ))
+        decided: list[tuple[EventT[Any], FraudDecision, dict[str, int]]] = []
+        for event, check in checks:
+
+            async def decide(event: EventT[Any] = event, check: FraudCheck = check) -> None:
+                # A batch's table writes belong to each event's own partition.
+                with writing_for(event):
+                    count_, _ = self._observe(self._tables.method_velocity, "method",
+                                              check.payment_method, check)
+                snapshot = VelocitySnapshot(customer_count=check.customer_count,
+                                            customer_amount=check.customer_amount,
+                                            payment_method_count=count_)
+                decision = evaluate(
+                    PaymentFacts(payment_id=check.payment_id, customer=check.customer,
+                                 payment_method=check.payment_method, amount=check.amount,
+                                 currency=check.currency),
+                    snapshot,
+                    self._settings.fraud,
+                    blocked_customers=customers,
+                    blocked_payment_methods=methods,
+                )
+                decided.append((event, decision, dataclasses.asdict(snapshot)))
+
+            await self._method.isolate(event, decide)
+        await self._submit.act(decided)

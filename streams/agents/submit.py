@@ -12,7 +12,7 @@ the dead attempt may have created before creating one).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -44,13 +44,21 @@ class Submit:
                             size=SUBMIT_BATCH, doc="Fraud verdicts: block or hand to Stripe")
 
     async def _apply_verdicts(self, events: Sequence[EventT[Any]]) -> None:
+        """Verdicts from the fraud-verdicts topic (workers before the fraud-method stage
+        decided in place sent them there; the topic is still read for those)."""
         verdicts = await self._stage.decode_each(events, lambda event: Verdict.loads(event.value))
-        if not verdicts:
+        await self.act([
+            (event, FraudDecision(v.payment_id, v.approved, v.score, tuple(v.rules_hit)),
+             v.velocity) for event, v in verdicts])
+
+    async def act(self, decided: Sequence[tuple[EventT[Any], FraudDecision,
+                                                 Mapping[str, int]]]) -> None:
+        """Store each decision (the first one stored wins), block the rejected and hand
+        the approved to the Stripe sequence; each event is the message that carried
+        its payment (what a failure dead-letters)."""
+        if not decided:
             return
-        decisions = [
-            (FraudDecision(v.payment_id, v.approved, v.score, tuple(v.rules_hit)), v.velocity)
-            for _, v in verdicts
-        ]
+        decisions = [(decision, velocity) for _, decision, velocity in decided]
         # Read after the verdict, not taken from the change event: the guard needs
         # the status now (a webhook or a replay may have moved it on), the stored
         # decision (the first one wins) and the whole row for Stripe.
@@ -58,15 +66,15 @@ class Submit:
             lambda conn: postgres.decide_and_load(conn, decisions))
         approved: list[tuple[EventT[Any], dict[str, Any]]] = []
         blocked: list[tuple[EventT[Any], str, Sequence[str]]] = []
-        for event, verdict in verdicts:
-            row = rows.get(verdict.payment_id)
+        for event, decision, _ in decided:
+            row = rows.get(decision.payment_id)
             if row is None or row["approved"] is None or row["status"] != PaymentStatus.PENDING:
                 continue  # gone, or moved on (a replay): nothing left to do
             metrics.FRAUD_DECISIONS.labels("approved" if row["approved"] else "blocked").inc()
             if row["approved"]:
                 approved.append((event, row))
             else:
-                blocked.append((event, verdict.payment_id, row["rules_hit"] or []))
+                blocked.append((event, decision.payment_id, row["rules_hit"] or []))
         if blocked:
             try:
                 await self.block_payments([(pid, rules) for _, pid, rules in blocked])
