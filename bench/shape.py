@@ -153,3 +153,42 @@ class MachineIdle:
 
 def cores() -> int:
     return os.cpu_count() or 1
+
+
+class KafkaMessages:
+    """Messages the broker took in per topic between start() and per_payment(), from
+    its JMX exporter (MessagesInPerSec counts): what each payment costs in produced
+    messages, by topic. Empty when the exporter is not reachable."""
+
+    def __init__(self, metrics_url: str | None = None) -> None:
+        port = os.environ.get("KAFKA_METRICS_PORT", "9404")
+        self._url = metrics_url or f"http://127.0.0.1:{port}/metrics"
+        self._before: dict[str, float] = {}
+
+    def _snapshot(self) -> dict[str, float]:
+        try:
+            with urllib.request.urlopen(self._url, timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return {}
+        counts: dict[str, float] = {}
+        prefix = 'kafka_server_brokertopicmetrics_messagesinpersec_total{topic="'
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                topic, _, value = line[len(prefix):].partition('"} ')
+                counts[topic] = float(value)
+        return counts
+
+    def start(self) -> None:
+        self._before = self._snapshot()
+
+    def per_payment(self, payments: int, *, strip: str = "") -> dict[str, float]:
+        """{topic: messages per payment} for topics that took any, plus "total"; strip
+        is a prefix taken off topic names (a bench worker's app id) to keep them short."""
+        after = self._snapshot()
+        out = {topic.removeprefix(strip): round((n - self._before.get(topic, 0.0))
+                                                / max(1, payments), 2)
+               for topic, n in sorted(after.items()) if n > self._before.get(topic, 0.0)}
+        if out:
+            out["total"] = round(sum(out.values()), 2)
+        return out

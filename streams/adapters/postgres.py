@@ -210,7 +210,10 @@ async def write_back(conn: AsyncConnection[Any], items: Sequence[WriteBack]) -> 
             key = (item.object_type, item.target, tuple(item.columns))
             groups.setdefault(key, []).append({"id": item.object_id, **item.columns})
     moved: set[tuple[str, str]] = set()
-    async with conn.transaction():
+    # One pipeline: BEGIN goes with the first UPDATE and the release with COMMIT, so
+    # the transaction costs two round trips (the moves' answers decide the binds),
+    # not four.
+    async with conn.pipeline(), conn.transaction():
         for (object_type, target, _), updates in groups.items():
             rows = await transition_rows(conn, _TABLES[object_type][0], target, updates)
             moved |= {(object_type, r["id"]) for r in rows}
