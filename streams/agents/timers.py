@@ -4,10 +4,7 @@ reconciliation on the leader."""
 from __future__ import annotations
 
 import logging
-import time
-from collections import Counter
 
-from paystream.domain.reconcile import DriftKind
 from streams import metrics, watchdog
 from streams.adapters.stripe_gateway import BACKGROUND
 from streams.agents.notify import Notify
@@ -31,6 +28,12 @@ class Timers:
         w.app.timer(interval=poll_tick_seconds(w.settings))(self.poll_pending)
         w.app.timer(interval=SWEEP_SECONDS, on_leader=True)(self.sweep_notifications)
         w.app.timer(interval=watchdog.CHECK_EVERY_SECONDS)(self.watch_progress)
+        # Kept between runs: what was covered, the drift counts per minute, and which
+        # listings the peer cannot filter by time.
+        self._reconciler = reconcile.Incremental(
+            window_seconds=w.settings.reconcile_window_seconds,
+            interval_seconds=w.settings.reconcile_interval_seconds)
+        self._lister: reconcile.StripeLister | None = None
         w.app.timer(interval=w.settings.reconcile_interval_seconds,
                     on_leader=True)(self.reconcile_recent)
 
@@ -66,24 +69,22 @@ class Timers:
         self._lag_series.update(series)
 
     async def reconcile_recent(self) -> None:
-        """Drift found within minutes, not at month end: the leader reconciles the recent
-        window with Stripe (background share of the budget) and exports what it found."""
-        settings = self._w.settings
+        """Drift found within minutes, not at month end: the leader reconciles what was
+        created since its last successful run, and the next share of the window on a
+        rolling pass (streams.ops.reconcile.Incremental), in the background share of the
+        Stripe budget, and exports the drift counts over the whole window."""
         BACKGROUND.set(True)
-        scope = reconcile.Scope(since=time.time() - settings.reconcile_window_seconds,
-                                settle_seconds=60.0)
+        if self._lister is None:  # the gateway is made on first use, inside the loop
+            self._lister = reconcile.StripeLister(self._w.runtime.stripe)
         try:
             pool = await self._w.runtime.pool()
             async with pool.connection() as conn:
-                report = await reconcile.run(conn, self._w.runtime.stripe, scope, fix=False)
-        except Exception:  # noqa: BLE001
+                counts = await self._reconciler.run_once(conn, self._lister)
+        except Exception:  # noqa: BLE001 - the next run covers what this one did not
             log.exception("reconciliation failed")
             return
-        counts = Counter(d.kind for d in report.drifts)
-        for kind in DriftKind:
-            metrics.RECONCILE_DRIFT.labels(kind.value).set(counts.get(kind, 0))
-        metrics.RECONCILE_LAST.set(time.time())
-        if report.drifts:
+        if counts:
             log.warning("reconciliation: %d drift(s) over the last %.0fh: %s",
-                        len(report.drifts), settings.reconcile_window_seconds / 3600,
+                        sum(counts.values()),
+                        self._w.settings.reconcile_window_seconds / 3600,
                         ", ".join(f"{k.value}={n}" for k, n in counts.items()))

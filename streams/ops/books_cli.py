@@ -8,9 +8,9 @@ import json
 import re
 import sys
 import time
-from collections import Counter
 from typing import Any
 
+from paystream.domain.reconcile import Drift
 from paystream.settings import Settings
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -99,41 +99,60 @@ def run_reconcile(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     scope = reconcile.Scope(since=time.time() - args.since if args.since else None,
                             merchant=args.merchant, settle_seconds=args.settle)
+    # Drifts are printed as they are found, never gathered: memory stays at a page
+    # whatever the window. --json writes one object on one line, a drift at a time.
+    out = sys.stdout
+    first = [True]
+    if args.json:
+        out.write('{"drifts": [')
+
+    def show(drift: Drift, at: float | None, fixed: bool) -> None:
+        if args.json:
+            out.write(("" if first[0] else ", ") + json.dumps({
+                "kind": drift.kind.value, "ids": list(drift.ids), "detail": drift.detail,
+                "fixable": drift.fix is not None, "fixed": fixed}))
+            first[0] = False
+            return
+        state = "FIXED" if fixed else ("fixable" if drift.fix else "needs a person")
+        print(f"{drift.kind.value:<32} {' '.join(drift.ids):<50} {state:<15} {drift.detail}",
+              file=out)
 
     async def go() -> reconcile.Report:
         rate = args.rate or max(1.0, settings.stripe_requests_per_second / 2)
         stripe = StripeGateway(settings, budget=RequestBudget(rate))
         try:
-            async with await psycopg.AsyncConnection.connect(settings.database_url,
-                                                             autocommit=True) as conn:
-                return await reconcile.run(conn, stripe, scope, fix=args.fix,
-                                           progress=_progress(args.json))
+            async with await psycopg.AsyncConnection.connect(
+                    settings.database_url, autocommit=True) as conn, \
+                    await psycopg.AsyncConnection.connect(
+                        settings.database_url, autocommit=True) as fixer:
+                return await reconcile.run(conn, reconcile.StripeLister(stripe), scope,
+                                           fixer=fixer if args.fix else None,
+                                           on_drift=show, progress=_progress(args.json))
         finally:
             await stripe.close()
 
     try:
         report = asyncio.run(go())
     except Exception as err:  # noqa: BLE001 - any failure to read means "not completed"
+        if args.json:
+            out.write("]}\n")  # what was found so far, still one JSON object
         print(f"reconcile could not complete: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
-    left = [d for d in report.drifts if d not in report.fixed]
     if args.json:
-        print(json.dumps({
-            "drifts": [{"kind": d.kind.value, "ids": list(d.ids), "detail": d.detail,
-                        "fixable": d.fix is not None, "fixed": d in report.fixed}
-                       for d in report.drifts],
-            "counts": dict(Counter(d.kind.value for d in left)),
+        out.write("], " + json.dumps({
+            "counts": {k.value: n for k, n in report.left_counts.items()},
+            "fixed": report.fixed, "left": report.left,
             "payments": report.payments, "refunds": report.refunds,
             "stripe_objects": report.stripe_objects,
-            "seconds": round(report.seconds, 2), "objects_per_second": round(report.rate, 1)}))
+            "stripe_requests": report.stripe_requests,
+            "seconds": round(report.seconds, 2),
+            "objects_per_second": round(report.rate, 1)})[1:] + "\n")
     else:
-        for d in report.drifts:
-            state = "FIXED" if d in report.fixed else ("fixable" if d.fix else "needs a person")
-            print(f"{d.kind.value:<32} {' '.join(d.ids):<50} {state:<15} {d.detail}")
         print(f"{report.payments} payments, {report.refunds} refunds, {report.stripe_objects} "
-              f"Stripe objects in {report.seconds:.1f}s ({report.rate:.0f} objects/s): "
-              f"{len(report.drifts)} drift(s), {len(report.fixed)} fixed, {len(left)} left")
-    return 1 if left else 0
+              f"Stripe objects ({report.stripe_requests} requests) in {report.seconds:.1f}s "
+              f"({report.rate:.0f} objects/s): {report.drifts} drift(s), {report.fixed} fixed, "
+              f"{report.left} left")
+    return 1 if report.left else 0
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
