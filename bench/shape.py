@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.error
@@ -155,6 +156,18 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
+def messages_in(metrics_text: str) -> dict[str, float]:
+    """{topic: messages taken in so far} from the broker's JMX exporter page."""
+    return {found["topic"]: float(found["value"])
+            for found in _MESSAGES_IN.finditer(metrics_text)}
+
+
+# One line per topic (the unlabelled line is the broker's total); exporters differ on
+# a trailing comma inside the braces.
+_MESSAGES_IN = re.compile(r'^kafka_server_brokertopicmetrics_messagesinpersec_total'
+                          r'\{topic="(?P<topic>[^"]+)",?\}\s+(?P<value>\S+)$', re.M)
+
+
 class KafkaMessages:
     """Messages the broker took in per topic between start() and per_payment(), from
     its JMX exporter (MessagesInPerSec counts): what each payment costs in produced
@@ -171,13 +184,7 @@ class KafkaMessages:
                 text = resp.read().decode()
         except OSError:
             return {}
-        counts: dict[str, float] = {}
-        prefix = 'kafka_server_brokertopicmetrics_messagesinpersec_total{topic="'
-        for line in text.splitlines():
-            if line.startswith(prefix):
-                topic, _, value = line[len(prefix):].partition('"} ')
-                counts[topic] = float(value)
-        return counts
+        return messages_in(text)
 
     def start(self) -> None:
         self._before = self._snapshot()

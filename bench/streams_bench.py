@@ -58,16 +58,20 @@ class BenchWorkers:
     its own: the payments and refunds of the merchants whose id starts with `prefix`,
     from the moment `start` is called."""
 
-    def __init__(self, settings: Settings, prefix: str, count: int) -> None:
+    def __init__(self, settings: Settings, prefix: str, count: int, *,
+                 dbname: str | None = None) -> None:
+        """dbname: a database of the bench's own (bench/own_database.py), which
+        settings.database_url points at; None for the stack's."""
         self.app_id = f"paystream-bench-{secrets.token_hex(3)}"
         self.settings = settings
-        self.feed = cdc_feed.Feed("bench", prefix, settings)
+        self.feed = cdc_feed.Feed("bench", prefix, settings, dbname=dbname)
         self.ports = [free_port() for _ in range(count)]
         self.datadirs = [Path(tempfile.mkdtemp(prefix="streams-bench-")) for _ in range(count)]
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def _env(self, i: int) -> dict[str, str]:
         return {**os.environ, **self.feed.env(), "FAUST_APP_ID": self.app_id,
+                "DATABASE_URL": self.settings.database_url,
                 "FAUST_WEB_PORT": str(self.ports[i]), "FAUST_DATA_DIR": str(self.datadirs[i]),
                 # One payment method (pm_card_visa) for every payment: not a fraud signal.
                 "FRAUD_MAX_PAYMENTS_PER_PAYMENT_METHOD": "100000000"}

@@ -24,11 +24,14 @@ commit -> journal percentiles (rows' own timestamps), failures (rate-limited
 ones apart), the peer's 429s, most requests in flight and payments with two
 PaymentIntents, the worker's Stripe calls by outcome and breaker openings (its
 /metrics), the consumer group's lag, and what was still pending when the
-drain deadline passed. The bench's leftovers are then canceled, so the stack's
-worker does not send them to localstripe when it resumes. A payment blocked by
-fraud or charged outside the peer means a worker reading the stack's own change
-stream, which carries every merchant (the stack's worker, restarted), took it
-meanwhile: counted, and warned about.
+drain deadline passed.
+
+Its payments are charged at the peer, which the stack's Stripe (localstripe)
+never sees: they live in a database of the bench's own on the stack's primary
+(bench/own_database.py), dropped at the end, so the stack's books and
+`paystream reconcile` are as they were. A payment blocked by fraud or charged
+outside the peer would mean another worker took it meanwhile: counted, and
+warned about.
 """
 
 from __future__ import annotations
@@ -54,8 +57,9 @@ import uvloop
 import worker_profile
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
+from own_database import OwnDatabase
 from prometheus_client.parser import text_string_to_metric_families
-from streams_bench import BenchWorkers, insert_at_rate
+from streams_bench import BenchWorkers, cdc_feed, insert_at_rate
 
 from paystream.settings import Settings
 
@@ -73,8 +77,8 @@ class PeerWorkers(BenchWorkers):
     """BenchWorkers with extra environment (the peer's address, limits, poll interval)."""
 
     def __init__(self, settings: Settings, prefix: str, count: int,
-                 env: dict[str, str]) -> None:
-        super().__init__(settings, prefix, count)
+                 env: dict[str, str], *, dbname: str | None = None) -> None:
+        super().__init__(settings, prefix, count, dbname=dbname)
         self.extra_env = env
 
     def _env(self, i: int) -> dict[str, str]:
@@ -389,31 +393,9 @@ async def processing_report(conn: psycopg.AsyncConnection[Any], peer: stripe_pee
     }
 
 
-async def cancel_open(database_url: str, merchant: str, *, timeout: float = 120.0) -> int:
-    """Cancel what the bench left open, as api_bench does: resumed, the stack's worker
-    would send them to localstripe (or poll it for PaymentIntents it never made).
-
-    A connection of its own, retried: this runs after failures too, a database
-    restart among them.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            async with await psycopg.AsyncConnection.connect(database_url,
-                                                             autocommit=True) as conn:
-                cur = await conn.execute(
-                    "UPDATE payments SET status = 'canceled', updated_at = now() "
-                    "WHERE merchant_id = %s AND status = ANY(%s)", (merchant, list(OPEN)))
-                return cur.rowcount
-        except psycopg.OperationalError as err:
-            if time.monotonic() > deadline:
-                log(f"  could not cancel the open payments of {merchant}: {err}")
-                raise
-            await asyncio.sleep(2.0)
-
-
 async def run_phase(args: argparse.Namespace, settings: Settings, prefix: str,
-                    phase: Phase) -> dict[str, Any]:
+                    phase: Phase, dbname: str) -> dict[str, Any]:
+    """One phase on the bench's own database dbname (settings point at it)."""
     k = phase.key
     log(f"== {phase.name}: {phase.rate:g} payments/s for {phase.seconds:g} s; peer "
         f"{phase.peer.latency_ms:g} +/- {phase.peer.jitter_ms:g} ms "
@@ -433,7 +415,7 @@ async def run_phase(args: argparse.Namespace, settings: Settings, prefix: str,
             # queued after 5 s is polled once more, work that production does not do.
             env["POLL_INTERVAL_SECONDS"] = str(args.poll_interval)
         env.update(kv.split("=", 1) for kv in args.worker_env)
-        workers = PeerWorkers(settings, prefix, args.workers, env)
+        workers = PeerWorkers(settings, prefix, args.workers, env, dbname=dbname)
         async with await psycopg.AsyncConnection.connect(settings.database_url,
                                                          autocommit=True) as conn:
             merchant = prefix + secrets.token_hex(6)
@@ -456,6 +438,8 @@ async def run_phase(args: argparse.Namespace, settings: Settings, prefix: str,
                 scans = shape.TableScans(conn)
                 await scans.start()
                 machine = shape.MachineIdle()
+                messages = shape.KafkaMessages()
+                messages.start()
                 cpu_before = cpu.tree_seconds(pids)
                 started = time.monotonic()
                 profiling = asyncio.create_task(profile_worker(
@@ -484,6 +468,10 @@ async def run_phase(args: argparse.Namespace, settings: Settings, prefix: str,
                     # the limit.
                     result[f"{k}_machine_idle_share"] = machine.share()
                 result[f"{k}_seq_scans"] = await scans.per_payment(len(ids))
+                # Every message a payment made, by topic (the bench feed's CDC topics,
+                # the worker's stage topics and table changelogs).
+                result[f"{k}_kafka_messages_per_payment"] = messages.per_payment(
+                    len(ids), strip=f"{workers.app_id}-")
                 if profiling is not None:
                     log(f"  profile of the worker by layer: {await profiling}")
                 await watch.look()
@@ -506,13 +494,9 @@ async def run_phase(args: argparse.Namespace, settings: Settings, prefix: str,
                     result[f"{k}_{name}"] = value
             finally:
                 await lag.stop()
-                try:
-                    await workers.stop()
-                finally:
-                    # Stopped first: a worker still running could charge what is canceled.
-                    canceled = await cancel_open(settings.database_url, merchant)
-                    if canceled:
-                        log(f"  (canceled the {phase.name} phase's {canceled} open payments)")
+                # What is left open stays in the bench's own database, which goes at the
+                # end; the next phase's workers read a new feed and never see it.
+                await workers.stop()
             stats = running.peer.stats()
             several = stats["payment_ids_with_several_intents"]
             limit = phase.peer.rate_limit
@@ -570,11 +554,15 @@ async def run(args: argparse.Namespace, chosen: list[Phase]) -> dict[str, Any]:
     settings = Settings.from_env()
     prefix = f"acct_sbench{secrets.token_hex(3)}"
     result: dict[str, Any] = {}
-    # The bench's feed is the one logical decoder while it measures (bench/shape.py).
+    # The bench's feed is the one logical decoder while it measures (bench/shape.py),
+    # and its payments, charged at a peer the stack's Stripe never sees, stay out of
+    # the stack's books (bench/own_database.py).
     with shape.StackPaused(os.environ.get("CONNECT_URL")) as paused:
-        log(f"(production shape: {paused.describe()} while measuring)")
-        for phase in chosen:
-            result.update(await run_phase(args, settings, prefix, phase))
+        async with OwnDatabase(settings, cdc_feed.admin_url()) as db:
+            log(f"(production shape: {paused.describe()} while measuring; "
+                f"{db.describe()})")
+            for phase in chosen:
+                result.update(await run_phase(args, db.settings, prefix, phase, db.name))
     return result
 
 
@@ -631,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
                         "summary by layer under .stack/artifacts/profiles/ (default 0: off)")
     parser.add_argument("--drain-seconds", type=float, default=300.0,
                         help="after the last payment is offered, wait at most this long for "
-                        "every one to be terminal; the rest is reported pending and canceled "
+                        "every one to be terminal; the rest is reported pending "
                         "(default 300)")
     args = harness.parse(parser, argv)
     for kv in args.worker_env:

@@ -49,6 +49,7 @@ import shlex
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -118,11 +119,16 @@ class FeedName:
         return True
 
 
-def connector_config(name: FeedName, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The stack connector's config (connectors/payments.json), pointed at the feed."""
+def connector_config(name: FeedName, base: dict[str, str] | None = None, *,
+                     dbname: str | None = None) -> dict[str, str]:
+    """The stack connector's config (connectors/payments.json), pointed at the feed (and
+    at database dbname instead of the stack's, for a benchmark with a database of its
+    own)."""
     config = dict(base if base is not None else json.loads(BASE_CONFIG.read_text()))
     for key in LEFT_OUT:
         config.pop(key, None)
+    if dbname is not None:
+        config["database.dbname"] = dbname
     config.update({
         "topic.prefix": name.topic_prefix,
         "slot.name": name.slot,
@@ -155,6 +161,15 @@ def admin_url() -> str:
                        "slots): eval \"$(make -s env)\" first")
 
 
+def with_dbname(url: str, dbname: str) -> str:
+    """url for database dbname: a postgresql:// URL stays one (what the settings and
+    `make env` use), a key=value string gets a dbname."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme in ("postgresql", "postgres"):
+        return parts._replace(path="/" + dbname).geturl()
+    return psycopg.conninfo.make_conninfo(url, dbname=dbname)
+
+
 def connect_url() -> str:
     return os.environ.get("CONNECT_URL", "http://127.0.0.1:8083").rstrip("/")
 
@@ -163,13 +178,20 @@ class Feed:
     """One feed: `await start()`, point workers at it with `env()`, `await close()`."""
 
     def __init__(self, kind: str, merchant_id_prefix: str, settings: Settings, *,
-                 admin: str | None = None, connect: str | None = None) -> None:
+                 admin: str | None = None, connect: str | None = None,
+                 dbname: str | None = None) -> None:
+        """dbname: the database the feed decodes, when not the stack's (settings'
+        database_url must then point at it too: the publication is made there)."""
         if not re.fullmatch(r"[A-Za-z0-9_]+", merchant_id_prefix):
             raise ValueError(f"merchant prefix {merchant_id_prefix!r}: letters, digits and _")
         self.name = FeedName.new(kind)
         self.merchant_id_prefix = merchant_id_prefix
         self.base = settings
+        self.dbname = dbname
+        # A logical slot is dropped from its own database.
         self.admin_url = admin or admin_url()
+        if dbname is not None:
+            self.admin_url = with_dbname(self.admin_url, dbname)
         self.connect_url = (connect or connect_url()).rstrip("/")
         self.started = False
 
@@ -191,7 +213,8 @@ class Feed:
                                                          autocommit=True) as conn:
             await conn.execute(publication_sql(self.name, self.merchant_id_prefix))
         await asyncio.to_thread(register.register_config, self.connect_url,
-                                self.name.connector, connector_config(self.name),
+                                self.name.connector,
+                                connector_config(self.name, dbname=self.dbname),
                                 timeout=timeout)
         deadline = time.monotonic() + timeout
         async with await psycopg.AsyncConnection.connect(self.admin_url,
@@ -230,17 +253,25 @@ async def remove(name: FeedName, settings: Settings, *, admin: str, connect: str
 
 async def _drop_slot(conn: psycopg.AsyncConnection[Any], slot: str, deadline: float) -> None:
     """Drop the slot once no session holds it; the stopped connector's session goes by
-    itself, one still there after SLOT_GRACE_S is ended (it can only be the feed's)."""
+    itself, one still there after SLOT_GRACE_S is ended (it can only be the feed's).
+    A logical slot can only be dropped from its own database: one made in another
+    (a benchmark's own) is dropped through a connection to that one."""
     grace_until = time.monotonic() + SLOT_GRACE_S
     while True:
-        cur = await conn.execute("SELECT active_pid FROM pg_replication_slots "
-                                 "WHERE slot_name = %s", (slot,))
+        cur = await conn.execute("SELECT active_pid, database, database = current_database() "
+                                 "FROM pg_replication_slots WHERE slot_name = %s", (slot,))
         row = await cur.fetchone()
         if row is None:
             return
         if row[0] is None:
             try:
-                await conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                if row[2] is False:
+                    async with await psycopg.AsyncConnection.connect(
+                            with_dbname(conn.info.dsn, row[1]),
+                            password=conn.info.password, autocommit=True) as own:
+                        await own.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                else:
+                    await conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
                 return
             except psycopg.errors.UndefinedObject:
                 return  # dropped meanwhile
