@@ -124,8 +124,13 @@ class Settings:
     stripe_outage_patience_seconds: float = 45.0
     # The worker's watchdog: stalled with messages waiting this long is unhealthy
     # (/health/ 503), unhealthy this long stops the worker so it is restarted.
-    watchdog_stall_seconds: float = 120.0
-    watchdog_exit_after_seconds: float = 300.0
+    watchdog_stall_seconds: float = 60.0
+    watchdog_exit_after_seconds: float = 15.0
+    # Deadlines on what Faust/aiokafka can wait on for ever (streams/deadline.py):
+    # a commit (producer flush + offset commit), and a stop. Past one the worker
+    # exits hard (70) to be restarted.
+    worker_commit_deadline_seconds: float = 60.0
+    worker_stop_deadline_seconds: float = 25.0
     # The worker's own reconciliation (leader only): how often, over how long a window.
     reconcile_interval_seconds: float = 600.0
     reconcile_window_seconds: float = 24 * 3600.0
@@ -192,6 +197,10 @@ class Settings:
                                           d.watchdog_stall_seconds),
             watchdog_exit_after_seconds=_float(env, "WATCHDOG_EXIT_AFTER_SECONDS",
                                                d.watchdog_exit_after_seconds),
+            worker_commit_deadline_seconds=_float(env, "WORKER_COMMIT_DEADLINE_SECONDS",
+                                                  d.worker_commit_deadline_seconds),
+            worker_stop_deadline_seconds=_float(env, "WORKER_STOP_DEADLINE_SECONDS",
+                                                d.worker_stop_deadline_seconds),
             reconcile_interval_seconds=_float(env, "RECONCILE_INTERVAL_SECONDS",
                                               d.reconcile_interval_seconds),
             reconcile_window_seconds=_float(env, "RECONCILE_WINDOW_SECONDS",
@@ -209,4 +218,21 @@ class Settings:
                 "STRIPE_OUTAGE_PATIENCE_SECONDS must be below WATCHDOG_STALL_SECONDS "
                 f"({settings.stripe_outage_patience_seconds:g} >= "
                 f"{settings.watchdog_stall_seconds:g})")
+        _check_deadlines(settings)
         return settings
+
+
+def _check_deadlines(settings: Settings) -> None:
+    for name, value in (("WATCHDOG_STALL_SECONDS", settings.watchdog_stall_seconds),
+                        ("WATCHDOG_EXIT_AFTER_SECONDS", settings.watchdog_exit_after_seconds),
+                        ("WORKER_COMMIT_DEADLINE_SECONDS",
+                         settings.worker_commit_deadline_seconds),
+                        ("WORKER_STOP_DEADLINE_SECONDS", settings.worker_stop_deadline_seconds)):
+        if value <= 0:
+            raise SettingsError(f"{name}={value:g} must be above 0")
+    if settings.worker_stop_deadline_seconds <= settings.stripe_timeout_seconds:
+        # The stop gives Stripe calls in flight one call's timeout to answer.
+        raise SettingsError(
+            "WORKER_STOP_DEADLINE_SECONDS must be above STRIPE_TIMEOUT_SECONDS "
+            f"({settings.worker_stop_deadline_seconds:g} <= "
+            f"{settings.stripe_timeout_seconds:g})")

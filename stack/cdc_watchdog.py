@@ -40,8 +40,13 @@ def fresh(path: Path, max_age: float, *, pid: int | None) -> bool:
 
 def run(watched: Sequence[tuple[Callable[[], cdc.State], cdc.Repairer]], *,
         kafka_up: Callable[[], bool], state_file: Path, interval: float = INTERVAL_S,
-        rounds: int | None = None) -> None:
-    """Checks and repairs every `interval` seconds, forever unless `rounds` is given."""
+        rounds: int | None = None,
+        also: Sequence[Callable[[bool], list[str]]] = ()) -> None:
+    """Checks and repairs every `interval` seconds, forever unless `rounds` is given.
+
+    `also`: more checks run each round with whether Kafka answers (restarting an
+    exited worker); each returns what it did, logged as is.
+    """
     log(f"watching {', '.join(r.conn.name for _, r in watched)} every {interval:.0f}s")
     last: dict[str, str | None] = {}
     done = 0
@@ -62,6 +67,13 @@ def run(watched: Sequence[tuple[Callable[[], cdc.State], cdc.Repairer]], *,
             for action in actions:
                 log(f"{name}: {action}")
             verdicts[name] = reason
+        for check in also:
+            try:
+                done_now = check(up)
+            except Exception as err:  # one bad round must not end the watchdog
+                done_now = [f"check failed: {err!r}"]
+            for action in done_now:
+                log(action)
         last = verdicts
         write_state(state_file, verdicts)
         done += 1

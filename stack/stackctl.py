@@ -9,7 +9,8 @@
                   healthy (replicas stream, CDC streams and advances)
   env             `export NAME=value` lines for every endpoint
   clean           down, then remove all data under the stack folder
-  watchdog        check CDC every 10 s and repair it (`up` runs this as a component)
+  watchdog        check CDC every 10 s and repair it, start again a worker that exited
+                  without `stop` (`up` runs this as a component)
 
 A kill -9 leaves things behind that `up` cleans before starting again: a pid
 file whose process is gone or is no longer ours (checked in /proc), forked
@@ -671,7 +672,8 @@ class Connect(Component):
 
 
 class Watchdog(Component):
-    """The CDC watchdog (stack/cdc_watchdog.py), a process of its own like the others."""
+    """The CDC watchdog (stack/cdc_watchdog.py), a process of its own like the others; it
+    also starts again a worker that exited without being stopped (restart_if_exited)."""
 
     @property
     def state_file(self) -> Path:
@@ -963,10 +965,37 @@ def status(cfg: Config) -> int:
     return 0 if all_up else 1
 
 
+def restart_if_exited(comp: Component, *, confirm_after: float = 2.0,
+                      ) -> Callable[[bool], list[str]]:
+    """A watchdog check that starts `comp` again when it exited without being stopped.
+
+    `stop` removes the pid file, so a component stopped on purpose (`stackctl stop
+    worker`, as benches and tests do) stays stopped; a pid file whose process is
+    gone means it crashed, was killed, or ended itself to be restarted (the worker
+    past a deadline or its stall watchdog). Seen twice, `confirm_after` apart: a
+    stop in progress removes its pid file right after the process exits. Not while
+    Kafka is down: the worker would only exit again.
+    """
+    def check(kafka_up: bool) -> list[str]:
+        gone = comp.recorded_pid()
+        if gone is None or comp.pid() is not None or not kafka_up:
+            return []
+        time.sleep(confirm_after)
+        if comp.recorded_pid() != gone or comp.pid() is not None:
+            return []
+        comp.clear_stale()
+        comp.launch()
+        return [f"{comp.name}: pid {gone} had exited without a stop; started again "
+                f"(pid {comp.launched})"]
+    return check
+
+
 def run_watchdog(cfg: Config) -> int:
     cfg.run.mkdir(parents=True, exist_ok=True)
+    workers = [c for c in components(cfg) if c.name == "worker"]
     cdc_watchdog.run(cdc_watch(cfg), kafka_up=lambda: kafka_answers(cfg.kafka_port),
-                     state_file=Watchdog("watchdog", 0, cfg).state_file)
+                     state_file=Watchdog("watchdog", 0, cfg).state_file,
+                     also=[restart_if_exited(w) for w in workers])
     return 0
 
 

@@ -25,6 +25,29 @@ def create_app(conf: Settings) -> faust.App:
         # A crashed worker's partitions move after 15 s instead of Faust's 60 s.
         broker_session_timeout=15.0,
         broker_heartbeat_interval=3.0,
+        # The broker waits this long for every member to rejoin in a rebalance
+        # (Faust: 60 s). Ours revoke in about a second (no wait for the stream
+        # buffers, a commit); one that does not is dropped from that generation.
+        broker_rebalance_timeout=30.0,
+        # One request of the consumer (fetch, OffsetCommit, JoinGroup, ...; Faust:
+        # 90 s). Above the rebalance timeout, since the broker may hold a JoinGroup
+        # that long; at least the session timeout (Faust refuses less); below the
+        # commit deadline (WORKER_COMMIT_DEADLINE_SECONDS, 60 s), so that one lost
+        # OffsetCommit ends in an error and a retry before the deadline calls the
+        # commit hung. It bounds a request, not a commit: aiokafka retries for
+        # ever while the coordinator is unknown, which streams/deadline.py ends.
+        broker_request_timeout=40.0,
+        # A produce request, and how long a batch may wait to be sent before it
+        # expires and its send fails (Faust: 1,200 s). It bounds the producer flush
+        # before every commit, so it stays above the commit deadline (2x): when the
+        # broker does not answer, the deadline ends the worker before a batch
+        # expires, and a commit never follows a send that was given up on (that
+        # message would be lost; after the exit it is redelivered instead).
+        producer_request_timeout=2 * conf.worker_commit_deadline_seconds,
+        # Faust warns when a partition being processed has not committed for this
+        # long (Faust: 300 s, only a log line): half the stall watchdog, so the log
+        # says so before /health/ does.
+        broker_commit_livelock_soft_timeout=conf.watchdog_stall_seconds / 2,
         web_bind=conf.faust_web_host,
         web_host=conf.faust_web_host,
         web_port=conf.faust_web_port,

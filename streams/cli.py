@@ -19,7 +19,8 @@ def register(sub: Any) -> None:
         description="Run the Faust worker (agents, tables, timers, web views) in the "
         "foreground. Settings come from the environment: BROKER_URL/KAFKA_BOOTSTRAP, "
         "DATABASE_URL, STRIPE_API_BASE, FAUST_APP_ID, FAUST_WEB_PORT, FAUST_DATA_DIR, "
-        "POLL_INTERVAL_SECONDS, FRAUD_* ...",
+        "POLL_INTERVAL_SECONDS, WORKER_COMMIT_DEADLINE_SECONDS, WORKER_STOP_DEADLINE_SECONDS, "
+        "FRAUD_* ... Past a deadline on a commit or the stop, it exits 70 to be restarted.",
     )
     worker.add_argument("-l", "--loglevel", default="info",
                         choices=("debug", "info", "warn", "warning", "error", "crit"),
@@ -68,12 +69,17 @@ def run_worker(args: argparse.Namespace) -> int:
     # any loop exists (what `faust -L uvloop` does).
     mode.loop.use("uvloop")
     # Imported here: the other commands need no Faust.
+    from streams import deadline
     from streams.bootstrap import build
 
     # Faust spells them warn and crit.
     level = {"warning": "warn", "critical": "crit"}.get(args.loglevel, args.loglevel)
     settings = Settings.from_env()
     worker = build(settings, log_level=_LOG_LEVELS[level])
+    # Before the consumer exists: its commits, and the stop, run under deadlines
+    # past which the worker exits 70 to be restarted (streams/deadline.py).
+    deadline.install(worker.app, commit_seconds=settings.worker_commit_deadline_seconds,
+                     stop_seconds=settings.worker_stop_deadline_seconds)
     asyncio.run(worker.topics.ensure())
     port = args.web_port or settings.faust_web_port
     sys.argv = ["paystream worker", "worker", "--loglevel", level,
