@@ -29,21 +29,11 @@ from psycopg import sql
 from paystream.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "connectors"))
-from cdc_feed import with_dbname  # noqa: E402  (beside connectors/register.py)
+from cdc_feed import pid_alive, with_dbname  # noqa: E402  (beside connectors/register.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 MIGRATIONS = ROOT / "db" / "migrations"
 NAME = re.compile(r"^paystream_bench_(?P<pid>[0-9]+)_[0-9a-f]+$")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 async def _drop(admin_url: str, name: str) -> None:
@@ -71,7 +61,7 @@ async def sweep(admin_url: str) -> list[str]:
     async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
         cur = await conn.execute("SELECT datname FROM pg_database")
         names = [n for (n,) in await cur.fetchall()
-                 if (m := NAME.match(n)) and not _alive(int(m["pid"]))]
+                 if (m := NAME.match(n)) and not pid_alive(int(m["pid"]))]
     for name in names:
         await _drop(admin_url, name)
     return names

@@ -108,15 +108,20 @@ class FeedName:
 
     def owner_alive(self) -> bool:
         """Whether the process that made the feed still runs (on this machine)."""
-        if self.pid == os.getpid():
-            return True
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True  # someone else's process: alive
+        return pid_alive(self.pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process pid runs on this machine (ours, or someone else's)."""
+    if pid == os.getpid():
         return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
 
 def connector_config(name: FeedName, base: dict[str, str] | None = None, *,
