@@ -8,11 +8,15 @@ its metrics on a port of its own and adds that port to Prometheus' file-discover
 targets (removed at the end). Only the worker that reconciled last counts in the
 rule, so while the test runs its series are the ones the alert reads; it looks only
 at alert instances of its own port.
+
+The drift is planted in books of the test's own (tests/own_books.py: a localstripe
+and a database of its own, both gone at the end): a PaymentIntent cannot be
+deleted from a localstripe, so one made at the stack's would stay in its books for
+ever. The alert reads only the reconciliation's metrics, wherever its books are.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -23,10 +27,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import psycopg
 import pytest
 from aiohttp import web
 from conftest import eventually, free_port
+from own_books import OwnBooks, own_books
 from prom import alerts, api
 from prometheus_client import generate_latest
 
@@ -78,37 +82,26 @@ async def scraped_metrics() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def webhooks_to(settings: Settings, url: str) -> None:
-    form = {"url": url, "secret": settings.stripe_webhook_secrets[0]}
-    async with aiohttp.ClientSession() as http, http.post(
-            f"{settings.stripe_api_base}/_config/webhooks/paystream", data=form) as resp:
-        assert resp.status == 200, await resp.text()
-
-
 async def charged_behind_our_back(settings: Settings, payment_id: str, merchant: str) -> str:
-    """A confirmed PaymentIntent made directly at localstripe naming our payment. Its
-    webhook goes nowhere (the API would otherwise apply it): events are sent once, about
-    a second after, so the API's address is put back once it is gone."""
-    await webhooks_to(settings, f"http://127.0.0.1:{free_port()}/nowhere")
-    try:
-        async with aiohttp.ClientSession() as http, http.post(
-                f"{settings.stripe_api_base}/v1/payment_intents",
-                headers={"Authorization": f"Bearer {settings.stripe_api_key}"},
-                data={"amount": "1000", "currency": "usd", "payment_method": "pm_card_visa",
-                      "confirm": "true", "metadata[payment_id]": payment_id,
-                      "metadata[merchant_id]": merchant}) as resp:
-            pi = await resp.json()
-        assert pi["status"] == "succeeded", pi
-        await asyncio.sleep(3)  # the event is sent ~1 s after; nothing to poll for
-    finally:
-        await webhooks_to(settings, f"http://127.0.0.1:{settings.api_port}/v1/webhooks/stripe")
+    """A confirmed PaymentIntent made directly at the test's localstripe naming our payment.
+    That localstripe has no webhook: no API hears of it."""
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{settings.stripe_api_base}/v1/payment_intents",
+            headers={"Authorization": f"Bearer {settings.stripe_api_key}"},
+            data={"amount": "1000", "currency": "usd", "payment_method": "pm_card_visa",
+                  "confirm": "true", "metadata[payment_id]": payment_id,
+                  "metadata[merchant_id]": merchant}) as resp:
+        pi = await resp.json()
+    assert pi["status"] == "succeeded", pi
     return str(pi["id"])
 
 
-def fix(merchant: str) -> dict[str, object]:
+def fix(own: OwnBooks, merchant: str) -> dict[str, object]:
+    """`paystream reconcile --fix` over the test's own books (its environment names them)."""
     done = subprocess.run([str(ROOT / ".venv" / "bin" / "paystream"), "reconcile",
                            "--merchant", merchant, "--settle", "0", "--fix", "--json"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+                          env=own.env)
     assert done.returncode in (0, 1), done.stdout + done.stderr
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -119,13 +112,12 @@ async def test_a_planted_drift_fires_the_alert_and_clears_after_fix(settings: Se
     assert TARGETS.is_dir(), f"{TARGETS}: Prometheus' file-discovered targets"
     merchant = "acct_drift" + secrets.token_hex(8)
     payment_id = new_id("pay")
-    async with await psycopg.AsyncConnection.connect(settings.database_url,
-                                                     autocommit=True) as conn:
+    async with own_books(settings) as own:
+        conn, settings = own.conn, own.settings
         await conn.execute(
             "INSERT INTO merchants (id, name, api_key_hash, webhook_secret) "
             "VALUES (%s, 'drift e2e', %s, 'whsec_drift')", (merchant, secrets.token_hex(32)))
-        # `processing`: the worker, if it runs, submits nothing for it and polls it only
-        # after POLL_INTERVAL_SECONDS.
+        # `processing`, as a payment the worker submitted and waits to hear of.
         await conn.execute(
             "INSERT INTO payments (id, merchant_id, amount, currency, status, customer, "
             "payment_method, idempotency_key) VALUES (%s, %s, 1000, 'usd', 'processing', "
@@ -161,7 +153,7 @@ async def test_a_planted_drift_fires_the_alert_and_clears_after_fix(settings: Se
                                  what=f"{ALERT} firing for {KIND}")
                 fired_after = time.monotonic() - started
 
-                report = fix(merchant)
+                report = fix(own, merchant)
                 assert report["fixed"] == 1, report
                 # What the ledger agent posts for the move (the worker would, from its
                 # change; the same journal id, so posting twice is a no-op).

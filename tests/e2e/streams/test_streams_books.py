@@ -1,9 +1,12 @@
 """`paystream reconcile` and `paystream ledger rebuild --verify` against the real stack.
 
 Drift is made for real: rows moved by hand in Postgres, PaymentIntents and
-Refunds made directly at the Stripe peer with our metadata. Those merchants
-are outside the test worker's scope (and the stack's worker is paused for the
-session), so nothing in the pipeline repairs them behind the test's back.
+Refunds made directly at a Stripe peer with our metadata. That drift is planted
+in books of the test's own (tests/own_books.py: a localstripe and a database of
+its own, dropped at the end), never in the stack's, which `paystream reconcile`
+over the stack must find clean after the tests; no worker reads them, so nothing
+in the pipeline repairs them behind the test's back. The rebuild tests run the
+real pipeline on the stack and put back what they remove or alter in its ledger.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ import json
 import os
 import secrets
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from conftest import eventually
+from own_books import OwnBooks, own_books
 from streams_harness import (  # noqa: F401 - fixtures
     Db,
     Merchant,
@@ -25,7 +31,6 @@ from streams_harness import (  # noqa: F401 - fixtures
     pipeline_fixture,
     produce,
     stripe,
-    stripe_webhooks_off,
 )
 
 from paystream.domain import new_id
@@ -38,17 +43,26 @@ from streams.ops import ledger_rebuild
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def paystream(*args: str) -> tuple[int, str]:
+def paystream(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     done = subprocess.run([str(ROOT / ".venv" / "bin" / "paystream"), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300, check=False,
-                          env=os.environ.copy())
+                          env=os.environ.copy() if env is None else env)
     return done.returncode, done.stdout + done.stderr
 
 
-def reconcile(merchant: str, *extra: str) -> tuple[int, dict[str, Any]]:
-    rc, out = paystream("reconcile", "--merchant", merchant, "--settle", "0", "--json", *extra)
+def reconcile(own: OwnBooks, merchant: str, *extra: str) -> tuple[int, dict[str, Any]]:
+    """`paystream reconcile` over the test's own books (its environment names them)."""
+    rc, out = paystream("reconcile", "--merchant", merchant, "--settle", "0", "--json", *extra,
+                        env=own.env)
     assert rc in (0, 1), out
     return rc, json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(name="own")
+async def own_fixture(settings: Settings) -> AsyncIterator[OwnBooks]:
+    """A Stripe and a database of the test's own, where it plants its drift."""
+    async with own_books(settings) as own:
+        yield own
 
 
 async def outsider(db: Db) -> Merchant:
@@ -92,37 +106,36 @@ def ids_of(report: dict[str, Any], kind: str) -> list[list[str]]:
     return [d["ids"] for d in report["drifts"] if d["kind"] == kind]
 
 
-async def test_reconcile_reports_every_kind_of_drift_with_its_ids(
-    pipeline: Pipeline, db: Db, settings: Settings
-) -> None:
+async def test_reconcile_reports_every_kind_of_drift_with_its_ids(own: OwnBooks) -> None:
+    db, settings = Db(own.conn), own.settings
     merchant = await outsider(db)
-    rc, report = reconcile(merchant.id)
+    rc, report = reconcile(own, merchant.id)
     assert (rc, report["drifts"]) == (0, [])  # nothing yet: clean
-    async with stripe_webhooks_off(settings):
-        good = await row(db, merchant, "pending")
-        good_pi = await charge(settings, good, merchant)
-        await db.conn.execute("UPDATE payments SET status = 'succeeded', "
-                              "stripe_payment_intent_id = %s WHERE id = %s", (good_pi, good))
-        await journal(db, good, merchant)
-        canceled = await row(db, merchant, "canceled")
-        canceled_pi = await charge(settings, canceled, merchant)
-        never_charged = await row(db, merchant, "succeeded")
-        await journal(db, never_charged, merchant)
-        twice = await row(db, merchant, "succeeded")
-        first = await charge(settings, twice, merchant)
-        second = await charge(settings, twice, merchant)
-        await journal(db, twice, merchant)
-        other_amount = await row(db, merchant, "succeeded", amount=1000)
-        other_pi = await charge(settings, other_amount, merchant, amount=999)
-        await journal(db, other_amount, merchant)
-        ghost = new_id("pay")
-        ghost_pi = await charge(settings, ghost, merchant)
-        unjournalled = await row(db, merchant, "succeeded")
-        unjournalled_pi = await charge(settings, unjournalled, merchant)
-        failed = await row(db, merchant, "failed")
-        await journal(db, failed, merchant)  # a journal for a payment that did not succeed
+    # Its Stripe has no webhook: it tells no API anything.
+    good = await row(db, merchant, "pending")
+    good_pi = await charge(settings, good, merchant)
+    await db.conn.execute("UPDATE payments SET status = 'succeeded', "
+                          "stripe_payment_intent_id = %s WHERE id = %s", (good_pi, good))
+    await journal(db, good, merchant)
+    canceled = await row(db, merchant, "canceled")
+    canceled_pi = await charge(settings, canceled, merchant)
+    never_charged = await row(db, merchant, "succeeded")
+    await journal(db, never_charged, merchant)
+    twice = await row(db, merchant, "succeeded")
+    first = await charge(settings, twice, merchant)
+    second = await charge(settings, twice, merchant)
+    await journal(db, twice, merchant)
+    other_amount = await row(db, merchant, "succeeded", amount=1000)
+    other_pi = await charge(settings, other_amount, merchant, amount=999)
+    await journal(db, other_amount, merchant)
+    ghost = new_id("pay")
+    ghost_pi = await charge(settings, ghost, merchant)
+    unjournalled = await row(db, merchant, "succeeded")
+    unjournalled_pi = await charge(settings, unjournalled, merchant)
+    failed = await row(db, merchant, "failed")
+    await journal(db, failed, merchant)  # a journal for a payment that did not succeed
 
-        rc, report = reconcile(merchant.id)
+    rc, report = reconcile(own, merchant.id)
     assert rc == 1
     assert ids_of(report, "intent_for_unchargeable_payment") == [[canceled, canceled_pi]]
     assert [canceled, canceled_pi] in ids_of(report, "charged_not_succeeded")
@@ -139,17 +152,16 @@ async def test_reconcile_reports_every_kind_of_drift_with_its_ids(
                if d["kind"] != "charged_not_succeeded")
 
 
-async def test_fix_applies_the_guarded_moves_and_a_second_run_is_clean(
-    pipeline: Pipeline, db: Db, settings: Settings
-) -> None:
+async def test_fix_applies_the_guarded_moves_and_a_second_run_is_clean(own: OwnBooks) -> None:
+    db, settings = Db(own.conn), own.settings
     merchant = await outsider(db)
-    async with stripe_webhooks_off(settings):
-        # Charged at Stripe, but the write-back never happened: still pending here.
-        stuck = await row(db, merchant, "pending")
-        stuck_pi = await charge(settings, stuck, merchant)
-        refunded = await row(db, merchant, "pending")
-        refunded_pi = await charge(settings, refunded, merchant)
-        rc, report = reconcile(merchant.id, "--fix")
+    # Charged at Stripe, but the write-back never happened (its Stripe has no webhook):
+    # still pending here.
+    stuck = await row(db, merchant, "pending")
+    stuck_pi = await charge(settings, stuck, merchant)
+    refunded = await row(db, merchant, "pending")
+    refunded_pi = await charge(settings, refunded, merchant)
+    rc, report = reconcile(own, merchant.id, "--fix")
     assert rc == 0, report  # every drift found was fixed
     assert sorted([[stuck, stuck_pi], [refunded, refunded_pi]]) == sorted(
         d["ids"] for d in report["drifts"] if d["fixed"])
@@ -163,17 +175,16 @@ async def test_fix_applies_the_guarded_moves_and_a_second_run_is_clean(
     await db.conn.execute(
         "INSERT INTO refunds (id, payment_id, merchant_id, amount, currency, status) "
         "VALUES (%s, %s, %s, 400, 'usd', 'pending')", (refund_id, refunded, merchant.id))
-    async with stripe_webhooks_off(settings):
-        stripe_refund = await stripe(settings, "POST", "/v1/refunds", {
-            "payment_intent": refunded_pi, "amount": "400",
-            "metadata[refund_id]": refund_id, "metadata[payment_id]": refunded})
-        rc, report = reconcile(merchant.id, "--fix")
+    stripe_refund = await stripe(settings, "POST", "/v1/refunds", {
+        "payment_intent": refunded_pi, "amount": "400",
+        "metadata[refund_id]": refund_id, "metadata[payment_id]": refunded})
+    rc, report = reconcile(own, merchant.id, "--fix")
     assert rc == 0, report
     assert [d["ids"] for d in report["drifts"] if d["fixed"]] == [
         [refund_id, stripe_refund["id"]]]
     await postgres.post_journals(db.conn, [journal_for_refund(refund_id, refunded, merchant.id,
                                                            400, "usd")])
-    rc, report = reconcile(merchant.id)
+    rc, report = reconcile(own, merchant.id)
     assert (rc, report["drifts"]) == (0, [])
 
 
@@ -216,6 +227,55 @@ def rebuild(pipeline: Pipeline, merchant: Merchant, *extra: str) -> tuple[int, s
                      "--app-id", pipeline.app_id, *extra)
 
 
+class LedgerKeeper:
+    """Journals of the stack's live ledger as they were, put back at the end of the test
+    whatever it did to them behind the ledger's back: the stack's books stay as the
+    pipeline made them. A superuser bypassing the append-only triggers, as the test."""
+
+    def __init__(self) -> None:
+        self.kept: list[tuple[list[str], str, str]] = []
+
+    @staticmethod
+    async def _admin() -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(os.environ["DATABASE_ADMIN_URL"],
+                                                     autocommit=True)
+
+    async def keep(self, *journal_ids: str) -> None:
+        ids = list(journal_ids)
+        async with await self._admin() as admin:
+            cur = await admin.execute(
+                "SELECT (SELECT json_agg(j)::text FROM ledger_journals j WHERE id = ANY(%s)), "
+                "(SELECT json_agg(e)::text FROM ledger_entries e WHERE journal_id = ANY(%s))",
+                (ids, ids))
+            found = await cur.fetchone()
+        assert found is not None and found[0] and found[1], f"no journals {ids}"
+        self.kept.append((ids, found[0], found[1]))
+
+    async def put_back(self) -> None:
+        async with await self._admin() as admin:
+            for ids, journals, entries in reversed(self.kept):
+                async with admin.transaction():
+                    await admin.execute("SET LOCAL session_replication_role = replica")
+                    await admin.execute("DELETE FROM ledger_entries WHERE journal_id = ANY(%s)",
+                                        (ids,))
+                    await admin.execute("DELETE FROM ledger_journals WHERE id = ANY(%s)", (ids,))
+                    await admin.execute(
+                        "INSERT INTO ledger_journals SELECT * FROM "
+                        "json_populate_recordset(NULL::ledger_journals, %s::json)", (journals,))
+                    await admin.execute(
+                        "INSERT INTO ledger_entries SELECT * FROM "
+                        "json_populate_recordset(NULL::ledger_entries, %s::json)", (entries,))
+
+
+@pytest.fixture(name="ledger_kept")
+async def ledger_kept_fixture() -> AsyncIterator[LedgerKeeper]:
+    keeper = LedgerKeeper()
+    try:
+        yield keeper
+    finally:
+        await keeper.put_back()
+
+
 def readme_repost_sql() -> str:
     """The README's statement that re-posts missing journals from the scratch schema."""
     blocks = (ROOT / "README.md").read_text().split("```sql\n")[1:]
@@ -225,7 +285,7 @@ def readme_repost_sql() -> str:
 
 
 async def test_ledger_rebuilt_into_the_scratch_schema_matches_until_a_journal_is_removed(
-    pipeline: Pipeline, db: Db, settings: Settings
+    pipeline: Pipeline, db: Db, settings: Settings, ledger_kept: LedgerKeeper
 ) -> None:
     merchant = await db.merchant(None)
     succeeded, refunded = await settled_books(db, pipeline, merchant, payments=250, refunds=80)
@@ -241,6 +301,8 @@ async def test_ledger_rebuilt_into_the_scratch_schema_matches_until_a_journal_is
     assert all(r["entries"] == 2 for r in rows)
 
     gone = f"jrn_payment_{succeeded[7]}"
+    altered = f"jrn_refund_{refunded[3]}"
+    await ledger_kept.keep(gone, altered)  # put back at the end, whatever happens here
     async with await psycopg.AsyncConnection.connect(os.environ["DATABASE_ADMIN_URL"],
                                                      autocommit=True) as admin:
         async with admin.transaction():
@@ -267,7 +329,6 @@ async def test_ledger_rebuilt_into_the_scratch_schema_matches_until_a_journal_is
     assert rc == 0, out
 
     # A journal whose entries were rewritten behind the ledger's back (superuser again).
-    altered = f"jrn_refund_{refunded[3]}"
     async with await psycopg.AsyncConnection.connect(os.environ["DATABASE_ADMIN_URL"],
                                                      autocommit=True) as admin:
         async with admin.transaction():
