@@ -32,7 +32,7 @@ from paystream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from own_database import OwnDatabase  # noqa: E402  (the benches' database of their own)
+from own_database import OwnDatabase, with_dbname  # noqa: E402  (the benches' own database)
 
 LAUNCHER = ROOT / "stack" / "localstripe_launcher.py"
 
@@ -82,13 +82,26 @@ async def own_stripe(settings: Settings) -> AsyncIterator[str]:
                     proc.wait(10)
 
 
+def _admin_url() -> str:
+    return os.environ.get("DATABASE_ADMIN_URL",
+                          "postgresql://postgres:postgres@127.0.0.1:5432/paystream")
+
+
+@contextlib.asynccontextmanager
+async def own_database(settings: Settings) -> AsyncIterator[Settings]:
+    """settings on a database of the test's own (writes on the primary, reads through
+    the stack's replicas, which copy every database); dropped after."""
+    async with OwnDatabase(settings, _admin_url(), history=0) as database:
+        yield dataclasses.replace(
+            database.settings,
+            database_read_url=with_dbname(settings.database_read_url, database.name))
+
+
 @contextlib.asynccontextmanager
 async def own_books(settings: Settings) -> AsyncIterator[OwnBooks]:
     """`async with own_books(settings) as own:` a Stripe and a database of the test's own."""
-    admin_url = os.environ.get("DATABASE_ADMIN_URL",
-                               "postgresql://postgres:postgres@127.0.0.1:5432/paystream")
     async with own_stripe(settings) as base, \
-            OwnDatabase(settings, admin_url, history=0) as database:
+            OwnDatabase(settings, _admin_url(), history=0) as database:
         own = dataclasses.replace(database.settings, stripe_api_base=base)
         env = {**os.environ, "DATABASE_URL": own.database_url, "STRIPE_API_BASE": base}
         async with await psycopg.AsyncConnection.connect(own.database_url,

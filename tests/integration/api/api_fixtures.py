@@ -27,6 +27,7 @@ import stripe
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import eventually
+from own_books import own_database
 
 from api.app import create_app
 from api.idempotency import redis_key
@@ -129,6 +130,17 @@ async def cdc_paused() -> AsyncIterator[None]:
         finally:
             async with http.put(f"{connector}/resume") as resp:
                 assert resp.status == 202, await resp.text()
+
+
+@pytest.fixture(name="settings", scope="module")
+async def own_database_fixture(settings: Settings) -> AsyncIterator[Settings]:
+    """The stack's settings on a database of the module's own (tests/own_books.py's),
+    for the modules that play Stripe: a payment they mark succeeded through a signed
+    webhook names a PaymentIntent the stack's Stripe never made, which `paystream
+    reconcile` would report in the stack's books for ever. Replicas and NGINX serve
+    it too (they copy every database). Dropped with the module."""
+    async with own_database(settings) as own:
+        yield own
 
 
 @pytest.fixture(name="api", scope="module")

@@ -22,6 +22,7 @@ from api_fixtures import (  # noqa: F401  (fixtures)
     forget_key,
     idempotency_key,
     merchant_fixture,
+    own_database_fixture,
     payment_body,
     start_api,
     succeed_payment,

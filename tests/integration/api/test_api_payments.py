@@ -16,6 +16,7 @@ from api_fixtures import (  # noqa: F401  (fixtures)
     db_fixture,
     merchant_fixture,
     new_merchant,
+    own_database_fixture,
     payment_body,
     payment_row,
     succeed_payment,

@@ -18,6 +18,7 @@ from api_fixtures import (  # noqa: F401  (fixtures)
     forget_key,
     idempotency_key,
     merchant_fixture,
+    own_database_fixture,
     payment_body,
     succeed_payment,
 )

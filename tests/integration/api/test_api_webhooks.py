@@ -16,6 +16,7 @@ from api_fixtures import (  # noqa: F401  (fixtures)
     db_fixture,
     deliver,
     merchant_fixture,
+    own_database_fixture,
     payment_body,
     payment_intent,
     payment_row,
