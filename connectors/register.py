@@ -103,6 +103,10 @@ def register_config(connect_url: str, name: str, config: dict, *, timeout: float
         tasks = [t.get("state") for t in state.get("tasks", [])]
         if connector == "RUNNING" and tasks and all(t == "RUNNING" for t in tasks):
             return name
+        # Paused or stopped through the REST API by someone (a benchmark, an operator):
+        # registered, and left as they chose; a PUT of its config keeps that state.
+        if connector in ("PAUSED", "STOPPED"):
+            return name
         failed = [t for t in state.get("tasks", []) if t.get("state") == "FAILED"]
         if (connector == "FAILED" or failed) and restarted_at is None:
             restarted_at = time.monotonic()

@@ -30,6 +30,10 @@ FRESH_S = 30.0
 # A failed task is restarted at most this often, so a broken config is not
 # restarted in a loop.
 RESTART_COOLDOWN_S = 60.0
+# Connector states set on purpose through Connect's REST API (PUT .../pause or
+# .../stop: a benchmark pausing CDC while it measures, an operator): CDC does not
+# stream, and nothing here changes that or calls it a fault.
+ON_PURPOSE = ("PAUSED", "STOPPED")
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,18 @@ def read(conn: Connector, *, connect_url: str, sql: Callable[[str], str]) -> Sta
         else Beat(float(unconfirmed["at"]), lsn(unconfirmed["lsn"]) or 0))
 
 
+def on_purpose(state: State) -> bool:
+    """Whether the connector was paused or stopped through Connect's REST API."""
+    return state.problem is None and state.connector_state in ON_PURPOSE
+
+
+def held_note(state: State, *, connect_url: str) -> str:
+    """What `make status` and `make up` say about a connector paused or stopped on purpose."""
+    name = state.connector.name
+    return (f"connector {name} {(state.connector_state or '').lower()} on purpose "
+            f"(resume: curl -X PUT {connect_url}/connectors/{name}/resume)")
+
+
 def stale_holder(state: State, *, kafka_up: bool = True) -> Walsender | None:
     """The connector user's session that holds the slot without streaming for the task, if any.
 
@@ -306,17 +322,21 @@ def write_beat(sql: Callable[[str], str]) -> int | None:
 
 
 def heal(look: Callable[[], State], repair: Repairer, *, kafka_up: Callable[[], bool],
-         timeout: float, say: Callable[[str], None] = print, interval: float = 2.0) -> str | None:
+         timeout: float, say: Callable[[str], None] = print, interval: float = 2.0,
+         each_round: Callable[[], object] | None = None) -> str | None:
     """Repairs until CDC streams; None then, else the last reason at the deadline.
 
     Streaming here means more than `verdict`: a beat written at the start must
     come out confirmed. Right after Kafka restarts, a task Connect gave up on
     still holds the slot and its beats are younger than FRESH_S, so the verdict
-    alone would pass a pipeline that delivers nothing.
+    alone would pass a pipeline that delivers nothing. `each_round` runs before
+    each look (stackctl: restart a Connect that abandoned a task).
     """
     deadline = time.monotonic() + timeout
     probe = write_beat(repair.sql)
     while True:
+        if each_round is not None:
+            each_round()
         state, up = look(), kafka_up()
         reason = verdict(state, kafka_up=up)
         if probe is None:

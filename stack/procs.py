@@ -12,7 +12,11 @@ PROC = Path("/proc")
 
 
 def alive(pid: int | None) -> bool:
-    """True for a process that exists and has not exited (a zombie has)."""
+    """True for a process that exists and has not exited (a zombie has).
+
+    A zombie leader whose other threads still run has not exited: a JVM whose
+    main thread ended while its shutdown hooks run still holds its ports.
+    """
     if not pid or pid <= 0:
         return False
     try:
@@ -23,7 +27,9 @@ def alive(pid: int | None) -> bool:
         pass
     try:
         # The state follows the parenthesised name, which may itself hold spaces.
-        return (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        if (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            return True
+        return len(os.listdir(PROC / str(pid) / "task")) > 1
     except (OSError, IndexError):
         return False
 

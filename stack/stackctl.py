@@ -28,6 +28,7 @@ import base64
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -298,6 +299,12 @@ class Component:
             return "not answering"
         return None
 
+    def condition(self) -> tuple[str, str | None]:
+        """What `make status` prints: ("up", None), ("DOWN", why), or another word and a
+        note for a state someone chose that is not a fault (Connect: "paused")."""
+        reason = self.health()
+        return ("up", None) if reason is None else ("DOWN", reason)
+
     def settle(self, timeout: float) -> str | None:
         """Waits until healthy (after start); None then, else the last reason at the deadline."""
         reason = self.health()
@@ -377,8 +384,26 @@ def _is_group_leader(pid: int) -> bool:
         return False
 
 
+def clone_again(slot_wal_status: str | None, receiver: str | None) -> str | None:
+    """Why a replica must be cloned from the primary again, or None.
+
+    `slot_wal_status`: its physical slot's wal_status on the primary (None: no
+    slot, or the primary did not answer); `receiver`: its pg_stat_wal_receiver
+    status (None: not running or not answering). A replica more than
+    max_slot_wal_keep_size behind (db/postgresql.conf) gets its slot invalidated
+    at the primary's next checkpoint ("lost") and the WAL it needs removed: no
+    restart makes it stream again, only a new base backup does. One that streams
+    is left alone, whatever the slot says.
+    """
+    if receiver == "streaming" or slot_wal_status != "lost":
+        return None
+    return ("its slot on the primary lost the WAL it needs "
+            "(more than max_slot_wal_keep_size behind)")
+
+
 class Postgres(Component):
-    """A PostgreSQL cluster run by pg_ctl; replicas are made from the primary once."""
+    """A PostgreSQL cluster run by pg_ctl; replicas are made from the primary once, and
+    again when the primary dropped the WAL they need (clone_again)."""
 
     def __init__(self, name: str, port: int, cfg: Config, *, primary: Postgres | None = None):
         super().__init__(name, port, cfg)
@@ -437,6 +462,10 @@ class Postgres(Component):
 
     def health(self) -> str | None:
         reason = super().health()
+        if reason is not None and self.primary is not None:
+            # Stopped, or never coming up: a lost slot says what `up` will do about it.
+            why = clone_again(self.slot_status(), None)
+            return reason if why is None else f"{reason}; {why}: make up clones it again"
         if reason is not None or self.primary is None:
             return reason
         # A replica that answers may still have lost its primary: ask its WAL receiver.
@@ -446,8 +475,48 @@ class Postgres(Component):
         except (subprocess.SubprocessError, OSError):
             return "not answering queries"
         if receiver != "streaming":
+            why = clone_again(self.slot_status(), receiver)
+            if why is not None:
+                return f"{why}: make up clones it again"
             return f"not streaming from the primary (WAL receiver {receiver or 'not running'})"
         return None
+
+    @property
+    def slot(self) -> str:
+        """The replica's physical replication slot on the primary."""
+        return self.name.replace("-", "_")
+
+    def slot_status(self) -> str | None:
+        """The wal_status of this replica's slot on the primary; None without one or an answer."""
+        try:
+            return psql_admin(self.cfg, "SELECT wal_status FROM pg_replication_slots "
+                              f"WHERE slot_name = '{self.slot}'", db="postgres",
+                              timeout=5).strip() or None
+        except (subprocess.SubprocessError, OSError):
+            return None
+
+    def receiver_status(self) -> str | None:
+        if self.pid() is None:
+            return None
+        try:
+            return psql_admin(self.cfg, "SELECT status FROM pg_stat_wal_receiver", db="postgres",
+                              port=self.port, timeout=5).strip() or None
+        except (subprocess.SubprocessError, OSError):
+            return None
+
+    def start(self, timeout: float) -> str:
+        why = None
+        if self.primary is not None and (self.data / "PG_VERSION").exists():
+            why = clone_again(self.slot_status(), self.receiver_status())
+        if why is None:
+            return super().start(timeout)
+        # What the replica holds is a copy of the primary's, useless without the
+        # WAL that is gone: stop it, remove it, and base-backup it again (prepare).
+        print(f"  {self.name}: {why}; cloning it again from the primary", flush=True)
+        self.stop()
+        shutil.rmtree(self.data)
+        super().start(timeout)
+        return "cloned again (its slot had lost WAL)"
 
     def _pg_dir(self) -> Path:
         base = self.cfg.dir / "pg"
@@ -485,7 +554,7 @@ class Postgres(Component):
 
     def _base_backup(self) -> None:
         assert self.primary is not None
-        slot = self.name.replace("-", "_")
+        slot = self.slot
         conninfo = (f"host=127.0.0.1 port={self.primary.port} user=replicator "
                     f"password={self.cfg.replication_password} application_name={slot}")
         # A slot left from an earlier, removed replica would make -C fail.
@@ -621,8 +690,70 @@ class Kafka(Component):
         return kafka_answers(self.port)
 
 
+# What Connect logs when it gives up stopping a task (after
+# task.shutdown.graceful.timeout.ms, e.g. with the broker down for longer than
+# that): it cannot kill the task, whose threads go on in the JVM holding the
+# replication slot and Debezium's JMX names. Debezium's next task retries each
+# name 12 x 5 s (io.debezium.pipeline.JmxUtils, not configurable) before it even
+# asks for the slot: ~2 minutes. Only a new JVM frees them.
+ABANDONED_TASK = re.compile(rb"Graceful stop of task (\S+) failed")
+
+
+class LogScan:
+    """Finds a pattern's matches in a growing log, reading each byte once (logs grow large)."""
+
+    def __init__(self, path: Path, pattern: re.Pattern[bytes]) -> None:
+        self.path, self.pattern = path, pattern
+        self.inode: int | None = None
+        self.offset = 0
+        self.found: set[str] = set()
+
+    def __call__(self) -> set[str]:
+        """The first groups matched since the file was created (a rotated log starts over)."""
+        try:
+            with open(self.path, "rb") as log:
+                inode = os.fstat(log.fileno()).st_ino
+                if inode != self.inode or os.fstat(log.fileno()).st_size < self.offset:
+                    self.inode, self.offset, self.found = inode, 0, set()
+                log.seek(self.offset)
+                chunk = log.read()
+        except OSError:
+            return set()
+        end = chunk.rfind(b"\n") + 1  # a line still being written is read next time
+        self.offset += end
+        self.found |= {m.group(1).decode(errors="replace")
+                       for m in self.pattern.finditer(chunk[:end])}
+        return set(self.found)
+
+
 class Connect(Component):
     """Kafka Connect, distributed mode, with the Debezium PostgreSQL plugin."""
+
+    def __init__(self, name: str, port: int, cfg: Config) -> None:
+        super().__init__(name, port, cfg)
+        self.abandoned = LogScan(self.log, ABANDONED_TASK)
+
+    def start(self, timeout: float) -> str:
+        if self.is_up() and self.restart_if_abandoned(timeout):
+            return "restarted: it had abandoned a task"
+        return super().start(timeout)
+
+    def restart_if_abandoned(self, timeout: float) -> bool:
+        """Restarts a running Connect that gave up stopping a task; whether it did.
+
+        Its log is this process's own (rotated at each launch). A crash-only
+        restart: Debezium repeats what followed its last flushed offset (1 s ago).
+        """
+        tasks = self.abandoned()
+        if not tasks or self.pid() is None:
+            return False
+        print(f"  connect: gave up stopping task {', '.join(sorted(tasks))} (broker down for "
+              f"longer than task.shutdown.graceful.timeout.ms); its threads still hold the "
+              f"slot and Debezium's JMX names: restarting Connect", flush=True)
+        # Its own shutdown would wait for the abandoned task again: a short grace, then KILL.
+        self.stop(timeout=5)
+        super().start(timeout)
+        return True
 
     def command(self) -> list[str]:
         props = render(ROOT / "stack" / "connect.properties",
@@ -647,27 +778,56 @@ class Connect(Component):
         except OSError:
             return False
 
-    def health(self) -> str | None:
-        """Up, and every connector streams: see stack/cdc.py for what that means."""
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def condition(self) -> tuple[str, str | None]:
+        """Up, and every connector streams (see stack/cdc.py), or was paused on purpose.
+
+        A connector paused or stopped through the REST API (benchmarks pause it while
+        they measure; an operator may) is "paused", not DOWN: someone chose it, and
+        neither `up` nor the watchdog undoes it.
+        """
         reason = super().health()
         if reason is not None:
-            return reason
+            return "DOWN", reason
         kafka_up = kafka_answers(self.cfg.kafka_port)
+        notes = []
         for look, _ in cdc_watch(self.cfg):
-            reason = cdc.verdict(look(), kafka_up=kafka_up)
+            state = look()
+            if cdc.on_purpose(state):
+                notes.append(cdc.held_note(state, connect_url=self.url))
+                continue
+            reason = cdc.verdict(state, kafka_up=kafka_up)
             if reason is not None:
-                return reason
-        return None
+                return "DOWN", reason
+        return ("paused", "; ".join(notes)) if notes else ("up", None)
+
+    def health(self) -> str | None:
+        word, reason = self.condition()
+        return reason if word == "DOWN" else None
 
     def settle(self, timeout: float) -> str | None:
         """Waits until CDC streams, ending a stale slot holder or restarting a failed task."""
         deadline = time.monotonic() + timeout
         for look, repair in cdc_watch(self.cfg):
+            # A task may be abandoned while we wait (a broker back just before
+            # Connect's graceful-stop timeout ran out): restart then too.
             reason = cdc.heal(look, repair, kafka_up=lambda: kafka_answers(self.cfg.kafka_port),
                               timeout=max(0.0, deadline - time.monotonic()),
-                              say=lambda message: print(f"  connect: {message}", flush=True))
-            if reason is not None:
+                              say=lambda message: print(f"  connect: {message}", flush=True),
+                              each_round=lambda: self.restart_if_abandoned(
+                                  STARTUP_TIMEOUT["connect"]))
+            if reason is None:
+                continue
+            state = look()
+            if not cdc.on_purpose(state):
                 return reason
+            # Paused by someone: say so, leave it paused (resuming it would spoil a
+            # benchmark's measurement), and do not fail `up` for a choice.
+            print(f"  connect: {cdc.held_note(state, connect_url=self.url)}; left as it is",
+                  flush=True)
         return None
 
 
@@ -791,9 +951,9 @@ def components(cfg: Config) -> list[Component]:
 
 STARTUP_TIMEOUT = {"kafka": 90.0, "connect": 180.0, "worker": 120.0}
 # How long `up` waits for a started (or already running) component to be healthy.
-# Connect's covers a new task that first waits 2 x 55 s for the JMX names still
-# held by a task Connect gave up on (a broker down for longer than
-# task.shutdown.graceful.timeout.ms), and only then asks for the slot.
+# Connect's is generous: a Connect that abandoned a task is restarted (Connect.
+# restart_if_abandoned) rather than waited for, but a task may still retry the
+# slot for up to slot.max.retries x slot.retry.delay.ms (60 s) after a restart.
 HEALTH_TIMEOUT = {"connect": 240.0}
 
 
@@ -956,9 +1116,11 @@ def down(cfg: Config, names: list[str]) -> int:
 def status(cfg: Config) -> int:
     all_up = True
     for comp in components(cfg):
-        reason = comp.health()
-        all_up &= reason is None
-        line = f"  {comp.name:<18} {'up' if reason is None else 'DOWN':<5} {comp.address()}"
+        # A connector paused on purpose prints "paused" and does not make the exit
+        # non-zero: `up` accepts it too (exit 0 from one means the same as from the other).
+        word, reason = comp.condition()
+        all_up &= word != "DOWN"
+        line = f"  {comp.name:<18} {word:<5} {comp.address()}"
         print(line if reason is None else f"{line:<43} {reason}")
     # Firing alerts are news, not a component down: they do not change the exit code.
     monitoring.print_alerts(cfg)
