@@ -144,7 +144,10 @@ class BenchWorkers:
 
 
 async def insert_at_rate(conn: psycopg.AsyncConnection[Any], merchant: str, n: int,
-                         rate: float, amount: int) -> list[str]:
+                         rate: float, amount: int, *, methods: int = 1) -> list[str]:
+    """n payments inserted as the API does, at rate per second (0: at once); with
+    methods > 1 they cycle through that many payment methods (a Stripe-shaped peer
+    accepts any), else all use pm_card_visa, which localstripe knows."""
     ids: list[str] = []
     start = time.monotonic()
     for i in range(n):
@@ -155,8 +158,9 @@ async def insert_at_rate(conn: psycopg.AsyncConnection[Any], merchant: str, n: i
         payment_id = new_id("pay")
         await conn.execute(
             "INSERT INTO payments (id, merchant_id, amount, currency, customer, payment_method) "
-            "VALUES (%s, %s, %s, 'usd', %s, 'pm_card_visa')",
-            (payment_id, merchant, amount, "c_" + new_id("x")[2:]))
+            "VALUES (%s, %s, %s, 'usd', %s, %s)",
+            (payment_id, merchant, amount, "c_" + new_id("x")[2:],
+             "pm_card_visa" if methods <= 1 else f"pm_card_bench_{i % methods}"))
         ids.append(payment_id)
     return ids
 

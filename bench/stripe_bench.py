@@ -260,14 +260,16 @@ async def progress(phase: Phase, started: float, statuses: dict[str, int],
 
 async def offer(conn: psycopg.AsyncConnection[Any], database_url: str, merchant: str,
                 phase: Phase, peer: stripe_peer.StripePeer,
-                watch: Watch) -> tuple[list[str], float]:
-    """Insert the phase's payments at its rate, logging progress every 10 s."""
+                watch: Watch, methods: int = 1) -> tuple[list[str], float]:
+    """Insert the phase's payments at its rate (cycling through methods payment
+    methods), logging progress every 10 s."""
     # Counting on the inserting connection would hold up the inserts.
     count_conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
     try:
         started = time.monotonic()
         inserting = asyncio.create_task(insert_at_rate(
-            conn, merchant, int(phase.rate * phase.seconds), phase.rate, AMOUNT))
+            conn, merchant, int(phase.rate * phase.seconds), phase.rate, AMOUNT,
+            methods=methods))
         while not inserting.done():
             await asyncio.wait({inserting}, timeout=10.0)
             if not inserting.done():
@@ -447,7 +449,7 @@ async def run_phase(args: argparse.Namespace, settings: Settings, prefix: str,
                     if args.profile and phase.measure_cpu else None
                 lag.start()
                 ids, offered_s = await offer(conn, settings.database_url, merchant, phase,
-                                             running.peer, watch)
+                                             running.peer, watch, args.payment_methods)
                 result[f"{k}_offered_rate"] = round(len(ids) / offered_s, 1)
                 drained = await drain(conn, merchant, phase, running.peer, args.drain_seconds,
                                       watch)
@@ -613,6 +615,10 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
                         help="more environment for them (repeatable), e.g. "
                         "STRIPE_CONCURRENCY=64")
+    parser.add_argument("--payment-methods", type=int, default=1, metavar="N",
+                        help="payment methods the payments cycle through (default 1: every "
+                        "one pm_card_visa, so one worker holds every fraud-method decision; "
+                        "production's cards spread them over the partitions)")
     parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
                         help="sample the (first) worker with py-spy for SECONDS of the free "
                         "phase, 10 s in; writes a flame graph, a speedscope file and a "

@@ -100,6 +100,10 @@ class Settings:
     faust_store: str = "rocksdb://"
     faust_app_id: str = "paystream"
     topic_partitions: int = 4
+    # Faust's standby copies of each table on other workers (its default, 1): a
+    # partition that moves finds its tables ready, at the cost of every changelog
+    # message being read and stored once more per copy.
+    table_standby_replicas: int = 1
     cdc_topic_prefix: str = "paystream"
     dlq_topic: str = "paystream.dlq"
     idempotency_ttl_seconds: int = 24 * 3600
@@ -173,6 +177,8 @@ class Settings:
             faust_store=env.get("FAUST_STORE", d.faust_store),
             faust_app_id=env.get("FAUST_APP_ID", d.faust_app_id),
             topic_partitions=_int(env, "TOPIC_PARTITIONS", d.topic_partitions, minimum=1),
+            table_standby_replicas=_int(env, "TABLE_STANDBY_REPLICAS",
+                                        d.table_standby_replicas, minimum=0),
             cdc_topic_prefix=env.get("CDC_TOPIC_PREFIX", d.cdc_topic_prefix),
             dlq_topic=env.get("DLQ_TOPIC", d.dlq_topic),
             idempotency_ttl_seconds=_int(env, "IDEMPOTENCY_TTL_SECONDS",

@@ -19,6 +19,7 @@ def create_app(conf: Settings) -> faust.App:
         # Nothing registers itself on import: bootstrap.build() installs every agent.
         autodiscover=False,
         topic_partitions=conf.topic_partitions,
+        table_standby_replicas=conf.table_standby_replicas,
         # A partition with no committed offset is read from its beginning: an
         # internal topic must never skip what was sent before a crash.
         consumer_auto_offset_reset="earliest",
