@@ -40,8 +40,9 @@ from pathlib import Path
 
 import cpu
 import psycopg
+import shape
 import uvloop
-from harness import ROOT, STACKCTL, free_port
+from harness import ROOT, free_port
 
 PGBENCH_DEFAULT = "/usr/lib/postgresql/15/bin/pgbench"
 SCRATCH = "bench_api_scratch"
@@ -325,37 +326,6 @@ def measure(url: str, key: str, label: str, levels: list[int], seconds: float,
     return results, half
 
 
-CONNECTOR = "paystream-payments"
-
-
-def connect_request(connect_url: str, method: str, path: str) -> int:
-    request = urllib.request.Request(connect_url + path, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status
-    except urllib.error.HTTPError as err:
-        return err.code
-
-
-def pause_connector(connect_url: str | None) -> str | None:
-    """Pause the Debezium connector if it runs; its name, to resume it after."""
-    if not connect_url:
-        return None
-    try:
-        status = connect_request(connect_url, "PUT", f"/connectors/{CONNECTOR}/pause")
-    except OSError:
-        return None
-    if status != 202:
-        return None
-    print(f"(Debezium connector {CONNECTOR} paused while measuring; resumed after)")
-    return CONNECTOR
-
-
-def stack_worker_up() -> bool:
-    status = subprocess.run([*STACKCTL, "status"], capture_output=True, text=True)
-    return any(line.split()[:2] == ["worker", "up"] for line in status.stdout.splitlines())
-
-
 def measure_api(args: argparse.Namespace, key: str, levels: list[int]
                 ) -> dict[str, tuple[dict[int, Result], Result]]:
     """Every configuration: the API at --api-url, or one started per --workers value."""
@@ -391,22 +361,17 @@ def main(argv: list[str] | None = None) -> int:
     merchant_id, key = create_merchant(args.database_url)
     # The stack's stream worker and Debezium would process every created payment
     # on the same two cores while we measure (Connect alone takes most of a core):
-    # both paused meanwhile. The changes wait in the replication slot, and both
-    # catch up afterwards; nothing is lost.
-    paused = stack_worker_up()
-    if paused:
-        subprocess.run([*STACKCTL, "stop", "worker"], check=True, capture_output=True)
-    connector = pause_connector(args.connect_url)
-    try:
-        runs = measure_api(args, key, levels)
-        base = {} if args.no_pgbench else run_pgbench(args, levels, cpu.stack_pids())
-    finally:
-        print(f"(canceled the bench's {cancel_created(args.database_url, merchant_id)} "
-              "payments, so the stack's worker does not send them to localstripe)", flush=True)
-        if connector:
-            connect_request(args.connect_url, "PUT", f"/connectors/{connector}/resume")
-        if paused:
-            subprocess.run([*STACKCTL, "start", "worker"], check=True, capture_output=True)
+    # both paused meanwhile (bench/shape.py). The changes wait in the replication
+    # slot, and both catch up afterwards; nothing is lost.
+    with shape.StackPaused(args.connect_url) as paused:
+        print(f"({paused.describe()} while measuring; resumed after)", flush=True)
+        try:
+            runs = measure_api(args, key, levels)
+            base = {} if args.no_pgbench else run_pgbench(args, levels, cpu.stack_pids())
+        finally:
+            print(f"(canceled the bench's {cancel_created(args.database_url, merchant_id)} "
+                  "payments, so the stack's worker does not send them to localstripe)",
+                  flush=True)
     if not base:
         return 0
     for label, (api, half) in runs.items():
