@@ -286,6 +286,8 @@ async def post_journals(conn: AsyncConnection[Any], journals: Iterable[Journal])
         unique.setdefault(j.journal_id, j)
     if not unique:
         return []
+    journal_rows = [(j.journal_id, j.source_type, j.source_id, j.payment_id, j.merchant_id,
+                     j.currency) for j in unique.values()]
     entries = [(j.journal_id, j.merchant_id, e.account, e.direction, e.amount, e.currency)
                for j in unique.values() for e in j.entries]
     rows = await _all(
@@ -304,10 +306,8 @@ async def post_journals(conn: AsyncConnection[Any], journals: Iterable[Journal])
         "                                        amount, currency) "
         "  WHERE e.journal_id IN (SELECT id FROM j)) "
         "SELECT id FROM j",
-        ([j.journal_id for j in unique.values()], [j.source_type for j in unique.values()],
-         [j.source_id for j in unique.values()], [j.payment_id for j in unique.values()],
-         [j.merchant_id for j in unique.values()], [j.currency for j in unique.values()],
-         *(list(column) for column in zip(*entries, strict=True))),
+        # Column arrays for unnest: the journals' six, then the entries' six.
+        [list(column) for rows in (journal_rows, entries) for column in zip(*rows, strict=True)],
     )
     return [r["id"] for r in rows]
 
