@@ -199,47 +199,79 @@ _TABLES = {"payment": ("payments", "stripe_payment_intent_id"),
 
 
 async def write_back(conn: AsyncConnection[Any], items: Sequence[WriteBack]) -> list[bool]:
-    """Record many Stripe answers in one transaction; for each, whether its row moved.
+    """Record many Stripe answers in one statement; for each, whether its row moved.
 
-    Guarded moves grouped by (table, target, columns), then the Stripe ids bound
-    on rows another writer (the webhook) moved first, then the leases released.
+    One statement is one round trip and atomic on its own: the guarded moves,
+    grouped by (table, target, columns), then the Stripe ids bound on rows another
+    writer (the webhook) moved first, then the leases released. Statement-level
+    CTEs all see the same snapshot, so the binds exclude the rows the moves took
+    (a row updated twice in one statement keeps only one of the updates).
     """
-    groups: dict[tuple[str, Any, tuple[str, ...]], list[dict[str, Any]]] = {}
+    sql, params = _write_back_statement(items)
+    async with conn.cursor() as cur:
+        await cur.execute(sql, params)
+        moved = {(object_type, object_id) for object_type, object_id in await cur.fetchall()}
+    return [(i.object_type, i.object_id) in moved for i in items]
+
+
+# The columns a write-back may set besides status: all text, so one array type.
+_WRITE_BACK_COLUMNS = frozenset({"stripe_payment_intent_id", "stripe_refund_id",
+                                 "failure_code", "failure_message"})
+
+
+def _write_back_statement(items: Sequence[WriteBack]) -> tuple[str, list[Any]]:
+    groups: dict[tuple[str, Any, tuple[str, ...]], list[WriteBack]] = {}
     for item in items:
         if item.target is not None:
-            key = (item.object_type, item.target, tuple(item.columns))
-            groups.setdefault(key, []).append({"id": item.object_id, **item.columns})
-    moved: set[tuple[str, str]] = set()
-    # One pipeline: BEGIN goes with the first UPDATE and the release with COMMIT, so
-    # the transaction costs two round trips (the moves' answers decide the binds),
-    # not four.
-    async with conn.pipeline(), conn.transaction():
-        for (object_type, target, _), updates in groups.items():
-            rows = await transition_rows(conn, _TABLES[object_type][0], target, updates)
-            moved |= {(object_type, r["id"]) for r in rows}
-        for object_type, (table, column) in _TABLES.items():
-            binds = [(i.object_id, i.stripe_id) for i in items if i.object_type == object_type
-                     and i.stripe_id and (object_type, i.object_id) not in moved]
-            if binds:
-                await conn.execute(
-                    f"UPDATE {table} t SET {column} = b.stripe_id, updated_at = now() "
-                    "FROM unnest(%s::text[], %s::text[]) AS b(id, stripe_id) "
-                    f"WHERE t.id = b.id AND t.{column} IS NULL",
-                    ([i for i, _ in binds], [s for _, s in binds]))
-        released = [i for i in items if i.release]
-        if released:
-            await conn.execute(
-                "UPDATE stripe_submissions s SET lease_until = NULL, "
-                "  stripe_id = coalesce(r.stripe_id, s.stripe_id), last_error = r.error, "
-                "  unsent_attempts = s.unsent_attempts + r.unsent::int, updated_at = now() "
-                "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bool[]) "
-                "  AS r(object_type, object_id, stripe_id, error, unsent) "
-                "WHERE s.object_type = r.object_type AND s.object_id = r.object_id",
-                ([i.object_type for i in released], [i.object_id for i in released],
-                 [i.stripe_id for i in released],
-                 [i.error[:500] if i.error else None for i in released],
-                 [i.unsent for i in released]))
-    return [(i.object_type, i.object_id) in moved for i in items]
+            groups.setdefault((item.object_type, item.target, tuple(item.columns)),
+                              []).append(item)
+    ctes: list[str] = []
+    params: list[Any] = []
+    moves: dict[str, list[str]] = {}  # object type -> its move CTEs
+    for n, ((object_type, target, columns), group) in enumerate(groups.items()):
+        unknown = set(columns) - _WRITE_BACK_COLUMNS
+        if unknown:
+            raise ValueError(f"write-back columns not allowed: {sorted(unknown)}")
+        table = _TABLES[object_type][0]
+        guard = guard_params(target)
+        sets = "".join(f", {c} = u.{c}" for c in columns)
+        arrays = ", ".join(["%s::text[]"] * (1 + len(columns)))
+        ctes.append(
+            f"moved{n} AS (UPDATE {table} t SET status = %s{sets}, updated_at = now() "
+            f"FROM unnest({arrays}) AS u(id{''.join(', ' + c for c in columns)}) "
+            "WHERE t.id = u.id AND t.status = ANY(%s::text[]) RETURNING t.id)")
+        params += [guard["status"], [i.object_id for i in group],
+                   *([i.columns[c] for i in group] for c in columns), guard["allowed"]]
+        moves.setdefault(object_type, []).append(f"moved{n}")
+    for object_type, (table, column) in _TABLES.items():
+        binds = [i for i in items if i.object_type == object_type and i.stripe_id]
+        if not binds:
+            continue
+        taken = "".join(f" AND t.id NOT IN (SELECT id FROM {m})"
+                        for m in moves.get(object_type, []))
+        ctes.append(
+            f"bound_{object_type} AS (UPDATE {table} t SET {column} = b.stripe_id, "
+            "updated_at = now() FROM unnest(%s::text[], %s::text[]) AS b(id, stripe_id) "
+            f"WHERE t.id = b.id AND t.{column} IS NULL{taken})")
+        params += [[i.object_id for i in binds], [i.stripe_id for i in binds]]
+    released = [i for i in items if i.release]
+    if released:
+        ctes.append(
+            "released AS (UPDATE stripe_submissions s SET lease_until = NULL, "
+            "  stripe_id = coalesce(r.stripe_id, s.stripe_id), last_error = r.error, "
+            "  unsent_attempts = s.unsent_attempts + r.unsent::int, updated_at = now() "
+            "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bool[]) "
+            "  AS r(object_type, object_id, stripe_id, error, unsent) "
+            "WHERE s.object_type = r.object_type AND s.object_id = r.object_id)")
+        params += [[i.object_type for i in released], [i.object_id for i in released],
+                   [i.stripe_id for i in released],
+                   [i.error[:500] if i.error else None for i in released],
+                   [i.unsent for i in released]]
+    answer = " UNION ALL ".join(
+        f"SELECT '{object_type}'::text, id FROM {m}"
+        for object_type, names in moves.items() for m in names
+    ) or "SELECT NULL::text, NULL::text WHERE false"
+    return (f"WITH {', '.join(ctes)} {answer}" if ctes else answer), params
 
 
 # --- refunds --------------------------------------------------------------------------
