@@ -6,6 +6,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 from stackutil import ROOT
 
 EXPECTED_SERVICES = {
@@ -44,3 +45,19 @@ def test_compose_runs_every_component() -> None:
 def test_compose_uses_the_same_config_files(path: str) -> None:
     assert path in (ROOT / "docker-compose.yml").read_text()
     assert (ROOT / path).exists()
+
+
+def test_only_the_api_is_published_beyond_this_host() -> None:
+    # Postgres, Redis, Connect's REST API (no authentication), localstripe, the
+    # Faust views, Prometheus and the UIs are for the operator on this host; a
+    # merchant needs only the API.
+    result = compose("config")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    published: dict[str, list[str]] = {}
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            text = port if isinstance(port, str) else f"{port.get('host_ip', '')}:{port}"
+            if not text.startswith("127.0.0.1:"):
+                published.setdefault(name, []).append(text)
+    assert set(published) == {"api"}, published
