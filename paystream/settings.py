@@ -121,7 +121,7 @@ class Settings:
     stripe_concurrency: int = 256
     stripe_timeout_seconds: float = 10.0
     circuit_failure_threshold: int = 5
-    circuit_reset_seconds: float = 30.0
+    circuit_reset_seconds: float = 10.0
     # How long a new payment or refund waits out a Stripe outage (the breaker's
     # trial call, then its turn) before it is left to the poller: a short outage
     # then costs seconds, not a poll interval.

@@ -17,20 +17,26 @@ class CircuitState(StrEnum):
 
 
 class CircuitBreaker:
-    """Stops calls after ``threshold`` consecutive failures, for ``reset_seconds``.
+    """Stops calls after ``threshold`` consecutive failures, then lets one probe
+    through (half-open) after a wait that starts at ``first_reset_seconds`` and
+    doubles with each failed probe up to ``reset_seconds``.
 
-    After that one probe is let through (half-open): success closes the
-    circuit, failure opens it again. Only transient failures count; a card
-    decline is a perfectly healthy answer.
+    Success closes the circuit, failure opens it again. A blip costs callers about a
+    second, and after an outage of any length the first call that can succeed is
+    at most ``reset_seconds`` away, at one probe per ``reset_seconds`` meanwhile.
+    Only transient failures count; a card decline is a perfectly healthy answer.
     """
 
     def __init__(self, threshold: int, reset_seconds: float, *,
+                 first_reset_seconds: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.threshold = threshold
         self.reset_seconds = reset_seconds
+        self.first_reset_seconds = min(first_reset_seconds, reset_seconds)
         self._clock = clock
         self._failures = 0
         self._opened_at: float | None = None
+        self._wait = self.first_reset_seconds  # before the next probe
         self._probing = False
         self.opened_count = 0
 
@@ -38,14 +44,14 @@ class CircuitBreaker:
     def state(self) -> CircuitState:
         if self._opened_at is None:
             return CircuitState.CLOSED
-        if self._clock() - self._opened_at >= self.reset_seconds:
+        if self._clock() - self._opened_at >= self._wait:
             return CircuitState.HALF_OPEN
         return CircuitState.OPEN
 
     def retry_in(self) -> float:
         if self._opened_at is None:
             return 0.0
-        return max(0.0, self.reset_seconds - (self._clock() - self._opened_at))
+        return max(0.0, self._wait - (self._clock() - self._opened_at))
 
     def allow(self) -> bool:
         """Whether a call may go out now; in half-open state only one probe at a time."""
@@ -60,10 +66,14 @@ class CircuitBreaker:
     def success(self) -> None:
         self._failures = 0
         self._opened_at = None
+        self._wait = self.first_reset_seconds
         self._probing = False
 
     def failure(self) -> None:
         self._failures += 1
+        if self._probing:
+            # The probe failed: still out, wait longer before the next one.
+            self._wait = min(self.reset_seconds, 2 * self._wait)
         if self._probing or self._failures >= self.threshold:
             if self._opened_at is None or self._probing:
                 self.opened_count += 1

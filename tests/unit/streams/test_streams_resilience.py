@@ -29,7 +29,7 @@ def test_breaker_opens_after_threshold_consecutive_failures() -> None:
     assert breaker.state is CircuitState.CLOSED and breaker.allow()
     breaker.failure()
     assert breaker.state is CircuitState.OPEN and not breaker.allow()
-    assert breaker.retry_in() == pytest.approx(10.0)
+    assert breaker.retry_in() == pytest.approx(1.0)  # the first probe comes soon
     assert breaker.opened_count == 1
 
 
@@ -46,6 +46,24 @@ def test_half_open_lets_one_probe_through_and_its_outcome_decides() -> None:
     assert breaker.allow()
     breaker.success()
     assert breaker.state is CircuitState.CLOSED and breaker.allow()
+
+
+def test_each_failed_probe_doubles_the_wait_up_to_the_reset_and_success_starts_over() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(1, 10.0, clock=clock)
+    breaker.failure()
+    waits = []
+    for _ in range(6):  # an outage: every probe fails
+        waits.append(breaker.retry_in())
+        clock.now += breaker.retry_in()
+        assert breaker.allow()
+        breaker.failure()
+    assert waits == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    clock.now += breaker.retry_in()
+    assert breaker.allow()
+    breaker.success()  # Stripe is back: the next outage starts with a short wait again
+    breaker.failure()
+    assert breaker.retry_in() == pytest.approx(1.0)
 
 
 def test_a_cancelled_probe_frees_the_slot() -> None:
