@@ -11,6 +11,7 @@ from redis.backoff import NoBackoff
 
 from api.auth import auth_middleware
 from api.console import console_ctx
+from api.console_auth import console_guard
 from api.db import database_ctx
 from api.errors import error_middleware
 from api.idempotency import IdempotencyStore
@@ -58,7 +59,9 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         # Outermost first: metrics see the final status the error middleware chose.
-        middlewares=[metrics_middleware(metrics), error_middleware, auth_middleware],
+        # Merchants guard /v1, operators /console; each lets the other's paths pass.
+        middlewares=[metrics_middleware(metrics), error_middleware, auth_middleware,
+                     console_guard],
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics

@@ -1,4 +1,5 @@
-"""`paystream api` (serve the API) and `paystream merchant create` (issue credentials)."""
+"""`paystream api` (serve the API), `paystream merchant create` and `paystream operator ...`
+(issue and revoke credentials)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,13 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from paystream.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,6 +34,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create.add_argument("name")
     create.add_argument("--webhook-url", help="where the merchant's payment events are sent")
     create.set_defaults(func=merchant_create)
+
+    operator = sub.add_parser("operator", help="manage who may open the operator console")
+    actions = operator.add_subparsers(dest="operator_command", metavar="ACTION", required=True)
+    create = actions.add_parser(
+        "create", help='create an operator; prints {"id", "name", "operator_key"} as JSON '
+                       "(the key is shown this once)")
+    create.add_argument("--name", required=True, help="who the operator is, e.g. an email")
+    create.set_defaults(func=operator_create)
+    listing = actions.add_parser("list", help="every operator, revoked ones included")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(func=operator_list)
+    revoke = actions.add_parser(
+        "revoke", help="revoke an operator's key and end its console sessions at once")
+    revoke.add_argument("operator", help="the operator's id (op_...) or name")
+    revoke.set_defaults(func=operator_revoke)
 
 
 def _settings() -> Settings | None:
@@ -75,3 +96,73 @@ def merchant_create(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(merchant.credentials()))
     return 0
+
+
+def _database(what: str, run: Callable[[psycopg.Connection[Any]], int]) -> int:
+    """Run ``run`` on a connection to the primary; a database error is a message and 1."""
+    import psycopg
+
+    settings = _settings()
+    if settings is None:
+        return 2
+    try:
+        with psycopg.connect(settings.database_url, connect_timeout=5) as conn:
+            return run(conn)
+    except psycopg.Error as err:
+        print(f"paystream: could not {what}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+
+
+def operator_create(args: argparse.Namespace) -> int:
+    from api.operators import INSERT_OPERATOR, NewOperator
+
+    try:
+        operator = NewOperator(name=args.name)
+    except ValueError as err:
+        print(f"paystream: {err}", file=sys.stderr)
+        return 2
+
+    def create(conn: psycopg.Connection[Any]) -> int:
+        conn.execute(INSERT_OPERATOR, operator.row())
+        print(json.dumps(operator.credentials()))
+        return 0
+
+    return _database("create the operator", create)
+
+
+def operator_list(args: argparse.Namespace) -> int:
+    from api.operators import LIST_OPERATORS
+
+    def show(conn: psycopg.Connection[Any]) -> int:
+        rows = conn.execute(LIST_OPERATORS).fetchall()
+        if args.json:
+            for id_, name, created, revoked in rows:
+                print(json.dumps({"id": id_, "name": name, "created_at": created.isoformat(),
+                                  "revoked_at": revoked and revoked.isoformat()}))
+            return 0
+        print(f"{'ID':<28}{'CREATED':<22}{'STATUS':<20}NAME")
+        for id_, name, created, revoked in rows:
+            status = f"revoked {revoked:%Y-%m-%d %H:%M}" if revoked else "active"
+            print(f"{id_:<28}{created:%Y-%m-%d %H:%M %Z}  {status:<20}{name}")
+        return 0
+
+    return _database("list the operators", show)
+
+
+def operator_revoke(args: argparse.Namespace) -> int:
+    from api.operators import END_SESSIONS, REVOKE_OPERATOR
+
+    def revoke(conn: psycopg.Connection[Any]) -> int:
+        with conn.transaction():
+            revoked = conn.execute(REVOKE_OPERATOR, {"who": args.operator}).fetchall()
+            for id_, _ in revoked:
+                conn.execute(END_SESSIONS, {"id": id_})
+        if not revoked:
+            print(f"paystream: no active operator {args.operator!r} "
+                  "(`paystream operator list` shows them)", file=sys.stderr)
+            return 1
+        for id_, name in revoked:
+            print(f"revoked {id_} ({name})")
+        return 0
+
+    return _database("revoke the operator", revoke)

@@ -1,4 +1,7 @@
-"""The operator console: one page under /console/ and a read-only proxy to Prometheus."""
+"""The operator console: one page under /console/ and a proxy running its panels' PromQL.
+
+Who may reach it is decided before any handler here runs (api/console_auth.py).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from api.console_queries import QueryRefused, checked_params, load_allowed
 from api.errors import json_response
-from api.state import CONSOLE_HTTP, SETTINGS
+from api.state import CONSOLE_HTTP, CONSOLE_QUERIES, SETTINGS
 
 ASSETS = Path(__file__).with_name("console")
 # What the page loads besides index.html: its script, its style, its panels.
@@ -22,12 +26,16 @@ FILES = {
 # Prometheus' query endpoints, nothing else: the proxy can never write, reload or delete.
 PROXIED = frozenset({"query", "query_range", "alerts"})
 PROMETHEUS_TIMEOUT_SECONDS = 10.0
+# Prometheus is told to give up first, so a slow query ends in Prometheus (its
+# own timeout error) rather than running on after we stopped waiting.
+PROMETHEUS_EVALUATION_TIMEOUT = "8s"
 # Plenty for any query the page makes; keeps a crafted URL from being forwarded whole.
 MAX_QUERY_CHARS = 4096
 
 
 async def console_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: the HTTP client the proxy asks Prometheus with."""
+    """cleanup_ctx: the panels' queries the proxy allows, and its client for Prometheus."""
+    app[CONSOLE_QUERIES] = load_allowed()
     timeout = aiohttp.ClientTimeout(total=PROMETHEUS_TIMEOUT_SECONDS)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         app[CONSOLE_HTTP] = session
@@ -57,24 +65,31 @@ def _file(name: str, content_type: str) -> web.FileResponse:
 
 
 async def prometheus(request: web.Request) -> web.Response:
-    """GET /console/api/v1/{endpoint}: Prometheus' answer, passed through (no CORS needed)."""
+    """GET /console/api/v1/{endpoint}: Prometheus' answer to one of the panels' queries."""
     endpoint = request.match_info["endpoint"]
     if endpoint not in PROXIED:
         raise web.HTTPNotFound()
     if len(request.query_string) > MAX_QUERY_CHARS:
-        return _unavailable("the query is too long", status=400)
+        return _error("the query is too long", kind="bad_data", status=400)
+    try:
+        params = checked_params(endpoint, request.query, request.app[CONSOLE_QUERIES])
+    except QueryRefused as err:
+        return _error(str(err), kind="forbidden", status=403)
+    if endpoint != "alerts":
+        params["timeout"] = PROMETHEUS_EVALUATION_TIMEOUT
     url = f"{request.app[SETTINGS].prometheus_url}/api/v1/{endpoint}"
     try:
-        async with request.app[CONSOLE_HTTP].get(url, params=request.query) as resp:
+        async with request.app[CONSOLE_HTTP].get(url, params=params) as resp:
             body = await resp.read()
             return web.Response(body=body, status=resp.status,
                                 content_type="application/json",
                                 headers={"Cache-Control": "no-store"})
     except (aiohttp.ClientError, asyncio.TimeoutError) as err:
-        return _unavailable(f"Prometheus does not answer ({type(err).__name__})", status=502)
+        return _error(f"Prometheus does not answer ({type(err).__name__})",
+                      kind="unavailable", status=502)
 
 
-def _unavailable(message: str, *, status: int) -> web.Response:
+def _error(message: str, *, kind: str, status: int) -> web.Response:
     # Prometheus' own error shape, which is what the page reads.
-    return json_response({"status": "error", "errorType": "unavailable", "error": message},
+    return json_response({"status": "error", "errorType": kind, "error": message},
                          status=status)

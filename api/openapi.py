@@ -17,6 +17,7 @@ from api.validation import (
 from paystream.domain.ids import MAX_IDEMPOTENCY_KEY
 from paystream.domain.money import CURRENCIES, MAX_AMOUNT
 from paystream.domain.status import PaymentStatus, RefundStatus
+from paystream.domain.trace import Step as TraceStep
 
 ERROR_TYPES = [
     "invalid_request_error",
@@ -158,6 +159,71 @@ def _schemas() -> dict[str, Any]:
                 "failure_code": {"type": ["string", "null"]},
                 "failure_message": {"type": ["string", "null"]},
                 "created": {"type": "integer", "description": "Unix seconds."},
+            },
+        },
+        "PaymentTrace": {
+            "type": "object",
+            "description": "One payment's story from its rows: the timeline in time order, "
+            "the path's steps with the time between them, and what it waits for.",
+            "required": ["object", "payment_id", "status", "terminal", "start", "where",
+                         "waiting_for", "path", "timeline", "sources", "facts"],
+            "properties": {
+                "object": {"type": "string", "enum": ["payment_trace"]},
+                "payment_id": {"type": "string"},
+                "status": {"type": "string", "enum": [s.value for s in PaymentStatus]},
+                "terminal": {"type": "boolean"},
+                "start": {"type": "string", "format": "date-time"},
+                "where": {"type": "string"},
+                "waiting_for": {"type": "array", "items": {"type": "string"}},
+                "path": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["step", "at", "since_previous_ms", "note"],
+                        "properties": {
+                            "step": {"type": "string", "enum": [s.value for s in TraceStep]},
+                            "at": {"type": ["string", "null"], "format": "date-time"},
+                            "since_previous_ms": {"type": ["integer", "null"]},
+                            "note": {"type": "string"},
+                        },
+                    },
+                },
+                "timeline": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["at", "since_start_ms", "since_previous_ms", "source",
+                                     "what", "detail"],
+                        "properties": {
+                            "at": {"type": "string", "format": "date-time"},
+                            "since_start_ms": {"type": "integer"},
+                            "since_previous_ms": {"type": "integer"},
+                            "source": {"type": "string"},
+                            "what": {"type": "string"},
+                            "detail": {"type": "string"},
+                        },
+                    },
+                },
+                "sources": {
+                    "type": "object",
+                    "description": "What each source said; the API reads only Postgres.",
+                    "additionalProperties": {"type": "string"},
+                },
+                "facts": {
+                    "type": "object",
+                    "description": "The rows the trace was made of: the payment, its fraud "
+                    "decision, Stripe submissions, refunds, ledger journals with their entries, "
+                    "merchant notifications and the Stripe webhooks that touched it.",
+                    "required": ["payment", "fraud_decision", "stripe_submissions", "refunds",
+                                 "journals", "merchant_notifications", "stripe_webhooks"],
+                    "properties": {
+                        "payment": {"type": "object"},
+                        "fraud_decision": {"type": ["object", "null"]},
+                        **{name: {"type": "array", "items": {"type": "object"}}
+                           for name in ("stripe_submissions", "refunds", "journals",
+                                        "merchant_notifications", "stripe_webhooks")},
+                    },
+                },
             },
         },
         "PaymentList": {
@@ -338,6 +404,23 @@ def _paths() -> dict[str, Any]:
                 ),
             }
         },
+        "/v1/payments/{id}/trace": {
+            "get": {
+                "operationId": "tracePayment",
+                "summary": "What happened to one of your payments: its rows in time order, "
+                "the time between its steps (fraud decision, Stripe, status, ledger, your "
+                "webhook) and what it waits for (read from a replica).",
+                "security": bearer,
+                "parameters": [_PAYMENT_ID, _CONSISTENCY_TOKEN],
+                "responses": _authenticated(
+                    {
+                        "200": {"description": "The payment's trace.",
+                                "content": _json(_ref("PaymentTrace"))},
+                        "404": _error("No such payment for this merchant."),
+                    }
+                ),
+            }
+        },
         "/v1/payments/{id}/cancel": {
             "post": {
                 "operationId": "cancelPayment",
@@ -467,33 +550,80 @@ def _probe(operation: str, summary: str) -> dict[str, Any]:
 
 
 def _console_paths() -> dict[str, Any]:
-    """The operator console (api/console.py): a page for people, not a merchant API."""
+    """The operator console (api/console.py): a page for operators, not a merchant API.
+
+    Every path but the login form needs an operator key or the session its login
+    sets (api/console_auth.py); a merchant key is answered 401.
+    """
     html = {"text/html": {"schema": {"type": "string"}}}
     # Prometheus' own answer, passed through: {"status": "success"|"error", ...}.
-    prometheus = _json({"type": "object", "required": ["status"],
-                        "properties": {"status": {"enum": ["success", "error"]}}})
+    answer = {"type": "object", "required": ["status"],
+              "properties": {"status": {"enum": ["success", "error"]}}}
+    prometheus = _json(answer)
     text = {"type": "string"}
+    operator: list[dict[str, list[str]]] = [{"operatorKey": []}, {"operatorSession": []}]
+    guarded = {
+        "401": _error("No operator key or session (a merchant key is not one)."),
+        "503": _error("The primary database is unavailable.", retry_after=True),
+    }
+    page = {**guarded, "302": {"description": "A browser (Accept: text/html) without an "
+                                              "operator session: to /console/login."}}
     return {
+        "/console/login": {
+            "get": {
+                "operationId": "consoleLoginForm", "summary": "The console's login form.",
+                "security": [],
+                "responses": {"200": {"description": "The form.", "content": html}},
+            },
+            "post": {
+                "operationId": "consoleLogin",
+                "summary": "Log in with an operator key: sets the session cookie "
+                "(HttpOnly, SameSite=Strict) and redirects into the console.",
+                "security": [],
+                "parameters": [{"name": "next", "in": "query", "required": False,
+                                "schema": text}],
+                "requestBody": {"required": True, "content": {
+                    "application/x-www-form-urlencoded": {"schema": {
+                        "type": "object", "properties": {"key": text}}}}},
+                "responses": {
+                    "303": {"description": "Logged in: to `next` if it is a console page."},
+                    "400": _error("Not a form (application/x-www-form-urlencoded)."),
+                    "401": {"description": "Not an operator key: the form again.",
+                            "content": html},
+                    "403": _error("Posted from another site."),
+                    "413": _error("Request body larger than the limit."),
+                    "503": _error("The primary database is unavailable.", retry_after=True),
+                },
+            },
+        },
+        "/console/logout": {"post": {
+            "operationId": "consoleLogout", "summary": "End the console session.",
+            "security": [],
+            "responses": {"303": {"description": "Logged out: to /console/login."},
+                          "403": _error("Posted from another site."),
+                          "503": _error("The primary database is unavailable.",
+                                        retry_after=True)},
+        }},
         "/console": {"get": {
             "operationId": "consoleRedirect", "summary": "Redirects to /console/.",
-            "security": [],
-            "responses": {"302": {"description": "To /console/."},
-                          "200": {"description": "The console (redirect followed).",
-                                  "content": html}},
+            "security": operator,
+            "responses": {**page, "200": {"description": "The console (redirect followed).",
+                                          "content": html}},
         }},
         "/console/": {"get": {
             "operationId": "console",
             "summary": "The operator console: charts and alerts from Prometheus.",
-            "security": [],
-            "responses": {"200": {"description": "The page.", "content": html}},
+            "security": operator,
+            "responses": {**page, "200": {"description": "The page.", "content": html}},
         }},
         "/console/{name}": {"get": {
             "operationId": "consoleFile", "summary": "The console's script, style and panels.",
-            "security": [],
+            "security": operator,
             "parameters": [{"name": "name", "in": "path", "required": True,
                             "schema": {"type": "string",
                                        "enum": ["console.js", "console.css", "panels.json"]}}],
             "responses": {
+                **page,
                 "200": {"description": "The file.",
                         "content": {"text/javascript": {"schema": text},
                                     "text/css": {"schema": text},
@@ -503,8 +633,9 @@ def _console_paths() -> dict[str, Any]:
         }},
         "/console/api/v1/{endpoint}": {"get": {
             "operationId": "consolePrometheus",
-            "summary": "Prometheus' read-only query API (query, query_range, alerts), proxied.",
-            "security": [],
+            "summary": "Prometheus' query API (query, query_range, alerts), proxied for the "
+            "console's own panels' queries (api/console/panels.json) only.",
+            "security": operator,
             "parameters": [
                 {"name": "endpoint", "in": "path", "required": True,
                  "schema": {"type": "string", "enum": ["query", "query_range", "alerts"]}},
@@ -512,15 +643,19 @@ def _console_paths() -> dict[str, Any]:
                   for name in ("query", "time", "start", "end", "step")),
             ],
             "responses": {
+                **guarded,
                 "200": {"description": "Prometheus' answer.", "content": prometheus},
                 "404": _error("Not one of the proxied endpoints."),
                 "400": {"description": "Prometheus refused the query, or it is too long.",
                         "content": prometheus},
+                "403": {"description": "Not one of the console's queries, or a range it "
+                        "would never ask for.", "content": prometheus},
                 "422": {"description": "The query could not be executed.",
                         "content": prometheus},
                 "502": {"description": "Prometheus does not answer.", "content": prometheus},
-                "503": {"description": "Prometheus timed out or is overloaded.",
-                        "content": prometheus},
+                "503": {"description": "Prometheus timed out or is overloaded, or the "
+                        "primary database (which knows the operators) is unavailable.",
+                        "content": _json({"anyOf": [answer, _ref("Error")]})},
             },
         }},
     }
@@ -539,7 +674,13 @@ def openapi_document() -> dict[str, Any]:
             f"`{TOKEN_HEADER}` for read-your-writes on the replica-backed reads.",
         },
         "components": {
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer"},
+                # The console's: operator keys are not merchant keys (api/operators.py).
+                "operatorKey": {"type": "http", "scheme": "bearer"},
+                "operatorSession": {"type": "apiKey", "in": "cookie",
+                                    "name": "paystream_console"},
+            },
             "schemas": _schemas(),
         },
         "security": [{"bearerAuth": []}],

@@ -23,6 +23,14 @@ class Merchant:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """Someone allowed into the operator console (api/console_auth.py)."""
+
+    id: str
+    name: str
+
+
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 PRIMARY = web.AppKey("primary", AsyncConnectionPool)
@@ -35,5 +43,9 @@ IDEMPOTENCY = web.AppKey("idempotency", IdempotencyStore)
 MERCHANT_CACHE: web.AppKey[dict[str, tuple[Merchant, float]]] = web.AppKey("merchant_cache")
 # The operator console's client for Prometheus (api/console.py).
 CONSOLE_HTTP = web.AppKey("console_http", aiohttp.ClientSession)
+# The PromQL the console's panels run: all its proxy forwards (api/console_queries.py).
+CONSOLE_QUERIES: web.AppKey[frozenset[str]] = web.AppKey("console_queries")
 # Set by the auth middleware before any /v1 handler runs.
 MERCHANT = web.RequestKey("merchant", Merchant)
+# Set by the console guard before any /console handler runs.
+OPERATOR = web.RequestKey("operator", Operator)

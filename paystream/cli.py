@@ -1,7 +1,7 @@
 """The `paystream` command: each package adds its own subcommands.
 
 `api.cli` adds `api` and `merchant`; `streams.cli` adds `worker` and `dlq`;
-`streams.ops.books_cli` adds `reconcile` and `ledger`.
+`streams.ops.books_cli` adds `reconcile` and `ledger`; `streams.ops.trace.cli` adds `trace`.
 Imports are lazy so `paystream --help` stays fast and a broken extra does not
 take the others down.
 """
@@ -14,7 +14,7 @@ import sys
 
 # Modules with a `register(subparsers)` that adds their subcommands; each
 # subcommand sets `func(args) -> int` through `set_defaults`.
-COMMAND_MODULES = ("api.cli", "streams.cli", "streams.ops.books_cli")
+COMMAND_MODULES = ("api.cli", "streams.cli", "streams.ops.books_cli", "streams.ops.trace.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -114,6 +114,8 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     # Where the operator console (/console/) reads its charts and alerts.
     prometheus_url: str = "http://127.0.0.1:9090"
+    # How long an operator's console login lasts; `paystream operator revoke` ends it sooner.
+    console_session_seconds: int = 8 * 3600
     poll_interval_seconds: float = 600.0
     stripe_requests_per_second: int = 20
     # Objects in the Stripe sequence at once: at least the request rate times
@@ -189,6 +191,8 @@ class Settings:
                                           d.read_your_writes_wait_ms),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes, minimum=1),
             prometheus_url=env.get("PROMETHEUS_URL", d.prometheus_url).rstrip("/"),
+            console_session_seconds=_int(env, "CONSOLE_SESSION_SECONDS",
+                                         d.console_session_seconds, minimum=60),
             poll_interval_seconds=_float(env, "POLL_INTERVAL_SECONDS", d.poll_interval_seconds),
             stripe_requests_per_second=_int(env, "STRIPE_REQUESTS_PER_SECOND",
                                             d.stripe_requests_per_second, minimum=1),

@@ -13,8 +13,18 @@ const CHART = { width: 600, height: 210, left: 64, right: 10, top: 10, bottom: 2
 const state = { config: null, panels: {}, stats: {}, alerts: [], updated: null, problem: null };
 window.paystreamConsole = state;
 
+// The session expired or its operator was revoked: back to the login form, then here.
+async function get(url) {
+  const resp = await fetch(url);
+  if (resp.status === 401) {
+    window.location.assign("login?" + new URLSearchParams({ next: window.location.pathname }));
+    throw new Error("logged out");
+  }
+  return resp;
+}
+
 async function prometheus(endpoint, params) {
-  const resp = await fetch(PROMETHEUS + endpoint + "?" + new URLSearchParams(params || {}));
+  const resp = await get(PROMETHEUS + endpoint + "?" + new URLSearchParams(params || {}));
   const body = await resp.json();
   if (body.status !== "success") {
     throw new Error(body.error || resp.statusText);
@@ -224,7 +234,7 @@ async function refresh() {
 }
 
 async function main() {
-  state.config = await (await fetch("panels.json")).json();
+  state.config = await (await get("panels.json")).json();
   build(state.config);
   for (;;) {
     await refresh();

@@ -1,21 +1,24 @@
-"""The operator console in headless Chromium: loads clean, draws data, shows a new payment."""
+"""The operator console in headless Chromium: an operator logs in, it loads clean, draws
+data, shows a new payment."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from browser import Page, chromium
+from browser import DevToolsError, Page, chromium
 from conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[3]
+PAYSTREAM = Path(sys.executable).parent / "paystream"
 # Panels that draw from what every running stack has once a few payments went
 # through; consumer-lag waits for the worker's paystream_consumer_lag_messages.
 CORE_PANELS = ["payments", "latency", "lag", "stripe", "dlq", "replication", "slots",
@@ -55,10 +58,43 @@ def create_with_curl(key: str, payment_method: str, customer: str) -> dict:
     return created
 
 
+@pytest.fixture(name="operator_key", scope="module")
+def operator_key_fixture() -> Iterator[str]:
+    """An operator of the test's own, made and revoked with README's commands."""
+    made = subprocess.run([str(PAYSTREAM), "operator", "create", "--name",
+                           f"console-test-{uuid.uuid4().hex[:8]}"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    operator = json.loads(made.stdout)
+    yield str(operator["operator_key"])
+    subprocess.run([str(PAYSTREAM), "operator", "revoke", operator["id"]],
+                   capture_output=True, timeout=60, check=True)
+
+
+async def log_in(page: Page, key: str) -> None:
+    """Type the key into the login form and submit it, as a person does."""
+    await page.evaluate(f"""(() => {{
+        document.querySelector("input[name=key]").value = {json.dumps(key)};
+        document.querySelector("form").submit();
+    }})()""")
+
+    async def on_console() -> bool:
+        try:
+            return bool(await page.evaluate(
+                "location.pathname === '/console/' && document.readyState === 'complete'"))
+        except DevToolsError:
+            return False  # asked while the page was being replaced
+
+    await eventually(on_console, timeout=30, what="the console after logging in")
+
+
 @pytest.fixture(name="page", scope="module")
-async def page_fixture(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Page]:
+async def page_fixture(tmp_path_factory: pytest.TempPathFactory,
+                       operator_key: str) -> AsyncIterator[Page]:
     async with chromium(tmp_path_factory.mktemp("chromium")) as page:
         await page.goto(f"{os.environ['API_URL']}/console/")
+        # Without a session, the console sends the browser to its login form.
+        assert await page.evaluate("location.pathname") == "/console/login"
+        await log_in(page, operator_key)
         yield page
 
 
@@ -77,6 +113,16 @@ async def test_console_loads_and_refreshes_itself(page: Page) -> None:
     assert await page.evaluate("window.paystreamConsole.problem") is None
     assert await page.evaluate("window.paystreamConsole.stats.targets") > 0
     assert page.errors == []
+
+
+async def test_the_session_cookie_is_out_of_the_scripts_reach(page: Page) -> None:
+    await eventually(lambda: refreshed(page), timeout=30, what="first refresh")
+    cookies = (await page.send("Network.getCookies",
+                               urls=[f"{os.environ['API_URL']}/console/"]))["cookies"]
+    [session] = [c for c in cookies if c["name"] == "paystream_console"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert session["path"] == "/console" and session["expires"] > time.time()
+    assert "paystream_console" not in await page.evaluate("document.cookie")
 
 
 async def test_a_readme_payment_shows_up_within_30_seconds(page: Page) -> None:
@@ -141,3 +187,17 @@ async def test_screenshot_is_kept(page: Page, capsys: pytest.CaptureFixture[str]
     with capsys.disabled():
         print(f"\n  console screenshot: {path}")
     assert page.errors == []
+
+
+async def test_logging_out_ends_the_session(page: Page) -> None:
+    await page.evaluate('document.querySelector("header form button").click()')
+
+    async def on_login_form() -> bool:
+        try:
+            return bool(await page.evaluate(
+                "location.pathname === '/console/login' && document.readyState === 'complete'"))
+        except DevToolsError:
+            return False
+
+    await eventually(on_login_form, timeout=30, what="the login form after logging out")
+    assert await page.evaluate('fetch("/console/api/v1/alerts").then((r) => r.status)') == 401
