@@ -105,7 +105,7 @@ def read_store(path: Path) -> dict[str, Any]:
 
 
 def test_help_names_the_options_and_the_localstripe_version() -> None:
-    out = subprocess.run([sys.executable, str(LAUNCHER), "--help"], capture_output=True,
+    out = subprocess.run([*LAUNCHER, "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=30, check=True).stdout
     for word in ("--port", "--from-scratch", "--store", "--interval", "1.15.10"):
         assert word in out
