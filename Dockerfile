@@ -6,7 +6,8 @@ COPY paystream paystream
 COPY api api
 COPY streams streams
 COPY connectors connectors
-COPY stack/localstripe_launcher.py stack/localstripe_launcher.py
+COPY stack/__init__.py stack/errors.py stack/procs.py stack/
+COPY stack/localstripe stack/localstripe
 RUN pip install --no-cache-dir '.[dev]'
 ENV PYTHONUNBUFFERED=1
 CMD ["paystream", "--help"]

@@ -1,7 +1,7 @@
 # PayStream: `make up` installs and starts the whole pipeline, `make test` tests it.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-STACK := python3 stack/stackctl.py
+STACK := python3 -m stack
 VENV := .venv/bin
 
 .PHONY: help install up down clean status env test test-unit lint bench profile chaos
@@ -42,7 +42,7 @@ profile: ## where the worker's CPU goes: approved payments at 200/s, py-spy flam
 	@eval "$$($(STACK) env)" && $(VENV)/python bench/stripe_bench.py --phases free --free-seconds 45 --profile 25 $(PROFILE_ARGS)
 
 chaos: ## kill -9 each component under load, make up after each, check the money (stack up)
-	@$(VENV)/python stack/chaos.py $(CHAOS_ARGS)
+	@$(VENV)/python -m stack.chaos $(CHAOS_ARGS)
 
 lint: ## ruff and mypy
 	@$(VENV)/ruff check . && $(VENV)/mypy

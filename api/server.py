@@ -2,7 +2,7 @@
 
 The parent forks the workers before any event loop exists, forwards SIGTERM and
 SIGINT to them, and exits when they all have; if one dies on its own the parent
-stops the rest and exits non-zero, so whatever supervises it (stackctl, compose)
+stops the rest and exits non-zero, so whatever supervises it (`python3 -m stack`, compose)
 sees one failed service rather than a silently smaller one.
 """
 

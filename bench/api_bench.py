@@ -353,7 +353,7 @@ def measure_api(args: argparse.Namespace, key: str, levels: list[int]
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.database_url:
-        raise SystemExit("set DATABASE_URL (eval \"$(python3 stack/stackctl.py env)\") "
+        raise SystemExit("set DATABASE_URL (eval \"$(make -s env)\") "
                          "or pass --database-url")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: run make install (it comes from Debian's wrk package)")

@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import socket
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-STACKCTL = [sys.executable, str(ROOT / "stack" / "stackctl.py")]
 
 
 def parser(doc: str, epilog: str) -> argparse.ArgumentParser:

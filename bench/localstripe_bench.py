@@ -4,7 +4,7 @@
    classes (PaymentIntents created and confirmed with pm_card_visa, exactly as
    over HTTP: each leaves a PaymentIntent, a charge, a balance transaction, an
    event and three payment methods), written once to a private store file.
-2. launcher: stack/localstripe_launcher.py on a free port and a copy of that
+2. launcher: stack.localstripe on a free port and a copy of that
    store; --clients clients create and confirm PaymentIntents over HTTP for
    --seconds. Reported: PaymentIntents/s, latency, the CPU it spent (its writer
    children included), how often it replaced its store file (a checkpoint) and
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import builtins
-import importlib.util
 import os
 import pickle
 import re
@@ -42,11 +41,10 @@ import cpu
 import harness
 from harness import ROOT, free_port, percentile
 
-_spec = importlib.util.spec_from_file_location("localstripe_launcher",
-                                               ROOT / "stack" / "localstripe_launcher.py")
-assert _spec is not None and _spec.loader is not None
-launcher = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(launcher)
+# The checkout, for the launcher's modules (the stack package is not installed: it runs from there).
+sys.path.insert(0, str(ROOT))
+from stack.localstripe.compat import DEFAULT_STORE  # noqa: E402
+from stack.localstripe.patch import install  # noqa: E402
 
 API_KEY = "sk_test_localstripe_bench"
 PAYMENT_INTENT = {"amount": "1050", "currency": "usd", "payment_method": "pm_card_visa",
@@ -59,7 +57,7 @@ def seed(path: Path, objects: int) -> dict[str, Any]:
 
     # The launcher's patch: no write per object, and no scan of the store per
     # list (each confirm lists refunds), or seeding would take minutes.
-    patch = launcher.install(resources, path, fork=False)
+    patch = install(resources, path, fork=False)
     started = time.monotonic()
     try:
         asyncio.run(_create(resources, objects, started))
@@ -212,7 +210,7 @@ async def run(args: argparse.Namespace, work: Path, seeded: Path) -> dict[str, A
     store = work / "launcher.pickle"
     shutil.copyfile(seeded, store)
     port = free_port()
-    server = Server([sys.executable, str(ROOT / "stack" / "localstripe_launcher.py"),
+    server = Server([sys.executable, "-m", "stack.localstripe",
                      "--port", str(port), "--store", str(store)], port, work / "launcher.log")
     try:
         result["launcher_ready_s"] = round(await server.wait_ready(120), 1)
@@ -248,7 +246,7 @@ def serve_unpatched(port: int, seeded: Path, private: Path) -> None:
     from localstripe import resources, server
 
     def redirected_open(file: Any, *args: Any, **kwargs: Any) -> Any:
-        if str(file) == str(launcher.DEFAULT_STORE):
+        if str(file) == str(DEFAULT_STORE):
             file = private
         return builtins.open(file, *args, **kwargs)
 

@@ -30,7 +30,8 @@ from typing import Any
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
-STACKCTL = [sys.executable, str(ROOT / "stack" / "stackctl.py")]
+# Run in ROOT, the checkout that holds the stack package.
+STACK = [sys.executable, "-m", "stack"]
 STACK_CONNECTOR = "paystream-payments"
 # The tables a payment's path writes or reads, and the ones the benches query.
 WATCHED_TABLES = ("payments", "refunds", "fraud_decisions", "stripe_submissions",
@@ -48,8 +49,8 @@ def _connect(url: str, method: str, path: str) -> tuple[int, Any]:
 
 
 def stack_worker_up() -> bool:
-    """Whether the stack's worker runs (`stackctl json`: {name: {"up": ...}})."""
-    status = subprocess.run([*STACKCTL, "json"], capture_output=True, text=True, cwd=ROOT)
+    """Whether the stack's worker runs (`python3 -m stack json`: {name: {"up": ...}})."""
+    status = subprocess.run([*STACK, "json"], capture_output=True, text=True, cwd=ROOT)
     try:
         return bool(json.loads(status.stdout)["worker"]["up"])
     except (ValueError, KeyError, TypeError):
@@ -68,7 +69,7 @@ class StackPaused:
 
     def __enter__(self) -> StackPaused:
         if stack_worker_up():
-            subprocess.run([*STACKCTL, "stop", "worker"], check=True, capture_output=True,
+            subprocess.run([*STACK, "stop", "worker"], check=True, capture_output=True,
                            cwd=ROOT)
             self.worker_stopped = True
         if self._url and self._pause_connector:
@@ -91,7 +92,7 @@ class StackPaused:
                 print(f"could not resume {STACK_CONNECTOR} ({failure}): "
                       "run make up", file=sys.stderr)
         if self.worker_stopped:
-            subprocess.run([*STACKCTL, "start", "worker"], capture_output=True, cwd=ROOT)
+            subprocess.run([*STACK, "start", "worker"], capture_output=True, cwd=ROOT)
 
     def describe(self) -> str:
         return (f"stack worker {'stopped' if self.worker_stopped else 'not running'}, "

@@ -31,7 +31,7 @@ pid is in the name). `.venv/bin/python connectors/cdc_feed.py sweep` does only t
 Names: connector and topic prefix `feed-<kind>-<pid>-<token>`, slot and
 publication `feed_<kind>_<pid>_<token>`.
 
-Import it with connectors/ on sys.path, as stack/stackctl.py imports register.py;
+Import it with connectors/ on sys.path: it imports register.py beside it by that name;
 unlike register.py it needs the virtualenv (psycopg, aiokafka, paystream.settings).
 Dropping a slot takes a role with REPLICATION or a superuser: DATABASE_ADMIN_URL
 (else the one `make env` prints).
@@ -157,7 +157,7 @@ def admin_url() -> str:
     url = os.environ.get("DATABASE_ADMIN_URL")
     if url:
         return url
-    out = subprocess.run([sys.executable, str(HERE.parent / "stack" / "stackctl.py"), "env"],
+    out = subprocess.run([sys.executable, "-m", "stack", "env"], cwd=HERE.parent,
                          capture_output=True, text=True, check=False, timeout=60).stdout
     for line in out.splitlines():
         if line.startswith("export DATABASE_ADMIN_URL="):

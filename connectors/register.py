@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 CONNECTOR_PREFIX = "paystream-"
 
@@ -33,7 +34,7 @@ def connector_name(path: Path) -> str:
     return CONNECTOR_PREFIX + path.stem
 
 
-def _request(method: str, url: str, body: dict | None = None) -> tuple[int, object]:
+def _request(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, object]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"Content-Type": "application/json",
@@ -62,7 +63,7 @@ def wait_for_connect(connect_url: str, deadline: float) -> None:
         time.sleep(0.5)
 
 
-def connector_state(connect_url: str, name: str) -> dict:
+def connector_state(connect_url: str, name: str) -> dict[str, Any]:
     status, body = _request("GET", f"{connect_url}/connectors/{name}/status")
     return body if status == 200 and isinstance(body, dict) else {}
 
@@ -80,7 +81,7 @@ def register(connect_url: str, path: Path, *, timeout: float = 120.0,
                            timeout=timeout, restart_failed=restart_failed)
 
 
-def register_config(connect_url: str, name: str, config: dict, *, timeout: float = 120.0,
+def register_config(connect_url: str, name: str, config: dict[str, Any], *, timeout: float = 120.0,
                     restart_failed: bool = False) -> str:
     """`register` for a config dict and a name of the caller's choice."""
     deadline = time.monotonic() + timeout

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Entrypoint of a streaming replica in docker-compose.yml (make up does the same
-# in stack/stackctl.py): clone the primary once with pg_basebackup -R, then run.
+# in stack/postgres.py): clone the primary once with pg_basebackup -R, then run.
 # Needs: PRIMARY_HOST, REPLICA_NAME, REPLICATION_PASSWORD, PGDATA.
 set -euo pipefail
 conninfo="host=$PRIMARY_HOST port=5432 user=replicator password=$REPLICATION_PASSWORD application_name=$REPLICA_NAME"

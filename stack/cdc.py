@@ -11,7 +11,7 @@ Kafka and committed their offsets. Hence:
 - a beat older than FRESH_S that the slot has not confirmed: changes do not
   reach Kafka (the slot may be held by a session nobody reads from).
 
-Standard library only, like stack/stackctl.py which uses it.
+Standard library only, like the rest of the stack tooling that uses it.
 """
 
 from __future__ import annotations
@@ -330,7 +330,7 @@ def heal(look: Callable[[], State], repair: Repairer, *, kafka_up: Callable[[], 
     come out confirmed. Right after Kafka restarts, a task Connect gave up on
     still holds the slot and its beats are younger than FRESH_S, so the verdict
     alone would pass a pipeline that delivers nothing. `each_round` runs before
-    each look (stackctl: restart a Connect that abandoned a task).
+    each look (Connect.settle: restart a Connect that abandoned a task).
     """
     deadline = time.monotonic() + timeout
     probe = write_beat(repair.sql)

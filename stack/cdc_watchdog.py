@@ -1,6 +1,6 @@
 """The stack's watchdog: every few seconds, look at CDC and repair what cdc.Repairer can.
 
-Run by `make up` as a component (`stackctl.py watchdog`), with its own pid
+Run by `make up` as a component (`python3 -m stack watchdog`), with its own pid
 file and log. It logs each change of verdict and every repair, and rewrites a
 small state file each round: a state file that stops changing means the
 watchdog itself is stuck, which `make status` reports.
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import cdc
+from stack import cdc
 
 INTERVAL_S = 10.0
 

@@ -8,7 +8,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from stackctl import ROOT, Component, Config, http_ok, port_open
+from stack.component import Component
+from stack.config import ROOT, Config
+from stack.probes import http_ok, port_open
 
 # Configs shared with docker-compose.yml: scrape config, alert rules, exporter rules.
 MONITORING = ROOT / "monitoring"

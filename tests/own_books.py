@@ -3,7 +3,7 @@
 A test that plants drift on purpose (PaymentIntents made behind our back, rows
 moved by hand) would otherwise leave it in the stack's books for ever:
 localstripe cannot delete an object, and the ledger is append-only. So it
-plants it here instead: a localstripe of its own (stack/localstripe_launcher.py
+plants it here instead: a localstripe of its own (stack.localstripe
 on a free port, its store in a directory of its own, no webhook registered: its
 events go nowhere) and a database of its own on the stack's primary, made from
 db/migrations (bench/own_database.py, whose name carries our pid: a killed
@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from own_database import OwnDatabase, with_dbname  # noqa: E402  (the benches' own database)
 
-LAUNCHER = ROOT / "stack" / "localstripe_launcher.py"
+# Run in ROOT, the checkout that holds the stack package.
+LAUNCHER = [sys.executable, "-m", "stack.localstripe"]
 
 
 @dataclasses.dataclass
@@ -53,7 +54,7 @@ async def own_stripe(settings: Settings) -> AsyncIterator[str]:
         port = free_port()
         with open(Path(folder) / "launcher.log", "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, str(LAUNCHER), "--port", str(port),
+                [*LAUNCHER, "--port", str(port),
                  "--store", str(Path(folder) / "store.pickle")],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, cwd=ROOT)

@@ -46,7 +46,7 @@ class Views:
         @app.page("/health/")
         class Health(View):
             """Up and doing its job: in its consumer group, advancing wherever messages wait
-            (stackctl's probe: `make status` shows a stalled worker as down)."""
+            (the stack's probe: `make status` shows a stalled worker as down)."""
 
             async def get(self, request: Request) -> Response:
                 health = watch.health()

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_short_chaos_profile_recovers_and_keeps_the_books() -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "stack" / "chaos.py"), "--profile", "short", "--rate", "4",
+        [sys.executable, "-m", "stack.chaos", "--profile", "short", "--rate", "4",
          "--drain", "240"],
         cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False)
     report = done.stdout + done.stderr

@@ -17,7 +17,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "stack"))
 from slotholder import SlotHolder  # noqa: E402
-from stackutil import ChangeEvents, insert_payment, make, pids, stackctl  # noqa: E402
+from stackutil import ChangeEvents, insert_payment, make, pids, run_stack  # noqa: E402
 
 pytestmark = pytest.mark.disruptive
 
@@ -46,7 +46,7 @@ def debezium_conninfo() -> str:
 
 
 def status_line(name: str) -> str:
-    out = stackctl("status").stdout
+    out = run_stack("status").stdout
     return next((line.strip() for line in out.splitlines() if line.split()[:1] == [name]), "")
 
 
@@ -69,7 +69,7 @@ def stale_session() -> Iterator[SlotHolder]:
     finally:
         holder.close()
         connect_api("PUT", f"/connectors/{CONNECTOR}/resume")
-        stackctl("up", "watchdog")
+        run_stack("up", "watchdog")
 
 
 async def a_new_payment_reaches_the_topic(settings, timeout: float = 60) -> None:
@@ -81,7 +81,7 @@ async def a_new_payment_reaches_the_topic(settings, timeout: float = 60) -> None
 async def test_status_names_a_stale_session_on_the_slot_and_make_up_ends_it(
         settings, request: pytest.FixtureRequest) -> None:
     # Without the watchdog nothing repairs it before we look.
-    assert stackctl("stop", "watchdog").returncode == 0
+    assert run_stack("stop", "watchdog").returncode == 0
     holder = request.getfixturevalue("stale_session")
 
     def reported() -> str | None:
@@ -89,25 +89,25 @@ async def test_status_names_a_stale_session_on_the_slot_and_make_up_ends_it(
         return line if f"slot held by stale pid {holder.pid}" in line else None
     line = wait_until(reported, timeout=90, what="status naming the stale pid")
     assert line.split()[1] == "DOWN", line
-    assert stackctl("status").returncode != 0
+    assert run_stack("status").returncode != 0
 
     up = make("up")
     assert up.returncode == 0, up.stdout + up.stderr
     assert f"connect: terminated pid {holder.pid} " in up.stdout, up.stdout
-    assert stackctl("status").returncode == 0
+    assert run_stack("status").returncode == 0
     assert not holder.alive()
     await a_new_payment_reaches_the_topic(settings)
 
 
 async def test_the_watchdog_ends_a_stale_session_on_the_slot_by_itself(
         settings, request: pytest.FixtureRequest) -> None:
-    assert stackctl("up", "watchdog").returncode == 0
+    assert run_stack("up", "watchdog").returncode == 0
     log = Path(os.environ["PAYSTREAM_STACK_DIR"]) / "logs" / "watchdog.log"
     holder = request.getfixturevalue("stale_session")
 
     wait_until(lambda: f"terminated pid {holder.pid} " in log.read_text(), timeout=90,
                what="the watchdog to end the stale session")
-    wait_until(lambda: stackctl("status").returncode == 0, timeout=60, interval=2,
+    wait_until(lambda: run_stack("status").returncode == 0, timeout=60, interval=2,
                what="status healthy again")
     await a_new_payment_reaches_the_topic(settings)
 
@@ -127,7 +127,7 @@ async def test_one_make_up_after_kill_9_of_the_broker_and_a_change_from_the_outa
 
     up = make("up")
     assert up.returncode == 0, up.stdout + up.stderr
-    assert stackctl("status").returncode == 0
+    assert run_stack("status").returncode == 0
     async with ChangeEvents(settings.kafka_bootstrap, start=resume_from) as events:
         await events.wait_for(during, "c", timeout=60)
 
@@ -166,7 +166,7 @@ async def test_one_make_up_after_kill_9_of_a_replica_and_the_primary(settings) -
     up = make("up")
     assert up.returncode == 0, up.stdout + up.stderr
     assert "orphaned server process" in up.stdout, up.stdout
-    status = stackctl("status")
+    status = run_stack("status")
     assert status.returncode == 0, status.stdout
     busy.join(timeout=10)
     await a_new_payment_reaches_the_topic(settings)

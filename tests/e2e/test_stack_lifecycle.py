@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "stack"))
-from stackutil import ChangeEvents, insert_payment, make, pids, stackctl  # noqa: E402
+from stackutil import ChangeEvents, insert_payment, make, pids, run_stack  # noqa: E402
 
 pytestmark = pytest.mark.disruptive
 
@@ -36,17 +36,17 @@ async def test_down_then_up_keeps_data_and_resumes_cdc_without_a_snapshot(settin
         resume_from = await events.positions()
 
     # A change committed while Connect is down must arrive once it is back.
-    assert stackctl("stop", "connect").returncode == 0
+    assert run_stack("stop", "connect").returncode == 0
     missed = await insert_payment(settings.database_url)
 
     down = make("down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert not any(pids().values()), "make down left processes behind"
-    assert stackctl("status").returncode != 0
+    assert run_stack("status").returncode != 0
 
     up = make("up")
     assert up.returncode == 0, up.stdout + up.stderr
-    assert stackctl("status").returncode == 0
+    assert run_stack("status").returncode == 0
 
     async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
         row = await (await conn.execute("SELECT count(*) FROM payments WHERE id = %s",

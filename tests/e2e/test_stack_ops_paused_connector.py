@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "stack"))
 from conftest import wait_until  # noqa: E402
-from stackutil import stackctl  # noqa: E402
+from stackutil import run_stack  # noqa: E402
 
 pytestmark = pytest.mark.disruptive
 
@@ -41,14 +41,14 @@ def test_a_paused_connector_is_shown_paused_and_up_leaves_it_paused() -> None:
     try:
         wait_until(lambda: set(states()) == {"PAUSED"}, timeout=30, interval=0.5,
                    what="connector paused")
-        status = stackctl("status", timeout=120)
+        status = run_stack("status", timeout=120)
         line = next(x for x in status.stdout.splitlines() if re.match(r"\s+connect\s", x))
         assert re.match(r"\s+connect\s+paused\s", line), status.stdout
         assert f"/connectors/{CONNECTOR}/resume" in line
         others_down = [x for x in status.stdout.splitlines() if re.match(r"\s+\S+\s+DOWN\s", x)]
         assert status.returncode == (1 if others_down else 0), status.stdout
 
-        up = stackctl("up", timeout=300)
+        up = run_stack("up", timeout=300)
         assert up.returncode == 0, up.stdout + up.stderr
         assert "paused on purpose" in up.stdout
         assert set(states()) == {"PAUSED"}, "make up resumed a connector paused on purpose"

@@ -8,7 +8,7 @@ do, so it commits every second and nothing reaches the database or Stripe. The s
 Kafka is frozen for the deadline plus a few seconds, always thawed in a finally; the
 test ends when Kafka answers again and the stack's components that were up before are
 up again. And what restarts it: the stack's watchdog starts again a worker that exited
-without `stackctl stop`, and leaves alone one that was stopped.
+without `python3 -m stack stop`, and leaves alone one that was stopped.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from conftest import eventually, free_port, wait_until
 from paystream.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "stack"))
-from stackutil import pids, stackctl  # noqa: E402
+from stackutil import pids, run_stack  # noqa: E402
 
 pytestmark = pytest.mark.disruptive
 
@@ -200,7 +200,7 @@ async def _kafka_answers(bootstrap: str) -> bool:
 
 
 def _up_components() -> set[str]:
-    lines = stackctl("status").stdout.splitlines()
+    lines = run_stack("status").stdout.splitlines()
     return {line.split()[0] for line in lines if len(line.split()) > 1 and line.split()[1] == "up"}
 
 
@@ -290,7 +290,7 @@ def test_the_stack_watchdog_starts_again_a_worker_that_exited_not_one_stopped() 
     assert before, "the stack's worker is not running"
     try:
         # Stopped on purpose (as benches do): still stopped two watchdog rounds later.
-        assert stackctl("stop", "worker").returncode == 0
+        assert run_stack("stop", "worker").returncode == 0
         stopped_at = _watchdog_rounds()
         seen: list[float] = []
 
@@ -301,7 +301,7 @@ def test_the_stack_watchdog_starts_again_a_worker_that_exited_not_one_stopped() 
             return len(seen) >= 2
         wait_until(two_rounds, timeout=60, interval=0.5, what="two watchdog rounds")
         assert pids()["worker"] is None, "the watchdog started a worker stopped on purpose"
-        assert stackctl("start", "worker").returncode == 0
+        assert run_stack("start", "worker").returncode == 0
         running = pids()["worker"]
         assert running
 
@@ -318,4 +318,4 @@ def test_the_stack_watchdog_starts_again_a_worker_that_exited_not_one_stopped() 
         print(f"\nstack worker healthy again {time.monotonic() - killed_at:.1f}s after kill -9")
     finally:
         if pids()["worker"] is None:
-            stackctl("start", "worker")
+            run_stack("start", "worker")

@@ -64,6 +64,6 @@ async def test_the_alert_rules_are_loaded() -> None:
 
 
 def test_status_prints_the_alerts() -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "stack" / "stackctl.py"), "status"],
-                         capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run([sys.executable, "-m", "stack", "status"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert "  alerts: " in out.stdout, out.stdout

@@ -7,7 +7,7 @@ publication filtered to the session's merchants, a Debezium connector of its
 own from now on, its own topics, all removed at the end), so other suites'
 traffic and the stack's history neither slow nor confuse it. Tests that name a
 CDC topic take it from `pipeline.settings`, the settings the workers run with.
-The stack's own worker (`stackctl start worker`) is stopped for the session,
+The stack's own worker (`python3 -m stack start worker`) is stopped for the session,
 since its feed carries the session's payments too and it would race the test
 worker for them, and restarted at the end.
 """
@@ -48,7 +48,8 @@ sys.path.insert(0, str(ROOT / "connectors"))
 import cdc_feed  # noqa: E402  (beside connectors/register.py, which it uses)
 
 PAYSTREAM = ROOT / ".venv" / "bin" / "paystream"
-STACKCTL = [sys.executable, str(ROOT / "stack" / "stackctl.py")]
+# Run in ROOT, the checkout that holds the stack package.
+STACK = [sys.executable, "-m", "stack"]
 TERMINAL = ("succeeded", "failed", "canceled", "blocked")
 # One token per session: names the worker group, its topics and its merchants
 # (the session's change feed carries the merchants whose id starts with this).
@@ -196,16 +197,16 @@ def worker_env(feed: cdc_feed.Feed, app_id: str, stripe_base: str) -> dict[str, 
 
 
 def _stack_worker_running() -> bool:
-    out = subprocess.run([*STACKCTL, "status"], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run([*STACK, "status"], capture_output=True, text=True, cwd=ROOT)
     return any(line.split()[:2] == ["worker", "up"] for line in out.stdout.splitlines())
 
 
 @contextlib.contextmanager
 def stack_worker_paused() -> Iterator[None]:
-    """Stop stackctl's worker for the session (it would race ours), restart it after."""
+    """Stop the stack's worker for the session (it would race ours), restart it after."""
     was_running = _stack_worker_running()
     if was_running:
-        subprocess.run([*STACKCTL, "stop", "worker"], check=True, capture_output=True, cwd=ROOT)
+        subprocess.run([*STACK, "stop", "worker"], check=True, capture_output=True, cwd=ROOT)
     try:
         yield
     finally:
@@ -213,7 +214,7 @@ def stack_worker_paused() -> Iterator[None]:
             # Its own environment: none of the test's overrides.
             env = {k: v for k, v in os.environ.items()
                    if k not in ("POLL_INTERVAL_SECONDS", "FAUST_APP_ID", "CDC_TOPIC_PREFIX")}
-            subprocess.run([*STACKCTL, "start", "worker"], capture_output=True, cwd=ROOT,
+            subprocess.run([*STACK, "start", "worker"], capture_output=True, cwd=ROOT,
                            env=env)
 
 

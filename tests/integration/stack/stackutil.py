@@ -1,8 +1,7 @@
-"""Helpers for tests that look at or steer the local stack through stack/stackctl.py."""
+"""Helpers for tests that look at or steer the local stack through `python3 -m stack`."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,16 +16,10 @@ from conftest import eventually
 PAYMENTS_TOPIC = "paystream.public.payments"
 ROOT = Path(__file__).resolve().parents[3]
 
-# connectors/register.py is a stdlib script, not a package module: load it by path.
-_spec = importlib.util.spec_from_file_location("connectors_register",
-                                               ROOT / "connectors" / "register.py")
-assert _spec and _spec.loader
-connectors_register = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(connectors_register)
 
 
-def stackctl(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "stack" / "stackctl.py"), *args],
+def run_stack(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stack", *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -36,7 +29,7 @@ def make(target: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
 
 
 def pids() -> dict[str, int | None]:
-    out = stackctl("json")
+    out = run_stack("json")
     assert out.returncode == 0, out.stderr
     return {name: state["pid"] for name, state in json.loads(out.stdout).items()}
 

@@ -13,7 +13,8 @@ import stripe
 from conftest import eventually, free_port
 
 ROOT = Path(__file__).resolve().parents[3]
-LAUNCHER = ROOT / "stack" / "localstripe_launcher.py"
+# Run in ROOT, the checkout that holds the stack package.
+LAUNCHER = [sys.executable, "-m", "stack.localstripe"]
 API_KEY = "sk_test_durable"
 IN_FLIGHT = 20  # creates under way when the server is killed
 PER_RUN = 40  # answers before each kill
@@ -28,9 +29,9 @@ class Peer:
         self.log = store.with_name(f"launcher-{port}.log")
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, str(LAUNCHER), "--port", str(port), "--store", str(store),
+                [*LAUNCHER, "--port", str(port), "--store", str(store),
                  *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True)
+                start_new_session=True, cwd=ROOT)
         http = stripe.AIOHTTPClient(timeout=30)
         self.client = stripe.StripeClient(
             API_KEY, base_addresses={"api": f"http://127.0.0.1:{port}"}, http_client=http,

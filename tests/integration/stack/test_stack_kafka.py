@@ -12,7 +12,9 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from conftest import eventually
-from stackutil import ROOT, ChangeEvents, connectors_register, insert_payment
+from stackutil import ROOT, ChangeEvents, insert_payment
+
+from connectors import register as connectors_register
 
 
 async def test_aiokafka_produces_to_and_consumes_from_the_broker(settings) -> None:

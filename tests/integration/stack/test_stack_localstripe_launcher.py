@@ -1,4 +1,4 @@
-"""stack/localstripe_launcher.py as the stack runs it: Stripe state kept across a SIGTERM,
+"""stack.localstripe (the launcher) as the stack runs it: Stripe state kept across a SIGTERM,
 and a store that still loads after a kill -9 in the middle of a write.
 
 Each test runs its own launcher on a free port and a store in its tmp_path; none
@@ -25,7 +25,8 @@ import aiohttp
 from conftest import eventually, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
-LAUNCHER = ROOT / "stack" / "localstripe_launcher.py"
+# Run in ROOT, the checkout that holds the stack package.
+LAUNCHER = [sys.executable, "-m", "stack.localstripe"]
 AUTH = {"Authorization": "Bearer sk_test_launcher"}
 PAYMENT_INTENT = {"amount": "2500", "currency": "usd", "payment_method": "pm_card_visa",
                   "confirm": "true"}
@@ -40,9 +41,9 @@ class Launcher:
         self.log = store.with_name(f"launcher-{self.port}.log")
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, str(LAUNCHER), "--port", str(self.port), "--store", str(store),
+                [*LAUNCHER, "--port", str(self.port), "--store", str(store),
                  *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True)
+                start_new_session=True, cwd=ROOT)
         wait_until(self._ready, timeout=60, what=f"launcher on {self.port}")
 
     @property
@@ -104,7 +105,7 @@ def read_store(path: Path) -> dict[str, Any]:
 
 
 def test_help_names_the_options_and_the_localstripe_version() -> None:
-    out = subprocess.run([sys.executable, str(LAUNCHER), "--help"], capture_output=True,
+    out = subprocess.run([*LAUNCHER, "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=30, check=True).stdout
     for word in ("--port", "--from-scratch", "--store", "--interval", "1.15.10"):
         assert word in out

@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 from conftest import eventually
-from stackutil import stackctl
+from stackutil import run_stack
 
 
 def replica_urls() -> list[str]:
@@ -62,12 +62,12 @@ async def test_nginx_spreads_connections_over_both_replicas(settings) -> None:
 
 @pytest.mark.disruptive  # stops a replica for a while
 async def test_reads_survive_a_replica_going_down(settings) -> None:
-    stopped = stackctl("stop", "postgres-replica2")
+    stopped = run_stack("stop", "postgres-replica2")
     assert stopped.returncode == 0, stopped.stderr
     try:
         # Every connection succeeds, and all of them land on the replica still up.
         survivors = {await landed_on(settings.database_read_url) for _ in range(10)}
         assert survivors == {port_of(os.environ["DATABASE_REPLICA1_URL"])}
     finally:
-        started = stackctl("up", "postgres-replica2")
+        started = run_stack("up", "postgres-replica2")
         assert started.returncode == 0, started.stdout + started.stderr

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-_spec = importlib.util.spec_from_file_location("cdc", ROOT / "stack" / "cdc.py")
-assert _spec is not None and _spec.loader is not None
-cdc = importlib.util.module_from_spec(_spec)
-sys.modules["cdc"] = cdc  # dataclasses look their module up while the class is built
-_spec.loader.exec_module(cdc)
+from stack import cdc
 
 CONN = cdc.Connector("paystream-payments", "paystream", "debezium")
 NOW = 1_000_000.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
+import os
 import pickle
 import shutil
 import warnings
@@ -18,12 +18,10 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from localstripe import resources
 
-ROOT = Path(__file__).resolve().parents[3]
-_spec = importlib.util.spec_from_file_location("localstripe_launcher",
-                                               ROOT / "stack" / "localstripe_launcher.py")
-assert _spec is not None and _spec.loader is not None
-launcher = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(launcher)
+from stack.localstripe.changelog import ChangeLog, encode
+from stack.localstripe.checkpoint import StoreWriter
+from stack.localstripe.group_commit import Changes
+from stack.localstripe.patch import install, stored_key
 
 
 class Thing:
@@ -37,7 +35,7 @@ class Thing:
 
 
 def new_log(path: Path, store: dict[str, Any] | None = None) -> Any:
-    return launcher.ChangeLog(path, {} if store is None else store, launcher.stored_key)
+    return ChangeLog(path, {} if store is None else store, stored_key)
 
 
 def replayed(path: Path, base: dict[str, Any] | None = None) -> tuple[dict[str, Any], int]:
@@ -104,7 +102,7 @@ def test_a_torn_last_record_is_ignored_and_the_next_run_writes_a_new_segment(
         assert (list(store), applied) == (["thing:a"], 1), end
 
     # A bad checksum (a write cut short then overwritten by garbage) ends the segment too.
-    segment.write_bytes(whole + launcher.encode(b"S", "thing:c", b"junk")[:-1] + b"!")
+    segment.write_bytes(whole + encode(b"S", "thing:c", b"junk")[:-1] + b"!")
     store, applied = replayed(path)
     assert (list(store), applied) == (["thing:a", "thing:b"], 2)
 
@@ -122,7 +120,7 @@ def test_records_without_their_commit_record_are_not_applied(tmp_path: Path) -> 
     log.close()
     # Half of a commit reached the file: its records, but not the commit record.
     with open(log.segment(1), "ab") as file:
-        file.write(launcher.encode(b"D", "thing:a"))
+        file.write(encode(b"D", "thing:a"))
     store, applied = replayed(path)
     assert (list(store), applied) == (["thing:a"], 1)
 
@@ -180,7 +178,7 @@ def test_a_record_updates_the_checkpoints_object_in_place(tmp_path: Path) -> Non
 
 def checkpoint(log: Any, path: Path, *, crash_before_drop: bool = False) -> None:
     """A checkpoint as the writer takes one: rotate, write the store, drop what it covers."""
-    writer = launcher.StoreWriter(log.store, path, fork=False, log=log)
+    writer = StoreWriter(log.store, path, fork=False, log=log)
     if crash_before_drop:
         writer.log = None  # the segments stay, as after a kill -9 right after the rename
         log.rotate()
@@ -242,15 +240,15 @@ def test_a_failed_write_is_retried_in_a_new_segment(tmp_path: Path,
     path = tmp_path / "s.pickle"
     log = new_log(path)
     put(log, Thing("a"))
-    real_fsync = launcher.os.fsync
+    real_fsync = os.fsync
 
     def failing_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(launcher.os, "fsync", failing_fsync)
+    monkeypatch.setattr(os, "fsync", failing_fsync)
     with pytest.raises(OSError):
         put(log, Thing("b"))
-    monkeypatch.setattr(launcher.os, "fsync", real_fsync)
+    monkeypatch.setattr(os, "fsync", real_fsync)
     put(log, Thing("c"))
     assert [seq for seq, _ in log.segments()] == [1, 2]
     store, _ = replayed(path)
@@ -263,7 +261,7 @@ def test_a_failed_write_is_retried_in_a_new_segment(tmp_path: Path,
 def test_a_waiter_returns_only_once_its_changes_are_written(tmp_path: Path) -> None:
     path = tmp_path / "s.pickle"
     log = new_log(path)
-    changes = launcher.Changes(log)
+    changes = Changes(log)
 
     async def scenario() -> None:
         changes.start(asyncio.get_running_loop())
@@ -287,7 +285,7 @@ def test_a_waiter_returns_only_once_its_changes_are_written(tmp_path: Path) -> N
 def test_a_change_made_as_a_write_ends_waits_for_the_next_write(tmp_path: Path) -> None:
     path = tmp_path / "s.pickle"
     log = new_log(path)
-    changes = launcher.Changes(log)
+    changes = Changes(log)
     end_of_write = changes._written
     waiting: list[asyncio.Future[None]] = []
 
@@ -318,8 +316,8 @@ def test_a_failed_write_fails_its_waiters_and_goes_out_with_the_next(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "s.pickle"
     log = new_log(path)
-    changes = launcher.Changes(log)
-    real_write = launcher.os.write
+    changes = Changes(log)
+    real_write = os.write
     failing = True
 
     def write(fd: int, data: Any) -> int:
@@ -340,7 +338,7 @@ def test_a_failed_write_fails_its_waiters_and_goes_out_with_the_next(
         await asyncio.wait_for(changes.durable(), 10)
         await changes.stop()
 
-    monkeypatch.setattr(launcher.os, "write", write)
+    monkeypatch.setattr(os, "write", write)
     asyncio.run(scenario())
     assert list(replayed(path)[0]) == ["thing:a", "thing:b"]
 
@@ -352,7 +350,7 @@ def test_a_failed_write_fails_its_waiters_and_goes_out_with_the_next(
 def patched(tmp_path: Path) -> Iterator[Any]:
     """localstripe's store, empty, with the launcher's patch (writes to tmp_path only)."""
     dict.clear(resources.store)
-    patch = launcher.install(resources, tmp_path / "s.pickle", fork=False)
+    patch = install(resources, tmp_path / "s.pickle", fork=False)
     try:
         yield patch
     finally:

@@ -1,8 +1,7 @@
-"""stack/localstripe_launcher.py: the shape check, the throttled atomic writer, the index."""
+"""stack.localstripe (the launcher): the shape check, the throttled atomic writer, the index."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pickle
 import time
@@ -20,12 +19,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from localstripe import resources, server
 
-ROOT = Path(__file__).resolve().parents[3]
-_spec = importlib.util.spec_from_file_location("localstripe_launcher",
-                                               ROOT / "stack" / "localstripe_launcher.py")
-assert _spec is not None and _spec.loader is not None
-launcher = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(launcher)
+from stack.errors import LauncherError
+from stack.localstripe.checkpoint import StoreWriter
+from stack.localstripe.compat import verify
+from stack.localstripe.files import atomic_dump, pickle_dump, sweep_temp_files, temp_path
+from stack.localstripe.patch import install
 
 
 def load(path: Path) -> Any:
@@ -43,7 +41,7 @@ def temp_files(folder: Path) -> list[Path]:
 
 
 def test_the_installed_localstripe_has_what_the_patch_was_written_for() -> None:
-    launcher.verify(resources, server)
+    verify(resources, server)
 
 
 def _module_like(real: ModuleType, **replaced: object) -> ModuleType:
@@ -69,17 +67,17 @@ def test_a_changed_function_stops_the_launcher_naming_the_version() -> None:
 
     store_cls = _store_like(dump_to_disk=dump_to_disk)
     fake = _module_like(resources, Store=store_cls, store=store_cls())
-    with pytest.raises(launcher.LauncherError,
+    with pytest.raises(LauncherError,
                        match=r"written for localstripe 1\.15\.10.*Store\.dump_to_disk has changed"):
-        launcher.verify(fake, server)
+        verify(fake, server)
 
 
 @pytest.mark.parametrize("missing", ["try_load_from_disk", "__setitem__"])
 def test_a_missing_function_stops_the_launcher(missing: str) -> None:
     store_cls = _store_like(**{missing: None})
     fake = _module_like(resources, Store=store_cls, store=store_cls())
-    with pytest.raises(launcher.LauncherError, match=rf"1\.15\.10.*{missing}.*missing"):
-        launcher.verify(fake, server)
+    with pytest.raises(LauncherError, match=rf"1\.15\.10.*{missing}.*missing"):
+        verify(fake, server)
 
 
 def test_a_server_that_no_longer_calls_back_after_writes_stops_the_launcher() -> None:
@@ -87,8 +85,8 @@ def test_a_server_that_no_longer_calls_back_after_writes_stops_the_launcher() ->
         return await handler(request)
 
     fake = _module_like(server, save_store_middleware=save_store_middleware)
-    with pytest.raises(launcher.LauncherError, match="save_store_middleware has changed"):
-        launcher.verify(resources, fake)
+    with pytest.raises(LauncherError, match="save_store_middleware has changed"):
+        verify(resources, fake)
 
 
 # --- the writer ----------------------------------------------------------------------
@@ -100,7 +98,7 @@ class CountingDump:
 
     def __call__(self, obj: object, file: BinaryIO) -> None:
         self.calls += 1
-        launcher.pickle_dump(obj, file)
+        pickle_dump(obj, file)
 
 
 def failing_dump(obj: object, file: BinaryIO) -> None:
@@ -111,7 +109,7 @@ def failing_dump(obj: object, file: BinaryIO) -> None:
 def test_many_changes_are_written_at_most_once_per_interval(tmp_path: Path) -> None:
     store: dict[str, int] = {}
     dump = CountingDump()
-    writer = launcher.StoreWriter(store, tmp_path / "s.pickle", interval=1.0, fork=False,
+    writer = StoreWriter(store, tmp_path / "s.pickle", interval=1.0, fork=False,
                                   dump=dump)
     for ms in range(3500):  # a change every millisecond for 3.5 s
         store[f"k{ms}"] = ms
@@ -127,7 +125,7 @@ def test_many_changes_are_written_at_most_once_per_interval(tmp_path: Path) -> N
 def test_nothing_is_written_without_a_change_and_each_change_is(tmp_path: Path) -> None:
     store = {"customer:cus_1": "ada", "customer:cus_2": "grace"}
     dump = CountingDump()
-    writer = launcher.StoreWriter(store, tmp_path / "s.pickle", interval=1.0, fork=False,
+    writer = StoreWriter(store, tmp_path / "s.pickle", interval=1.0, fork=False,
                                   dump=dump)
     writer.mark_dirty()
     writer.tick(0.0)
@@ -146,7 +144,7 @@ def test_nothing_is_written_without_a_change_and_each_change_is(tmp_path: Path) 
 
 def test_the_writer_wakes_for_a_due_write_and_otherwise_once_an_interval(
         tmp_path: Path) -> None:
-    writer = launcher.StoreWriter({}, tmp_path / "s.pickle", interval=1.0, fork=False)
+    writer = StoreWriter({}, tmp_path / "s.pickle", interval=1.0, fork=False)
     assert writer.next_tick(0.0) == 1.0
     writer.mark_dirty()
     writer.tick(10.0)
@@ -158,7 +156,7 @@ def test_the_writer_wakes_for_a_due_write_and_otherwise_once_an_interval(
 
 def test_a_store_slow_to_write_is_written_less_often(tmp_path: Path) -> None:
     dump = CountingDump()
-    writer = launcher.StoreWriter({}, tmp_path / "s.pickle", interval=1.0, fork=False,
+    writer = StoreWriter({}, tmp_path / "s.pickle", interval=1.0, fork=False,
                                   dump=dump)
     writer.last_took = 0.8  # a big store: its pickle took 0.8 s
     assert writer.period == pytest.approx(4.0)
@@ -176,7 +174,7 @@ def test_an_interrupted_write_leaves_the_old_store_whole_and_is_retried(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "s.pickle"
     store = {"charge:ch_1": 100}
-    writer = launcher.StoreWriter(store, path, interval=1.0, fork=False)
+    writer = StoreWriter(store, path, interval=1.0, fork=False)
     writer.mark_dirty()
     writer.tick(0.0)
     before = path.read_bytes()
@@ -190,7 +188,7 @@ def test_an_interrupted_write_leaves_the_old_store_whole_and_is_retried(
     assert temp_files(tmp_path) == []
     assert writer.dirty and writer.failures == 1
 
-    writer.dump = launcher.pickle_dump
+    writer.dump = pickle_dump
     writer.tick(2.0)
     assert load(path) == {"charge:ch_1": 100, "charge:ch_2": 200}
 
@@ -199,7 +197,7 @@ def test_atomic_dump_never_leaves_a_partial_file(tmp_path: Path) -> None:
     path = tmp_path / "s.pickle"
     path.write_bytes(pickle.dumps({"old": 1}))
     with pytest.raises(RuntimeError, match="disk full"):
-        launcher.atomic_dump({"new": 2}, path, failing_dump, temp=launcher.temp_path(path))
+        atomic_dump({"new": 2}, path, failing_dump, temp=temp_path(path))
     assert load(path) == {"old": 1}
     assert temp_files(tmp_path) == []
 
@@ -212,7 +210,7 @@ def _reaped(writer: Any) -> bool:
 def test_a_forked_writer_writes_the_store_as_it_was_at_fork(tmp_path: Path) -> None:
     path = tmp_path / "s.pickle"
     store = {"payment_intent:pi_1": "succeeded"}
-    writer = launcher.StoreWriter(store, path, interval=60.0)
+    writer = StoreWriter(store, path, interval=60.0)
     writer.mark_dirty()
     writer.tick(time.monotonic())
     assert writer.writing
@@ -232,7 +230,7 @@ def test_a_forked_writer_that_fails_leaves_the_old_store_and_keeps_the_change(
         tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "s.pickle"
     path.write_bytes(pickle.dumps({"old": 1}))
-    writer = launcher.StoreWriter({"new": 2}, path, interval=1.0, dump=failing_dump)
+    writer = StoreWriter({"new": 2}, path, interval=1.0, dump=failing_dump)
     writer.mark_dirty()
     writer.tick(time.monotonic())
     wait_until(lambda: _reaped(writer), timeout=30, what="the writer child to exit")
@@ -244,11 +242,11 @@ def test_a_forked_writer_that_fails_leaves_the_old_store_and_keeps_the_change(
 
 def test_temp_files_of_dead_launchers_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
     path = tmp_path / "s.pickle"
-    dead = launcher.temp_path(path, pid=2**22 + 1)  # above Linux's largest pid
-    live = launcher.temp_path(path)
+    dead = temp_path(path, pid=2**22 + 1)  # above Linux's largest pid
+    live = temp_path(path)
     dead.write_bytes(b"half")
     live.write_bytes(b"writing")
-    assert launcher.sweep_temp_files(path) == [dead]
+    assert sweep_temp_files(path) == [dead]
     assert temp_files(tmp_path) == [live]
 
 
@@ -259,7 +257,7 @@ def test_temp_files_of_dead_launchers_are_swept_and_live_ones_kept(tmp_path: Pat
 def patched(tmp_path: Path) -> Iterator[Any]:
     """localstripe's store, empty, with the launcher's patch (writes to tmp_path only)."""
     dict.clear(resources.store)
-    patch = launcher.install(resources, tmp_path / "s.pickle", fork=False)
+    patch = install(resources, tmp_path / "s.pickle", fork=False)
     try:
         yield patch
     finally:

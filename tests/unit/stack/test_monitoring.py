@@ -15,6 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
+from stack import monitoring
+from stack.components import components
+from stack.config import Config
+
 ROOT = Path(__file__).resolve().parents[3]
 MONITORING = ROOT / "monitoring"
 
@@ -30,8 +34,6 @@ def load(name: str, path: Path) -> ModuleType:
     return module
 
 
-stackctl: Any = load("stackctl", ROOT / "stack" / "stackctl.py")
-monitoring: Any = sys.modules["monitoring"]
 grafana: Any = load("grafana_dashboard", MONITORING / "grafana_dashboard.py")
 
 
@@ -85,7 +87,7 @@ def test_the_grafana_dashboard_is_the_consoles_panels() -> None:
 
 
 def test_compose_scrapes_the_same_jobs_on_the_same_metrics_ports() -> None:
-    local = stackctl.Config()
+    local = Config()
     mine = {t["labels"]["job"] for t in monitoring.scrape_targets(local)}
     compose = json.loads((MONITORING / "targets-compose.json").read_text())
     assert {t["labels"]["job"] for t in compose} == mine
@@ -106,8 +108,8 @@ def test_jmx_exporter_rules_read_only_named_mbeans(name: str) -> None:
 def test_prometheus_keeps_its_data_in_the_stack_folder(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PAYSTREAM_STACK_DIR", str(tmp_path))
-    cfg = stackctl.Config()
-    prometheus = next(c for c in stackctl.components(cfg) if c.name == "prometheus")
+    cfg = Config()
+    prometheus = next(c for c in components(cfg) if c.name == "prometheus")
     prometheus.prepare()
     assert (tmp_path / "prometheus" / "alerts.yml").read_text() == (
         MONITORING / "alerts.yml").read_text()
@@ -120,7 +122,7 @@ def test_prometheus_keeps_its_data_in_the_stack_folder(tmp_path: Path,
 def test_the_jmx_agent_is_left_out_rather_than_stop_the_broker(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PAYSTREAM_CACHE_DIR", str(tmp_path))
-    cfg = stackctl.Config()
+    cfg = Config()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -20,21 +19,13 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def load(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "stack" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-stackctl = load("stackctl")
-cdc = sys.modules["cdc"]
-register = sys.modules["register"]
+from connectors import register
+from stack import cdc, procs
+from stack.commands import status
+from stack.component import Component
+from stack.config import Config
+from stack.connect import ABANDONED_TASK, Connect, LogScan
+from stack.postgres import Postgres, clone_again
 
 CONN = cdc.Connector("paystream-payments", "paystream", "debezium")
 NOW = 1_000_000.0
@@ -50,7 +41,7 @@ STOPPED = replace(STREAMING, connector_state="STOPPED", tasks=(), active_pid=Non
 @pytest.fixture
 def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("PAYSTREAM_STACK_DIR", str(tmp_path / "stack"))
-    return stackctl.Config()
+    return Config()
 
 
 # --- (c) a connector paused on purpose ------------------------------------------------
@@ -68,11 +59,11 @@ def test_paused_or_stopped_through_rest_is_on_purpose_and_says_how_to_resume() -
 
 def connect_looking_at(cfg: Any, monkeypatch: pytest.MonkeyPatch, *states: Any) -> Any:
     """A Connect whose process answers and whose connectors look like `states`."""
-    monkeypatch.setattr(stackctl.Component, "health", lambda self: None)
-    monkeypatch.setattr(stackctl, "kafka_answers", lambda port: True)
-    monkeypatch.setattr(stackctl, "cdc_watch",
+    monkeypatch.setattr(Component, "health", lambda self: None)
+    monkeypatch.setattr("stack.connect.kafka_answers", lambda port: True)
+    monkeypatch.setattr("stack.connect.cdc_watch",
                         lambda cfg: [(lambda s=s: s, None) for s in states])
-    return stackctl.Connect("connect", 8083, cfg)
+    return Connect("connect", 8083, cfg)
 
 
 def test_a_paused_connector_is_shown_paused_not_down(cfg: Any,
@@ -102,22 +93,22 @@ class FakeComponent:
 
 def test_status_prints_paused_and_exits_0_for_it(cfg: Any, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(stackctl.monitoring, "print_alerts", lambda cfg: None)
+    monkeypatch.setattr("stack.monitoring.print_alerts", lambda cfg: None)
     stack = [FakeComponent("kafka", "up"), FakeComponent("connect", "paused", "connector x ...")]
-    monkeypatch.setattr(stackctl, "components", lambda cfg: stack)
-    assert stackctl.status(cfg) == 0
+    monkeypatch.setattr("stack.commands.components", lambda cfg: stack)
+    assert status(cfg) == 0
     out = capsys.readouterr().out
     assert re.search(r"connect\s+paused 127\.0\.0\.1:1\s+connector x \.\.\.", out)
     assert "DOWN" not in out
     stack.append(FakeComponent("worker", "DOWN", "not running"))
-    assert stackctl.status(cfg) == 1
+    assert status(cfg) == 1
 
 
 def test_up_leaves_a_paused_connector_paused_and_succeeds(
         cfg: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     connect = connect_looking_at(cfg, monkeypatch, PAUSED)
     repair = cdc.Repairer(CONN, connect_url="http://x", sql=lambda sql: "0/1388\n")
-    monkeypatch.setattr(stackctl, "cdc_watch", lambda cfg: [(lambda: PAUSED, repair)])
+    monkeypatch.setattr("stack.connect.cdc_watch", lambda cfg: [(lambda: PAUSED, repair)])
     posted: list[str] = []
     monkeypatch.setattr(cdc, "_rest", lambda method, url, timeout=3.0: posted.append(url))
     assert connect.settle(5) is None
@@ -125,7 +116,7 @@ def test_up_leaves_a_paused_connector_paused_and_succeeds(
     assert "paused on purpose" in capsys.readouterr().out
     # A connector that is down for a reason nobody chose still fails `up`.
     failed = replace(STREAMING, connector_state="UNASSIGNED")
-    monkeypatch.setattr(stackctl, "cdc_watch", lambda cfg: [(lambda: failed, repair)])
+    monkeypatch.setattr("stack.connect.cdc_watch", lambda cfg: [(lambda: failed, repair)])
     assert connect.settle(0) == "connector paystream-payments UNASSIGNED"
 
 
@@ -162,20 +153,20 @@ def test_registration_accepts_a_connector_paused_on_purpose(
 ])
 def test_a_replica_is_cloned_again_only_when_its_slot_lost_wal(
         slot: str | None, receiver: str | None, clone: bool) -> None:
-    assert (stackctl.clone_again(slot, receiver) is not None) is clone
+    assert (clone_again(slot, receiver) is not None) is clone
 
 
 def replica(cfg: Any, monkeypatch: pytest.MonkeyPatch, *, slot: str | None,
             receiver: str | None) -> tuple[Any, list[str]]:
-    primary = stackctl.Postgres("postgres-primary", 5432, cfg)
-    rep = stackctl.Postgres("postgres-replica1", 5433, cfg, primary=primary)
+    primary = Postgres("postgres-primary", 5432, cfg)
+    rep = Postgres("postgres-replica1", 5433, cfg, primary=primary)
     rep.data.mkdir(parents=True)
     (rep.data / "PG_VERSION").write_text("15\n")
     done: list[str] = []
     monkeypatch.setattr(rep, "slot_status", lambda: slot)
     monkeypatch.setattr(rep, "receiver_status", lambda: receiver)
     monkeypatch.setattr(rep, "stop", lambda timeout=60: done.append("stop") or "stopped")
-    monkeypatch.setattr(stackctl.Component, "start", lambda self, timeout: done.append(
+    monkeypatch.setattr(Component, "start", lambda self, timeout: done.append(
         f"start (data {'kept' if self.data.exists() else 'removed'})") or "already running")
     return rep, done
 
@@ -196,8 +187,8 @@ def test_up_leaves_a_replica_that_can_catch_up(cfg: Any, monkeypatch: pytest.Mon
 
 def test_status_names_the_lost_slot(cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     rep, _ = replica(cfg, monkeypatch, slot="lost", receiver=None)
-    monkeypatch.setattr(stackctl.Component, "health", lambda self: None)
-    monkeypatch.setattr(stackctl, "psql_admin", lambda *a, **k: "starting\n")
+    monkeypatch.setattr(Component, "health", lambda self: None)
+    monkeypatch.setattr("stack.postgres.psql_admin", lambda *a, **k: "starting\n")
     reason = rep.health()
     assert reason is not None and "lost the WAL" in reason and "make up clones it" in reason
 
@@ -208,7 +199,7 @@ def test_status_names_the_lost_slot(cfg: Any, monkeypatch: pytest.MonkeyPatch) -
 def test_the_log_scan_reads_each_line_once_and_starts_over_on_a_new_log(tmp_path: Path) -> None:
     log = tmp_path / "connect.log"
     log.write_bytes(b"[x] INFO fine\n[x] ERROR Graceful stop of task paystream-pay")
-    scan = stackctl.LogScan(log, stackctl.ABANDONED_TASK)
+    scan = LogScan(log, ABANDONED_TASK)
     assert scan() == set()  # a line still being written
     with open(log, "ab") as out:
         out.write(b"ments-0 failed. (org.apache.kafka.connect.runtime.Worker)\n")
@@ -224,12 +215,12 @@ def test_the_log_scan_reads_each_line_once_and_starts_over_on_a_new_log(tmp_path
 
 def test_connect_is_restarted_when_it_abandoned_a_task(cfg: Any,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    connect = stackctl.Connect("connect", 8083, cfg)
+    connect = Connect("connect", 8083, cfg)
     done: list[str] = []
     monkeypatch.setattr(connect, "pid", lambda: 4321)
     monkeypatch.setattr(connect, "is_up", lambda: True)
     monkeypatch.setattr(connect, "stop", lambda timeout=30: done.append(f"stop {timeout}"))
-    monkeypatch.setattr(stackctl.Component, "start",
+    monkeypatch.setattr(Component, "start",
                         lambda self, timeout: done.append("start") or "started")
     connect.log.parent.mkdir(parents=True)
     connect.log.write_bytes(b"[x] INFO all well\n")
@@ -254,7 +245,6 @@ def test_heal_runs_each_round_before_each_look() -> None:
 def test_a_zombie_leader_whose_threads_still_run_is_alive_and_a_real_zombie_is_not() -> None:
     # A JVM whose main thread ended while its shutdown hooks run (restarting Connect):
     # its leader shows "Z" but it still holds its ports; stop() must wait for it.
-    procs = sys.modules["procs"]
     code = ("import ctypes, threading, time; threading.Thread(target=time.sleep, args=(30,))"
             ".start(); ctypes.CDLL(None).pthread_exit(None)")
     proc = subprocess.Popen([sys.executable, "-c", code])

@@ -3,25 +3,12 @@ a deadline), never one stopped on purpose, and not while Kafka is down."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def load(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "stack" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-stackctl = load("stackctl")
-cdc_watchdog = sys.modules["cdc_watchdog"]
+from stack import cdc_watchdog
+from stack.watchdog import restart_if_exited
 
 
 class FakeWorker:
@@ -52,7 +39,7 @@ class FakeWorker:
 
 
 def check(worker: FakeWorker) -> Any:
-    return stackctl.restart_if_exited(worker, confirm_after=0)
+    return restart_if_exited(worker, confirm_after=0)
 
 
 def test_a_worker_whose_process_is_gone_is_started_again() -> None:
@@ -82,16 +69,16 @@ def test_no_restart_while_kafka_is_down_since_the_worker_would_only_exit_again()
 
 def test_a_stop_in_progress_removes_its_pid_file_and_is_not_mistaken_for_an_exit() -> None:
     worker = FakeWorker(1234, alive=False)
-    real_sleep = stackctl.time.sleep
+    real_sleep = time.sleep
 
     def stop_finishes(seconds: float) -> None:
         worker.recorded = None  # `stop` unlinks the pid file once the process is gone
 
-    stackctl.time.sleep = stop_finishes
+    time.sleep = stop_finishes
     try:
-        assert stackctl.restart_if_exited(worker, confirm_after=2.0)(True) == []
+        assert restart_if_exited(worker, confirm_after=2.0)(True) == []
     finally:
-        stackctl.time.sleep = real_sleep
+        time.sleep = real_sleep
     assert worker.launched is None
 
 

@@ -1,9 +1,8 @@
-"""stackctl's view of its processes: a pid file counts only for a process of ours, and a
+"""The stack's view of its processes: a pid file counts only for a process of ours, and a
 killed parent's forked workers are cleaned up, never anybody else's."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -18,21 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import free_port, wait_until
 
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def load(name: str) -> object:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "stack" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-stackctl = load("stackctl")
-procs = sys.modules["procs"]
-cdc_watchdog = sys.modules["cdc_watchdog"]
+from stack import cdc, cdc_watchdog, procs
+from stack.component import Component
+from stack.config import Config
 
 LISTEN = textwrap.dedent("""
     import os, socket, sys, time
@@ -49,7 +36,7 @@ LISTEN = textwrap.dedent("""
 """)
 
 
-class Sleeper(stackctl.Component):
+class Sleeper(Component):
     """A component whose process only listens (or not) and sleeps."""
 
     def __init__(self, cfg: object, port: int = 0, *, fork: bool = False) -> None:
@@ -63,7 +50,7 @@ class Sleeper(stackctl.Component):
 @pytest.fixture
 def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> object:
     monkeypatch.setenv("PAYSTREAM_STACK_DIR", str(tmp_path / "stack"))
-    return stackctl.Config()
+    return Config()
 
 
 @pytest.fixture
@@ -108,14 +95,14 @@ def test_a_reused_pid_is_stale_even_in_a_shell_that_exported_our_stack_folder(cf
         lookalike.wait()
 
 
-# Component.launch leaves its Popen behind on purpose (the process outlives stackctl).
+# Component.launch leaves its Popen behind on purpose (the process outlives `python3 -m stack`).
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 def test_a_process_we_started_is_ours_and_stop_ends_it(cfg) -> None:
     comp = Sleeper(cfg)
     comp.launch()
     pid = comp.pid()
     assert pid is not None
-    # A fresh object (another stackctl run) recognises it too, by its environment.
+    # A fresh object (another `python3 -m stack` run) recognises it too, by its environment.
     assert wait_until(lambda: Sleeper(cfg).pid() == pid, timeout=5)
     assert Sleeper(cfg).stop() == "stopped"
     assert not procs.alive(pid)
@@ -170,7 +157,6 @@ def test_listeners_names_the_process_on_a_port() -> None:
 
 
 def test_the_watchdog_writes_its_verdicts_and_logs_repairs(tmp_path: Path, capsys) -> None:
-    cdc = sys.modules["cdc"]
     conn = cdc.Connector("paystream-payments", "paystream", "debezium")
 
     class Repair:

@@ -1,0 +1,74 @@
+"""One fault: kill -9 a component under the load, `make up`, and what that cost (a table row)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from stack.chaos.driving import log, make_up, stack_pids
+from stack.chaos.load import Load, probe_payment
+
+PROFILES = {
+    "short": ["worker", "api", "redis", "postgres-replica1"],
+    "full": ["worker", "connect", "kafka", "postgres-replica1", "postgres-replica2", "redis",
+             "api", "postgres-primary", "localstripe"],
+}
+
+
+@dataclass
+class FaultResult:
+    fault: str
+    make_up_rc: int
+    make_up_s: float
+    transient: int
+    failed: int
+    to_2xx_s: float | None
+    to_resolved_s: float | None
+
+
+def back_to_2xx(attempts: list[tuple[float, bool]], since: float, until: float) -> float:
+    """Seconds from since to the first good answer after the last bad one before until."""
+    bad = [t for t, ok in attempts if since <= t <= until and not ok]
+    if not bad:
+        return 0.0
+    good = [t for t, ok in attempts if ok and t > bad[-1]]
+    return (good[0] if good else until) - since
+
+
+async def inject(fault: str, load: Load, settle: float) -> FaultResult:
+    pid = stack_pids().get(fault)
+    transient_before = load.client.transient
+    failed_before = sum(1 for o in load.orders if o.failed_for_good)
+    killed_at = time.monotonic()
+    if pid:
+        log(f"kill -9 {fault} (pid {pid})")
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    else:
+        log(f"{fault} was not running")
+    # Let the load run into the hole for a moment, as it would before anyone noticed.
+    await asyncio.sleep(settle)
+    rc, took, output = await asyncio.to_thread(make_up)
+    if rc != 0:
+        log(f"make up failed ({rc}) after {fault}:\n{output[-2000:]}")
+    resolved = await probe_payment(load.client, timeout=120)
+    up_done = time.monotonic()
+    return FaultResult(
+        fault, rc, took, load.client.transient - transient_before,
+        sum(1 for o in load.orders if o.failed_for_good) - failed_before,
+        back_to_2xx(load.client.attempts, killed_at, up_done), resolved)
+
+
+def print_table(results: list[FaultResult]) -> None:
+    head = ("fault", "make up", "up s", "transient", "failed", "2xx again s", "resolved s")
+    print("  ".join(f"{h:>12}" for h in head))
+    for r in results:
+        cells = (r.fault, f"rc {r.make_up_rc}", f"{r.make_up_s:.1f}", r.transient, r.failed,
+                 "-" if r.to_2xx_s is None else f"{r.to_2xx_s:.1f}",
+                 "never" if r.to_resolved_s is None else f"{r.to_resolved_s:.1f}")
+        print("  ".join(f"{c!s:>12}" for c in cells))

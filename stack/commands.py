@@ -1,0 +1,99 @@
+"""What `python3 -m stack ACTION` does: up, down, status, env, clean, json and watchdog."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+from stack import cdc_watchdog, monitoring
+from stack.after_start import AFTER_START, demo_merchant
+from stack.cdc_watch import cdc_watch
+from stack.component import HEALTH_TIMEOUT, STARTUP_TIMEOUT
+from stack.components import components, select
+from stack.config import Config
+from stack.errors import StackError
+from stack.probes import kafka_answers
+from stack.watchdog import Watchdog, restart_if_exited
+
+
+def up(cfg: Config, names: list[str]) -> int:
+    started = time.monotonic()
+    for comp in select(components(cfg), names):
+        t0 = time.monotonic()
+        try:
+            action = comp.start(STARTUP_TIMEOUT.get(comp.name, 60.0))
+            if comp.name in AFTER_START:
+                AFTER_START[comp.name](cfg)
+            # Running is not enough (a replica may not stream, CDC may be stuck): wait,
+            # and repair what can be, until `status` would call it healthy.
+            reason = comp.settle(HEALTH_TIMEOUT.get(comp.name, 60.0))
+            if reason is not None:
+                raise StackError(comp.name, f"running but not healthy: {reason}", log=comp.log)
+        except (StackError, subprocess.CalledProcessError) as err:
+            print(f"FAILED {comp.name}: {err}", file=sys.stderr)
+            if not isinstance(err, StackError):
+                print(StackError(comp.name, "see its log", log=comp.log), file=sys.stderr)
+            return 1
+        print(f"  {comp.name:<18} up  {comp.address():<16} {action} "
+              f"({time.monotonic() - t0:.1f}s)", flush=True)
+    print(f"stack up in {time.monotonic() - started:.1f}s; `make env` prints the endpoints")
+    if (cfg.dir / "demo-merchant.json").exists():
+        merchant = demo_merchant(cfg)
+        print(f"demo merchant {merchant['id']}: API key {merchant['api_key']}\n"
+              f"  try: curl -s {cfg.endpoints()['API_URL']}/v1/payments "
+              f"-H 'Authorization: Bearer {merchant['api_key']}' ...  (see README.md)")
+    return 0
+
+
+def down(cfg: Config, names: list[str]) -> int:
+    # Reverse order: consumers before what they consume from.
+    for comp in reversed(select(components(cfg), names)):
+        print(f"  {comp.name:<18} {comp.stop()}", flush=True)
+    return 0
+
+
+def status(cfg: Config) -> int:
+    all_up = True
+    for comp in components(cfg):
+        # A connector paused on purpose prints "paused" and does not make the exit
+        # non-zero: `up` accepts it too (exit 0 from one means the same as from the other).
+        word, reason = comp.condition()
+        all_up &= word != "DOWN"
+        line = f"  {comp.name:<18} {word:<5} {comp.address()}"
+        print(line if reason is None else f"{line:<43} {reason}")
+    # Firing alerts are news, not a component down: they do not change the exit code.
+    monitoring.print_alerts(cfg)
+    return 0 if all_up else 1
+
+
+def run_watchdog(cfg: Config) -> int:
+    cfg.run.mkdir(parents=True, exist_ok=True)
+    workers = [c for c in components(cfg) if c.name == "worker"]
+    cdc_watchdog.run(cdc_watch(cfg), kafka_up=lambda: kafka_answers(cfg.kafka_port),
+                     state_file=Watchdog("watchdog", 0, cfg).state_file,
+                     also=[restart_if_exited(w) for w in workers])
+    return 0
+
+
+def print_json(cfg: Config) -> int:
+    """{name: {port, pid, up}} for scripts (tests, benches, chaos) that look at the processes."""
+    print(json.dumps({c.name: {"port": c.port, "pid": c.pid(), "up": c.is_up()}
+                      for c in components(cfg)}))
+    return 0
+
+
+def print_env(cfg: Config) -> int:
+    for name, value in cfg.endpoints().items():
+        print(f"export {name}={value}")
+    return 0
+
+
+def clean(cfg: Config) -> int:
+    down(cfg, [])
+    if cfg.dir.exists():
+        shutil.rmtree(cfg.dir)
+    print(f"removed {cfg.dir}")
+    return 0
