@@ -1,5 +1,5 @@
 """What follows a component's start, each step safe to repeat: migrations on the primary,
-connectors in Connect, the API's webhook in localstripe, the demo merchant."""
+connectors in Connect, the API's webhook in localstripe, the demo merchant and operator."""
 
 from __future__ import annotations
 
@@ -53,24 +53,43 @@ def register_stripe_webhook(cfg: Config) -> None:
         raise StackError("localstripe", f"webhook registration failed: {err}") from err
 
 
-def demo_merchant(cfg: Config) -> dict[str, str]:
-    """The merchant `make up` prints a key for; created once, remembered in the stack folder."""
-    saved = cfg.dir / "demo-merchant.json"
+def _remembered(cfg: Config, name: str, command: list[str],
+                before: list[str] | None = None) -> dict[str, str]:
+    """What `paystream COMMAND` printed (JSON) the first time, kept in the stack folder
+    (mode 600: it holds a key shown once)."""
+    saved = cfg.dir / f"{name}.json"
     if not saved.exists():
-        made = subprocess.run([str(ROOT / ".venv" / "bin" / "paystream"), "merchant", "create",
-                               "Demo Merchant"], capture_output=True, text=True, cwd=ROOT,
-                              env={**os.environ, **cfg.endpoints()})
+        paystream, env = str(ROOT / ".venv" / "bin" / "paystream"), {**os.environ,
+                                                                      **cfg.endpoints()}
+        if before:
+            subprocess.run([paystream, *before], capture_output=True, cwd=ROOT, env=env,
+                           check=False)
+        made = subprocess.run([paystream, *command], capture_output=True, text=True, cwd=ROOT,
+                              env=env, check=False)
         if made.returncode != 0:
-            raise StackError("api", f"creating the demo merchant failed: {made.stderr.strip()}")
+            raise StackError("api", f"creating the {name} failed: {made.stderr.strip()}")
         saved.write_text(made.stdout)
         saved.chmod(0o600)
-    merchant: dict[str, str] = json.loads(saved.read_text())
-    return merchant
+    remembered: dict[str, str] = json.loads(saved.read_text())
+    return remembered
+
+
+def demo_merchant(cfg: Config) -> dict[str, str]:
+    """The merchant `make up` prints a key for."""
+    return _remembered(cfg, "demo-merchant", ["merchant", "create", "Demo Merchant"])
+
+
+def demo_operator(cfg: Config) -> dict[str, str]:
+    """The operator `make up` prints a console key for. A lost file leaves the old row,
+    whose name would be taken: it is revoked first."""
+    return _remembered(cfg, "demo-operator", ["operator", "create", "--name", "Demo Operator"],
+                       before=["operator", "revoke", "Demo Operator"])
 
 
 def after_api(cfg: Config) -> None:
     register_stripe_webhook(cfg)
     demo_merchant(cfg)
+    demo_operator(cfg)
 
 
 # Steps that follow a component's start, each safe to repeat.

@@ -9,7 +9,7 @@ import sys
 import time
 
 from stack import cdc_watchdog, monitoring
-from stack.after_start import AFTER_START, demo_merchant
+from stack.after_start import AFTER_START, demo_merchant, demo_operator
 from stack.cdc_watch import cdc_watch
 from stack.component import HEALTH_TIMEOUT, STARTUP_TIMEOUT
 from stack.components import components, select
@@ -45,6 +45,10 @@ def up(cfg: Config, names: list[str]) -> int:
         print(f"demo merchant {merchant['id']}: API key {merchant['api_key']}\n"
               f"  try: curl -s {cfg.endpoints()['API_URL']}/v1/payments "
               f"-H 'Authorization: Bearer {merchant['api_key']}' ...  (see README.md)")
+    if (cfg.dir / "demo-operator.json").exists():
+        operator = demo_operator(cfg)
+        print(f"operator console {cfg.endpoints()['API_URL']}/console/: "
+              f"log in with {operator['operator_key']}")
     return 0
 
 
