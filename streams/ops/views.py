@@ -9,6 +9,7 @@ from faust.tables.manager import TableManager
 from faust.web import Request, Response, View
 
 from streams import metrics
+from streams.adapters import tables as table_values
 from streams.worker import Worker
 
 PAGE_DEFAULT = 50
@@ -142,7 +143,9 @@ class Views:
 
             @app.table_route(table=tables.balances, match_info="account")  # type: ignore[arg-type]
             async def get(self, request: Request, account: str) -> Response:
-                return self.json({"account": account, "balance": int(tables.balances[account]),
+                balance = table_values.Balance.of(
+                    table_values.lookup(tables.balances, account)).amount
+                return self.json({"account": account, "balance": balance,
                                   "currency": account.rsplit(":", 1)[-1]})
 
         @app.page("/fraud/velocity/{customer}/")
