@@ -17,9 +17,10 @@ from api.errors import json_response
 from api.state import CONSOLE_HTTP, CONSOLE_QUERIES, SETTINGS
 
 ASSETS = Path(__file__).with_name("console")
-# What the page loads besides index.html: its script, its style, its panels.
+# What the pages load besides their HTML: scripts, style, panels.
 FILES = {
     "console.js": "text/javascript",
+    "payment.js": "text/javascript",
     "console.css": "text/css",
     "panels.json": "application/json",
 }
@@ -48,7 +49,12 @@ async def redirect(request: web.Request) -> web.StreamResponse:
 
 
 async def page(request: web.Request) -> web.FileResponse:
-    return _file("index.html", "text/html")
+    return page_file("index.html")
+
+
+def page_file(name: str) -> web.FileResponse:
+    """One of the console's HTML pages (index.html, payment.html)."""
+    return _file(name, "text/html")
 
 
 async def asset(request: web.Request) -> web.FileResponse:

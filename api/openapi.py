@@ -621,7 +621,8 @@ def _console_paths() -> dict[str, Any]:
             "security": operator,
             "parameters": [{"name": "name", "in": "path", "required": True,
                             "schema": {"type": "string",
-                                       "enum": ["console.js", "console.css", "panels.json"]}}],
+                                       "enum": ["console.js", "payment.js", "console.css",
+                                                "panels.json"]}}],
             "responses": {
                 **page,
                 "200": {"description": "The file.",
@@ -629,6 +630,37 @@ def _console_paths() -> dict[str, Any]:
                                     "text/css": {"schema": text},
                                     "application/json": {"schema": {"type": "object"}}}},
                 "404": _error("No such file."),
+            },
+        }},
+        "/console/payments": {"get": {
+            "operationId": "consolePaymentSearch",
+            "summary": "The console's search box: redirects to the page of the payment `id` "
+            "(to /console/ without one).",
+            "security": operator,
+            "parameters": [{"name": "id", "in": "query", "required": False, "schema": text}],
+            "responses": {**page, "302": {"description": "To /console/payments/{id}, or to "
+                                          "/console/login without an operator session."}},
+        }},
+        "/console/payments/{id}": {"get": {
+            "operationId": "consolePayment",
+            "summary": "One payment's page: its path as a timeline, its rows, where it is "
+            "and what it waits for (any merchant's payment; an unknown id says so).",
+            "security": operator,
+            "parameters": [_PAYMENT_ID],
+            "responses": {**page, "200": {"description": "The page.", "content": html}},
+        }},
+        "/console/api/payments/{id}/trace": {"get": {
+            "operationId": "consolePaymentTrace",
+            "summary": "GET /v1/payments/{id}/trace for any merchant's payment: the "
+            "document the console's payment page draws.",
+            "security": operator,
+            "parameters": [_PAYMENT_ID, _CONSISTENCY_TOKEN],
+            "responses": {
+                **guarded,
+                "200": {"description": "The payment's trace.",
+                        "content": _json(_ref("PaymentTrace"))},
+                "400": _error("Invalid consistency token."),
+                "404": _error("No such payment."),
             },
         }},
         "/console/api/v1/{endpoint}": {"get": {

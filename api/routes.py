@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import balances, console, console_auth, health, payments, refunds, trace, webhooks
+from api import (
+    balances,
+    console,
+    console_auth,
+    console_payments,
+    health,
+    payments,
+    refunds,
+    trace,
+    webhooks,
+)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -32,4 +42,8 @@ def setup_routes(app: web.Application) -> None:
     add.add_get("/console", console.redirect)
     add.add_get("/console/", console.page)
     add.add_get("/console/api/v1/{endpoint}", console.prometheus)
+    # One payment's trace, any merchant's (api/console_payments.py).
+    add.add_get("/console/payments", console_payments.search)
+    add.add_get("/console/payments/{id}", console_payments.page)
+    add.add_get("/console/api/payments/{id}/trace", console_payments.trace)
     add.add_get("/console/{name}", console.asset)
