@@ -59,6 +59,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from own_database import OwnDatabase
 from prometheus_client.parser import text_string_to_metric_families
+from statements import StatementCosts
 from streams_bench import BenchWorkers, cdc_feed, insert_at_rate
 
 from paystream.settings import Settings
@@ -439,6 +440,8 @@ async def run_phase(args: argparse.Namespace, settings: Settings, prefix: str,
                     else None
                 scans = shape.TableScans(conn)
                 await scans.start()
+                statements = StatementCosts(cdc_feed.admin_url(), dbname)
+                await statements.start()
                 machine = shape.MachineIdle()
                 messages = shape.KafkaMessages()
                 messages.start()
@@ -470,6 +473,9 @@ async def run_phase(args: argparse.Namespace, settings: Settings, prefix: str,
                     # the limit.
                     result[f"{k}_machine_idle_share"] = machine.share()
                 result[f"{k}_seq_scans"] = await scans.per_payment(len(ids))
+                # The primary's time per payment by statement (the worker's and the
+                # bench's inserts, which stand for the API's).
+                result[f"{k}_statements_per_payment"] = await statements.per_payment(len(ids))
                 # Every message a payment made, by topic (the bench feed's CDC topics,
                 # the worker's stage topics and table changelogs).
                 result[f"{k}_kafka_messages_per_payment"] = messages.per_payment(

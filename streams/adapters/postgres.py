@@ -219,6 +219,12 @@ _WRITE_BACK_COLUMNS = frozenset({"stripe_payment_intent_id", "stripe_refund_id",
                                  "failure_code", "failure_message"})
 
 
+# Each UPDATE also names its rows by primary key: joined to unnest() alone, a
+# generic plan (unnest's rows unknown) may walk every pending payment through a
+# partial index instead, which costs a backlog's size per call.
+_BY_ID = "t.id = ANY(%s::text[])"
+
+
 def _write_back_statement(items: Sequence[WriteBack]) -> tuple[str, list[Any]]:
     groups: dict[tuple[str, Any, tuple[str, ...]], list[WriteBack]] = {}
     for item in items:
@@ -236,12 +242,13 @@ def _write_back_statement(items: Sequence[WriteBack]) -> tuple[str, list[Any]]:
         guard = guard_params(target)
         sets = "".join(f", {c} = u.{c}" for c in columns)
         arrays = ", ".join(["%s::text[]"] * (1 + len(columns)))
+        ids = [i.object_id for i in group]
         ctes.append(
             f"moved{n} AS (UPDATE {table} t SET status = %s{sets}, updated_at = now() "
             f"FROM unnest({arrays}) AS u(id{''.join(', ' + c for c in columns)}) "
-            "WHERE t.id = u.id AND t.status = ANY(%s::text[]) RETURNING t.id)")
-        params += [guard["status"], [i.object_id for i in group],
-                   *([i.columns[c] for i in group] for c in columns), guard["allowed"]]
+            f"WHERE t.id = u.id AND {_BY_ID} AND t.status = ANY(%s::text[]) RETURNING t.id)")
+        params += [guard["status"], ids, *([i.columns[c] for i in group] for c in columns),
+                   ids, guard["allowed"]]
         moves.setdefault(object_type, []).append(f"moved{n}")
     for object_type, (table, column) in _TABLES.items():
         binds = [i for i in items if i.object_type == object_type and i.stripe_id]
@@ -249,11 +256,12 @@ def _write_back_statement(items: Sequence[WriteBack]) -> tuple[str, list[Any]]:
             continue
         taken = "".join(f" AND t.id NOT IN (SELECT id FROM {m})"
                         for m in moves.get(object_type, []))
+        ids = [i.object_id for i in binds]
         ctes.append(
             f"bound_{object_type} AS (UPDATE {table} t SET {column} = b.stripe_id, "
             "updated_at = now() FROM unnest(%s::text[], %s::text[]) AS b(id, stripe_id) "
-            f"WHERE t.id = b.id AND t.{column} IS NULL{taken})")
-        params += [[i.object_id for i in binds], [i.stripe_id for i in binds]]
+            f"WHERE t.id = b.id AND {_BY_ID} AND t.{column} IS NULL{taken})")
+        params += [ids, [i.stripe_id for i in binds], ids]
     released = [i for i in items if i.release]
     if released:
         ctes.append(
@@ -262,11 +270,12 @@ def _write_back_statement(items: Sequence[WriteBack]) -> tuple[str, list[Any]]:
             "  unsent_attempts = s.unsent_attempts + r.unsent::int, updated_at = now() "
             "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bool[]) "
             "  AS r(object_type, object_id, stripe_id, error, unsent) "
-            "WHERE s.object_type = r.object_type AND s.object_id = r.object_id)")
+            "WHERE s.object_type = r.object_type AND s.object_id = r.object_id "
+            "AND s.object_id = ANY(%s::text[]))")
         params += [[i.object_type for i in released], [i.object_id for i in released],
                    [i.stripe_id for i in released],
                    [i.error[:500] if i.error else None for i in released],
-                   [i.unsent for i in released]]
+                   [i.unsent for i in released], [i.object_id for i in released]]
     answer = " UNION ALL ".join(
         f"SELECT '{object_type}'::text, id FROM {m}"
         for object_type, names in moves.items() for m in names
