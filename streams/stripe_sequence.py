@@ -49,6 +49,7 @@ from streams.adapters.stripe_gateway import (
 from streams.coalesce import Coalescer
 from streams.errors import StripeRejected, StripeUnavailable
 from streams.handling import Stage
+from streams.resilience import CircuitState
 from streams.rows import PaymentRow, RefundRow
 from streams.runtime import Runtime
 
@@ -150,6 +151,24 @@ REFUND = Kind(
 )
 
 
+class _Slot:
+    """One object's place in the sequence's window, which it can give back while it
+    waits and take again (a stop that cancels the wait leaves nothing taken)."""
+
+    def __init__(self, window: asyncio.Semaphore) -> None:
+        self._window = window
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._window.release()
+
+    async def take(self) -> None:
+        await self._window.acquire()
+        self._held = True
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """What one run did: ``outcome`` names it (metrics, the poller's schedule)."""
@@ -176,13 +195,14 @@ class StripeSequence:
         if self._window is None:
             self._window = asyncio.Semaphore(self._runtime.settings.stripe_concurrency)
         await self._window.acquire()
+        slot = _Slot(self._window)
 
         async def run() -> None:
             try:
-                await stage.isolate(event, lambda: self.run(kind, row, source=stage.name))
+                await stage.isolate(event, lambda: self.run(kind, row, source=stage.name,
+                                                            slot=slot))
             finally:
-                assert self._window is not None
-                self._window.release()
+                slot.release()
 
         task = asyncio.create_task(run(), name=f"stripe-{row['id']}")
         self._tasks.add(task)
@@ -197,10 +217,11 @@ class StripeSequence:
         for task in set(self._tasks):
             task.cancel()
 
-    async def run(self, kind: Kind, row: Row, *, source: str) -> Attempt:
+    async def run(self, kind: Kind, row: Row, *, source: str,
+                  slot: _Slot | None = None) -> Attempt:
         """The whole sequence for one loaded row: retrieve it if it has a Stripe id,
         else lease and create (after looking for an earlier attempt's) if it may be
-        sent, else look it up by metadata."""
+        sent, else look it up by metadata. ``slot``: the window slot start() took."""
         object_id = str(row["id"])
         if object_id in self._active:
             return Attempt("in_flight")
@@ -215,31 +236,49 @@ class StripeSequence:
                 if refusal is not None:
                     return await self._record(kind, object_id, None, refusal, source,
                                               release=False)
-                return await self._submit(kind, row, source)
+                return await self._submit(kind, row, source, slot)
             return await self._refresh(
                 kind, row, source,
                 lambda gw: kind.find(gw, row, row["created_at"].timestamp(), False))
         finally:
             self._active.discard(object_id)
 
-    async def _submit(self, kind: Kind, row: Row, source: str) -> Attempt:
+    async def _submit(self, kind: Kind, row: Row, source: str,
+                      slot: _Slot | None) -> Attempt:
         """Submit; in the foreground, an outage is waited out for up to
         STRIPE_OUTAGE_PATIENCE_SECONDS (each try leases again, so a try after a
-        timeout first looks for what the one before may have created)."""
+        timeout first looks for what the one before may have created).
+
+        New payments first: while it waits, an object gives its window slot back,
+        so the agent goes on taking new ones in, and its later tries are in the
+        background share of the budget, so once Stripe answers again a payment made
+        after the outage is not queued behind the outage's backlog.
+        """
+        if BACKGROUND.get():
+            return await self._submit_once(kind, row, source)
         give_up_at = time.monotonic() + self._runtime.settings.stripe_outage_patience_seconds
         tries = 0
         while True:
             attempt = await self._submit_once(kind, row, source)
-            if attempt.outcome != "stripe_unavailable" or BACKGROUND.get():
+            if attempt.outcome != "stripe_unavailable":
                 return attempt
             tries += 1
             wait = self._runtime.stripe.until_next_try(tries)
             if time.monotonic() + wait > give_up_at:
                 return attempt  # the poller takes it from here
+            if slot is not None:
+                slot.release()
             await asyncio.sleep(wait)
+            if slot is not None:
+                await slot.take()
+            BACKGROUND.set(True)  # this task's own context: its later tries only
 
     async def _submit_once(self, kind: Kind, row: Row, source: str) -> Attempt:
         gateway = self._runtime.stripe
+        if gateway.breaker.state is CircuitState.OPEN:
+            # Known unavailable: not even a budget token, which a payment made once
+            # Stripe is back would otherwise queue behind.
+            return Attempt("stripe_unavailable", "circuit open")
         # Pay for the first request before taking the lease (see the module's docstring).
         await gateway.budget.take(background=BACKGROUND.get())
         claim = await self._claims[kind.name].put(str(row["id"]))

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.disruptive
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 8.0
-OUTAGE_SECONDS = 40.0
+OUTAGE_SECONDS = 60.0
 NEW_PAYMENT_WITHIN_SECONDS = 30.0
 TERMINAL = {"succeeded", "failed", "blocked", "canceled"}
 # Every payment uses the test card pm_card_visa, which the default velocity rule
