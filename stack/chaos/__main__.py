@@ -12,7 +12,14 @@ import aiohttp
 import psycopg
 
 from stack import chaos
-from stack.chaos.driving import STACK, log, make_up, new_merchant, stack_env
+from stack.chaos.driving import (
+    RESTARTED_WITH_WORKER_ENV,
+    STACK,
+    log,
+    make_up,
+    new_merchant,
+    stack_env,
+)
 from stack.chaos.faults import PROFILES, FaultResult, inject, print_table
 from stack.chaos.invariants import check_invariants, wait_terminal
 from stack.chaos.load import Client, Load
@@ -22,8 +29,9 @@ from stack.config import ROOT
 async def run(args: argparse.Namespace) -> int:
     env = stack_env()
     faults = args.faults.split(",") if args.faults else PROFILES[args.profile]
-    log("restarting the stack's worker with the load's fraud setting")
-    subprocess.run([*STACK, "stop", "worker"], cwd=ROOT, capture_output=True, check=False)
+    log("restarting the stack's worker and watchdog with the load's fraud setting")
+    subprocess.run([*STACK, "stop", *RESTARTED_WITH_WORKER_ENV], cwd=ROOT, capture_output=True,
+                   check=False)
     rc, _, output = await asyncio.to_thread(make_up)
     if rc != 0:
         log(f"the stack is not up:\n{output[-2000:]}")
@@ -41,7 +49,8 @@ async def run(args: argparse.Namespace) -> int:
             results.append(await inject(fault, load, args.settle))
             r = results[-1]
             log(f"{fault}: make up rc={r.make_up_rc} in {r.make_up_s:.1f}s, "
-                f"2xx again after {r.to_2xx_s}s, new payment resolved in {r.to_resolved_s}s")
+                f"2xx again after {r.to_2xx_s}s, new payment {r.probe_status} "
+                f"in {r.to_resolved_s}s")
         load.stop()
         await loader
         log(f"{len(load.orders)} orders placed; waiting for the last requests")
@@ -61,7 +70,8 @@ async def run(args: argparse.Namespace) -> int:
     for sentence in broken:
         print(f"  BROKEN: {sentence}")
     print("invariants: " + ("all hold" if not broken else f"{len(broken)} broken"))
-    ok = not broken and not failed and all(r.make_up_rc == 0 for r in results)
+    ok = not broken and not failed and all(
+        r.make_up_rc == 0 and r.probe_status == "succeeded" for r in results)
     return 0 if ok else 1
 
 

@@ -27,6 +27,7 @@ class FaultResult:
     failed: int
     to_2xx_s: float | None
     to_resolved_s: float | None
+    probe_status: str | None = None  # how the probe payment ended ("succeeded" is good)
 
 
 def back_to_2xx(attempts: list[tuple[float, bool]], since: float, until: float) -> float:
@@ -56,19 +57,26 @@ async def inject(fault: str, load: Load, settle: float) -> FaultResult:
     rc, took, output = await asyncio.to_thread(make_up)
     if rc != 0:
         log(f"make up failed ({rc}) after {fault}:\n{output[-2000:]}")
-    resolved = await probe_payment(load.client, timeout=120)
+    resolved, probe_status = await probe_payment(load.client, timeout=120)
     up_done = time.monotonic()
     return FaultResult(
         fault, rc, took, load.client.transient - transient_before,
         sum(1 for o in load.orders if o.failed_for_good) - failed_before,
-        back_to_2xx(load.client.attempts, killed_at, up_done), resolved)
+        back_to_2xx(load.client.attempts, killed_at, up_done), resolved, probe_status)
 
 
 def print_table(results: list[FaultResult]) -> None:
-    head = ("fault", "make up", "up s", "transient", "failed", "2xx again s", "resolved s")
+    head = ("fault", "make up", "up s", "transient", "failed", "2xx again s", "succeeded s")
     print("  ".join(f"{h:>12}" for h in head))
     for r in results:
         cells = (r.fault, f"rc {r.make_up_rc}", f"{r.make_up_s:.1f}", r.transient, r.failed,
-                 "-" if r.to_2xx_s is None else f"{r.to_2xx_s:.1f}",
-                 "never" if r.to_resolved_s is None else f"{r.to_resolved_s:.1f}")
+                 "-" if r.to_2xx_s is None else f"{r.to_2xx_s:.1f}", probe_cell(r))
         print("  ".join(f"{c!s:>12}" for c in cells))
+
+
+def probe_cell(r: FaultResult) -> str:
+    """Seconds until the probe succeeded; any other ending says how it ended."""
+    if r.to_resolved_s is None:
+        return f"never ({r.probe_status})" if r.probe_status else "never"
+    seconds = f"{r.to_resolved_s:.1f}"
+    return seconds if r.probe_status == "succeeded" else f"{seconds} {r.probe_status}"

@@ -46,6 +46,16 @@ async def stripe_intents(base: str, key: str, merchant: str) -> dict[str, list[s
             after = page["data"][-1]["id"]
 
 
+def blocked_by_fraud(payments: Any) -> list[str]:
+    """The load is never fraud: a blocked payment means a worker ran without WORKER_ENV
+    (its payments never reached Stripe, so the money checks would pass on them)."""
+    blocked = sorted(p["id"] for p in payments if p["status"] == "blocked")
+    if not blocked:
+        return []
+    return [f"{len(blocked)} payments blocked by fraud (first {blocked[0]}): a worker ran "
+            f"without the load's fraud setting"]
+
+
 async def check_invariants(env: dict[str, str], client: Client, merchant: str,
                            orders: list[Order]) -> list[str]:
     """Every broken invariant, as a sentence with ids; empty when all hold."""
@@ -70,6 +80,7 @@ async def check_invariants(env: dict[str, str], client: Client, merchant: str,
                    if o.payment_id and o.payment_id not in payments]
         broken += [f"payment {p['id']} is still {p['status']}" for p in payments.values()
                    if p["status"] not in TERMINAL]
+        broken += blocked_by_fraud(payments.values())
         intents = await stripe_intents(env["STRIPE_API_BASE"], env["STRIPE_API_KEY"], merchant)
         broken += [f"payment {pid} has {len(ids)} PaymentIntents: {ids}"
                    for pid, ids in intents.items() if len(ids) > 1]

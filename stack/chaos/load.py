@@ -138,18 +138,23 @@ class Load:
         self._stop.set()
 
 
-async def probe_payment(client: Client, timeout: float) -> float | None:
-    """Seconds until a payment created now is terminal, or None."""
+async def probe_payment(client: Client, timeout: float) -> tuple[float | None, str | None]:
+    """(seconds until a payment created now is terminal, its status); (None, last status
+    seen) when it is not terminal within timeout. Only "succeeded" is a recovery: a
+    blocked probe means the worker lost the load's fraud setting."""
     started = time.monotonic()
     key = "chaos-probe-" + secrets.token_hex(6)
     status, payload = await client.post(
         "/v1/payments", {"amount": 1234, "currency": "usd", "customer": key,
                          "payment_method": "pm_card_visa"}, key, started + timeout)
     if status != 201:
-        return None
+        return None, f"create {status}"
+    last: str | None = None
     while time.monotonic() - started < timeout:
         status, payment = await client.get(f"/v1/payments/{payload['id']}")
-        if status == 200 and payment.get("status") in TERMINAL:
-            return time.monotonic() - started
+        if status == 200:
+            last = payment.get("status")
+            if last in TERMINAL:
+                return time.monotonic() - started, last
         await asyncio.sleep(0.5)
-    return None
+    return None, last
