@@ -29,12 +29,6 @@ async def _all(conn: AsyncConnection[Any], sql: str, params: Any = None) -> list
         return list(await cur.fetchall())
 
 
-async def _one(conn: AsyncConnection[Any], sql: str, params: Any = None) -> Row | None:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql, params)
-        return await cur.fetchone()
-
-
 # --- payments -----------------------------------------------------------------------
 
 
