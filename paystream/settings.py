@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,13 +29,18 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    """A duration or rate: a finite number, not negative (``nan`` would pass every
+    comparison the cross-checks below make)."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise SettingsError(f"{name}={raw!r} must be a finite number, 0 or more")
+    return value
 
 
 def fraud_config_from_env(env: Mapping[str, str]) -> FraudConfig:

@@ -68,3 +68,15 @@ def test_fraud_config_from_env() -> None:
 def test_from_env_rejects_malformed_values_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ValueError, match=name):
         fraud_config_from_env({name: value})
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("POLL_INTERVAL_SECONDS", "nan"),
+    ("CIRCUIT_RESET_SECONDS", "-1"),
+    ("STRIPE_TIMEOUT_SECONDS", "inf"),
+    ("STRIPE_OUTAGE_PATIENCE_SECONDS", "soon"),
+])
+def test_a_duration_that_is_not_a_finite_non_negative_number_is_refused(name: str,
+                                                                        value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
