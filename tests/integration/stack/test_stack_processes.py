@@ -48,12 +48,6 @@ class Sleeper(Component):
 
 
 @pytest.fixture
-def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> object:
-    monkeypatch.setenv("PAYSTREAM_STACK_DIR", str(tmp_path / "stack"))
-    return Config()
-
-
-@pytest.fixture
 def stranger() -> Iterator[subprocess.Popen[bytes]]:
     """A process of somebody else's: not started with our stack folder."""
     env = {k: v for k, v in os.environ.items() if k != "PAYSTREAM_STACK_DIR"}
