@@ -29,9 +29,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import eventually, free_port
-from own_books import OwnBooks, own_books
-from prom import alerts, api
 from prometheus_client import generate_latest
 
 from paystream.domain import new_id
@@ -42,6 +39,10 @@ from streams.adapters import postgres
 from streams.adapters.stripe_gateway import BACKGROUND, StripeGateway
 from streams.ops import reconcile
 from streams.resilience import RequestBudget
+from testkit.own_books import OwnBooks, own_books
+from testkit.ports import free_port
+from testkit.waiting import eventually
+from tests.e2e.monitoring.prom import alerts, api
 
 ROOT = Path(__file__).resolve().parents[3]
 TARGETS = Path(os.environ.get("PROMETHEUS_TARGETS_DIR",

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_until
 
 from stack import cdc, cdc_watchdog, procs
 from stack.component import Component
-from stack.config import Config
+from testkit.ports import free_port
+from testkit.waiting import wait_until
 
 LISTEN = textwrap.dedent("""
     import os, socket, sys, time
