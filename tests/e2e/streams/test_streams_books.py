@@ -2,7 +2,7 @@
 
 Drift is made for real: rows moved by hand in Postgres, PaymentIntents and
 Refunds made directly at a Stripe peer with our metadata. That drift is planted
-in books of the test's own (tests/own_books.py: a localstripe and a database of
+in books of the test's own (testkit/own_books.py: a localstripe and a database of
 its own, dropped at the end), never in the stack's, which `paystream reconcile`
 over the stack must find clean after the tests; no worker reads them, so nothing
 in the pipeline repairs them behind the test's back. The rebuild tests run the
