@@ -36,10 +36,10 @@ test-unit: ## only the tests that need no running stack
 	@$(VENV)/pytest tests/unit
 
 bench: ## API create throughput vs pgbench, and end-to-end pipeline latency (stack up)
-	@eval "$$($(STACK) env)" && for b in bench/*_bench.py; do echo "== $$b"; $(VENV)/python $$b || exit 1; done
+	@eval "$$($(STACK) env)" && for b in bench/*_bench.py; do echo "== $$b"; b=$${b#bench/}; $(VENV)/python -m bench.$${b%.py} || exit 1; done
 
 profile: ## where the worker's CPU goes: approved payments at 200/s, py-spy flame graph + layers (stack up)
-	@eval "$$($(STACK) env)" && $(VENV)/python bench/stripe_bench.py --phases free --free-seconds 45 --profile 25 $(PROFILE_ARGS)
+	@eval "$$($(STACK) env)" && $(VENV)/python -m bench.stripe_bench --phases free --free-seconds 45 --profile 25 $(PROFILE_ARGS)
 
 chaos: ## kill -9 each component under load, make up after each, check the money (stack up)
 	@$(VENV)/python -m stack.chaos $(CHAOS_ARGS)

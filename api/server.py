@@ -57,7 +57,7 @@ def run_many(settings: Settings, host: str, port: int, workers: int, *,
             code = 0
             try:
                 run_one(settings, host, port, access_log=access_log, reuse_port=True)
-            except BaseException:  # noqa: BLE001 - the child must never return into the parent's code
+            except BaseException:  # the child must never return into the parent's code
                 log.exception("API worker failed")
                 code = 1
             finally:

@@ -1,6 +1,6 @@
 """Create-payment throughput and latency of the API against pgbench's single-row inserts.
 
-    .venv/bin/python bench/api_bench.py [--levels 1,8,32,64] [--seconds 5] [--workers 1,2]
+    .venv/bin/python -m bench.api_bench [--levels 1,8,32,64] [--seconds 5] [--workers 1,2]
 
 For each concurrency level, N connections send ``POST /v1/payments`` (each with
 a fresh Idempotency-Key, so the whole path runs: auth, rate limit, Redis lock,
@@ -38,11 +38,15 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import cpu
 import psycopg
-import shape
 import uvloop
-from harness import ROOT, free_port
+
+from bench import cpu, harness
+from testkit import rows, stack
+from testkit.ports import free_port
+from testkit.stats import percentile
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PGBENCH_DEFAULT = "/usr/lib/postgresql/15/bin/pgbench"
 SCRATCH = "bench_api_scratch"
@@ -72,13 +76,11 @@ class Result:
         return self.requests / self.seconds if self.seconds else 0.0
 
     def percentile(self, p: float) -> float:
+        """The p-th percentile (0..100) of the latency in milliseconds."""
         given = {50: self.p50_ms, 99: self.p99_ms}.get(int(p))
         if given is not None:
             return given
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+        return percentile(self.latencies, p / 100) * 1000
 
     def line(self) -> str:
         return (f"  api  {self.level:<14} {self.throughput:8.0f} creates/s   "
@@ -87,10 +89,8 @@ class Result:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Measure POST /v1/payments throughput and latency against pgbench's "
-        "single-row INSERT rate on the same primary.",
-    )
+    parser = harness.parser(
+        __doc__, epilog="Not a test: the figures depend on the machine (2 shared cores here).")
     parser.add_argument("--levels", default="1,8,32,64",
                         help="comma-separated client concurrency levels (default: 1,8,32,64)")
     parser.add_argument("--seconds", type=float, default=5.0,
@@ -128,17 +128,6 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes] | None, timeout: float 
             pass
         time.sleep(0.1)
     raise SystemExit(f"the API at {url} did not answer /health within {timeout:.0f}s")
-
-
-def create_merchant(database_url: str) -> tuple[str, str]:
-    """A merchant of the bench's own: its id and API key."""
-    sys.path.insert(0, str(ROOT))
-    from api.merchants import INSERT_MERCHANT, NewMerchant
-
-    merchant = NewMerchant(name="Bench")
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(INSERT_MERCHANT, merchant.row())
-    return merchant.id, merchant.api_key
 
 
 def cancel_created(database_url: str, merchant_id: str) -> int:
@@ -330,7 +319,7 @@ def measure_api(args: argparse.Namespace, key: str, levels: list[int]
                 ) -> dict[str, tuple[dict[int, Result], Result]]:
     """Every configuration: the API at --api-url, or one started per --workers value."""
     runs: dict[str, tuple[dict[int, Result], Result]] = {}
-    pids = cpu.stack_pids()
+    pids = stack.running_pids()
     if args.api_url:
         url = args.api_url.rstrip("/")
         wait_healthy(url, None)
@@ -358,16 +347,17 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: run make install (it comes from Debian's wrk package)")
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
-    merchant_id, key = create_merchant(args.database_url)
+    merchant = rows.create_merchant_sync(args.database_url, "Bench")
+    merchant_id, key = merchant.id, merchant.api_key
     # The stack's stream worker and Debezium would process every created payment
     # on the same two cores while we measure (Connect alone takes most of a core):
-    # both paused meanwhile (bench/shape.py). The changes wait in the replication
+    # both paused meanwhile (testkit/stack.py). The changes wait in the replication
     # slot, and both catch up afterwards; nothing is lost.
-    with shape.StackPaused(args.connect_url) as paused:
+    with stack.StackPaused(args.connect_url) as paused:
         print(f"({paused.describe()} while measuring; resumed after)", flush=True)
         try:
             runs = measure_api(args, key, levels)
-            base = {} if args.no_pgbench else run_pgbench(args, levels, cpu.stack_pids())
+            base = {} if args.no_pgbench else run_pgbench(args, levels, stack.running_pids())
         finally:
             print(f"(canceled the bench's {cancel_created(args.database_url, merchant_id)} "
                   "payments, so the stack's worker does not send them to localstripe)",

@@ -1,6 +1,8 @@
 """CPU time of the stack's processes, each counted with its descendants (Linux /proc).
 
-A benchmark on a 2-core machine measures the whole stack at once: Postgres,
+The stack's components and their root pids come from testkit.stack's
+`running_pids()` (`python3 -m stack json`). A benchmark on a 2-core machine
+measures the whole stack at once: Postgres,
 Connect, Kafka, localstripe, the API and the worker share the cores. Dividing
 each one's CPU by the payments it handled says where the budget goes, and how
 many cores a target rate needs, independently of how busy the machine was.
@@ -47,20 +49,6 @@ def tree_seconds(roots: dict[str, int]) -> dict[str, float]:
         if ancestor in name_of:
             totals[name_of[ancestor]] += seconds
     return {name: totals.get(name, 0.0) for name in roots}
-
-
-def stack_pids(stack_dir: Path | None = None) -> dict[str, int]:
-    """The root pid of every running component of the stack, from its pid files
-    (under PAYSTREAM_STACK_DIR, by default the project's .stack)."""
-    if stack_dir is None:
-        stack_dir = Path(os.environ.get("PAYSTREAM_STACK_DIR",
-                                        Path(__file__).resolve().parents[1] / ".stack"))
-    pids: dict[str, int] = {}
-    for pidfile in sorted((stack_dir / "run").glob("*.pid")):
-        pids[pidfile.stem] = int(pidfile.read_text().split()[0])
-    for postmaster in sorted((stack_dir / "pg").glob("*/postmaster.pid")):
-        pids[postmaster.parent.name] = int(postmaster.read_text().split()[0])
-    return {name: pid for name, pid in pids.items() if _stat(pid) is not None}
 
 
 def idle_rate(roots: dict[str, int], seconds: float = 3.0) -> dict[str, float]:

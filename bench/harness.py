@@ -1,15 +1,11 @@
-"""What the benchmark scripts share: the common command line, result printing, percentiles."""
+"""What the benchmark scripts share: the common command line and result printing."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import socket
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def parser(doc: str, epilog: str) -> argparse.ArgumentParser:
@@ -31,17 +27,3 @@ def show(result: Mapping[str, Any], *, as_json: bool) -> None:
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The value at quantile q (0..1) of values, nearest rank; NaN for none."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]

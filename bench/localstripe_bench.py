@@ -37,14 +37,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import cpu
-import harness
-from harness import ROOT, free_port, percentile
 
-# The checkout, for the launcher's modules (the stack package is not installed: it runs from there).
-sys.path.insert(0, str(ROOT))
-from stack.localstripe.compat import DEFAULT_STORE  # noqa: E402
-from stack.localstripe.patch import install  # noqa: E402
+from bench import cpu, harness
+from stack.localstripe.compat import DEFAULT_STORE
+from stack.localstripe.patch import install
+from testkit.ports import free_port
+from testkit.stats import percentile
+
+ROOT = Path(__file__).resolve().parents[1]
 
 API_KEY = "sk_test_localstripe_bench"
 PAYMENT_INTENT = {"amount": "1050", "currency": "usd", "payment_method": "pm_card_visa",
@@ -227,7 +227,8 @@ async def run(args: argparse.Namespace, work: Path, seeded: Path) -> dict[str, A
     if args.baseline_seconds > 0:
         private = work / "unpatched.pickle"
         port = free_port()
-        server = Server([sys.executable, __file__, "--serve-unpatched", str(port), str(seeded),
+        server = Server([sys.executable, "-m", "bench.localstripe_bench", "--serve-unpatched",
+                         str(port), str(seeded),
                          str(private)], port, work / "unpatched.log")
         try:
             result["unpatched_ready_s"] = round(await server.wait_ready(120), 1)

@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from testkit import rows
+from testkit.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# This module again, in a child process (run from ROOT, as `make bench` runs it).
+ITSELF = [sys.executable, "-m", "bench.reconcile_bench"]
 PAYSTREAM = ROOT / ".venv" / "bin" / "paystream"
 MERCHANT = "acct_reconcile_bench"
 # The payments are spread over the last 23 hours, so that --since 24h takes them all.
@@ -111,10 +115,9 @@ def make_books(admin: str, name: str, count: int, base: int, spacing_ms: int) ->
     # The bench's own ledger: entries balance by construction, so the per-row
     # balance check at commit is left out to make 2N entries in seconds.
     psql(url, "ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_balanced")
+    rows.create_merchant_sync(url, "bench", merchant_id=MERCHANT)
     ts = f"to_timestamp({base} + i::bigint * {spacing_ms} / 1000)"
     psql(url, f"""
-        INSERT INTO merchants (id, name, api_key_hash, webhook_secret)
-            VALUES ('{MERCHANT}', 'bench', 'bench', 'whsec_bench');
         INSERT INTO payments (id, merchant_id, amount, currency, status, customer,
                               payment_method, stripe_payment_intent_id, created_at, updated_at)
             SELECT 'pay_b' || lpad(i::text, 8, '0'), '{MERCHANT}', 1000, 'usd',
@@ -140,7 +143,8 @@ def make_books(admin: str, name: str, count: int, base: int, spacing_ms: int) ->
 def measure(command: list[str], env: dict[str, str]) -> tuple[float, int, str]:
     """Wall seconds, peak resident memory (bytes) of the child, and its stdout."""
     started = time.monotonic()
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=ROOT)
     out, err = proc.communicate()
     seconds = time.monotonic() - started
     # ru_maxrss of the children waited for so far: the largest one, in kB.
@@ -148,14 +152,6 @@ def measure(command: list[str], env: dict[str, str]) -> tuple[float, int, str]:
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{command[0]} exited {proc.returncode}: {err.decode()[-2000:]}")
     return seconds, peak, out.decode()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_size(args: argparse.Namespace, count: int) -> dict[str, Any]:
@@ -167,20 +163,20 @@ def run_size(args: argparse.Namespace, count: int) -> dict[str, Any]:
     url = make_books(admin, args.database, count, base, spacing_ms)
     setup = time.monotonic() - t0
     port = free_port()
-    peer = subprocess.Popen([sys.executable, __file__, "peer", "--count", str(count),
+    peer = subprocess.Popen([*ITSELF, "peer", "--count", str(count),
                              "--base", str(base), "--spacing-ms", str(spacing_ms),
-                             "--port", str(port)], stdout=subprocess.PIPE)
+                             "--port", str(port)], stdout=subprocess.PIPE, cwd=ROOT)
     try:
         assert peer.stdout is not None and peer.stdout.readline().strip() == b"ready"
         env = {**os.environ, "DATABASE_URL": url,
                "STRIPE_API_BASE": f"http://127.0.0.1:{port}", "STRIPE_API_KEY": "sk_test_x"}
-        command = [sys.executable, __file__, "child", "--", str(PAYSTREAM), "reconcile",
+        command = [*ITSELF, "child", "--", str(PAYSTREAM), "reconcile",
                    "--since", "24h", "--rate", str(args.rate), "--json"]
         seconds, peak, out = measure(command, env)
         report = json.loads(out.strip().splitlines()[-1].split("\t", 1)[1])
         timer = None
         if args.timer_runs:
-            command = [sys.executable, __file__, "timer", "--runs", str(args.timer_runs)]
+            command = [*ITSELF, "timer", "--runs", str(args.timer_runs)]
             _, _, timer_out = measure(command, env)
             timer = json.loads(timer_out.strip().splitlines()[-1])
     finally:

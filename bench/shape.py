@@ -1,11 +1,12 @@
 """A benchmark in production's shape, and the proof: one decoder, no bench scans, idle CPU.
 
 Production runs one Debezium connector decoding the WAL once; a benchmark that
-adds its own change feed (connectors/cdc_feed.py) beside the stack's makes
+adds its own change feed (testkit/cdc_feed.py) beside the stack's makes
 Postgres and Connect decode everything twice. So while a bench measures, the
-stack's worker is stopped and the stack's connector paused: the feed is the one
-decoder. The stack catches up afterwards from its replication slot (the bench's
-payments are terminal by then, and every consumer is idempotent).
+stack's worker is stopped and the stack's connector paused (testkit.stack's
+`StackPaused`): the feed is the one decoder. The stack catches up afterwards
+from its replication slot (the bench's payments are terminal by then, and every
+consumer is idempotent).
 
 And a benchmark must not bill itself to the system: `TableScans` counts the
 sequential scans Postgres ran on the tables the pipeline and the bench touch
@@ -16,87 +17,17 @@ whether the machine or the pipeline was the limit.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
-import sys
-import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import psycopg
 
-ROOT = Path(__file__).resolve().parents[1]
-# Run in ROOT, the checkout that holds the stack package.
-STACK = [sys.executable, "-m", "stack"]
-STACK_CONNECTOR = "paystream-payments"
 # The tables a payment's path writes or reads, and the ones the benches query.
 WATCHED_TABLES = ("payments", "refunds", "fraud_decisions", "stripe_submissions",
                   "ledger_journals", "ledger_entries", "merchant_notifications", "merchants")
-
-
-def _connect(url: str, method: str, path: str) -> tuple[int, Any]:
-    request = urllib.request.Request(url.rstrip("/") + path, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            body = resp.read()
-            return resp.status, json.loads(body) if body else None
-    except urllib.error.HTTPError as err:
-        return err.code, None
-
-
-def stack_worker_up() -> bool:
-    """Whether the stack's worker runs (`python3 -m stack json`: {name: {"up": ...}})."""
-    status = subprocess.run([*STACK, "json"], capture_output=True, text=True, cwd=ROOT)
-    try:
-        return bool(json.loads(status.stdout)["worker"]["up"])
-    except (ValueError, KeyError, TypeError):
-        return False
-
-
-class StackPaused:
-    """`with StackPaused(connect_url):` the stack's worker stopped and its connector
-    paused for the block, both as they were after it (resumed only if we paused it)."""
-
-    def __init__(self, connect_url: str | None, *, pause_connector: bool = True) -> None:
-        self._url = connect_url
-        self._pause_connector = pause_connector
-        self.worker_stopped = False
-        self.connector_paused = False
-
-    def __enter__(self) -> StackPaused:
-        if stack_worker_up():
-            subprocess.run([*STACK, "stop", "worker"], check=True, capture_output=True,
-                           cwd=ROOT)
-            self.worker_stopped = True
-        if self._url and self._pause_connector:
-            try:
-                status, body = _connect(self._url, "GET",
-                                        f"/connectors/{STACK_CONNECTOR}/status")
-                if status == 200 and body["connector"]["state"] == "RUNNING":
-                    code, _ = _connect(self._url, "PUT", f"/connectors/{STACK_CONNECTOR}/pause")
-                    self.connector_paused = code in (200, 202)
-            except (OSError, KeyError, TypeError):
-                pass
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if self.connector_paused and self._url:
-            try:
-                _connect(self._url, "PUT", f"/connectors/{STACK_CONNECTOR}/resume")
-            except OSError as failure:
-                print(f"could not resume {STACK_CONNECTOR} ({failure}): "
-                      "run make up", file=sys.stderr)
-        if self.worker_stopped:
-            subprocess.run([*STACK, "start", "worker"], capture_output=True, cwd=ROOT)
-
-    def describe(self) -> str:
-        return (f"stack worker {'stopped' if self.worker_stopped else 'not running'}, "
-                f"stack connector {'paused' if self.connector_paused else 'left as it was'}")
 
 
 class TableScans:

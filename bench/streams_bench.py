@@ -17,7 +17,7 @@ Phases against the running stack (Postgres, Kafka, Connect, localstripe):
 
 By default it starts its own worker (own group, own merchants, on a change
 feed of its own that carries only those merchants from its start:
-connectors/cdc_feed.py) and pauses the stack's worker meanwhile, so neither
+testkit/cdc_feed.py) and pauses the stack's worker meanwhile, so neither
 history nor other traffic is measured.
 """
 
@@ -28,9 +28,7 @@ import asyncio
 import os
 import secrets
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,19 +36,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import cpu
-import harness
 import psycopg
-import shape
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from harness import ROOT, free_port, percentile
 
+from bench import cpu, harness, shape
 from paystream.domain import new_id
 from paystream.settings import Settings
-
-sys.path.insert(0, str(ROOT / "connectors"))
-import cdc_feed  # noqa: E402  (beside connectors/register.py, which it uses)
+from testkit import cdc_feed, stack
+from testkit.ports import free_port
+from testkit.rows import create_merchant, merchant_id
+from testkit.stats import percentile
+from testkit.topics import delete_topics
+from testkit.workers import WorkerProcess, stop_all, wait_all_ready
 
 
 class BenchWorkers:
@@ -59,84 +57,54 @@ class BenchWorkers:
     from the moment `start` is called."""
 
     def __init__(self, settings: Settings, prefix: str, count: int, *,
-                 dbname: str | None = None) -> None:
-        """dbname: a database of the bench's own (bench/own_database.py), which
-        settings.database_url points at; None for the stack's."""
+                 dbname: str | None = None, env: dict[str, str] | None = None) -> None:
+        """dbname: a database of the bench's own (testkit/own_database.py), which
+        settings.database_url points at; None for the stack's. env: more environment
+        for every worker."""
         self.app_id = f"paystream-bench-{secrets.token_hex(3)}"
         self.settings = settings
         self.feed = cdc_feed.Feed("bench", prefix, settings, dbname=dbname)
-        self.ports = [free_port() for _ in range(count)]
         self.datadirs = [Path(tempfile.mkdtemp(prefix="streams-bench-")) for _ in range(count)]
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.workers = [
+            WorkerProcess("worker" if i == 0 else f"worker{i + 1}",
+                          self._env(free_port(), datadir, env or {}),
+                          datadir / "worker.log", level="warning")
+            for i, datadir in enumerate(self.datadirs)]
 
-    def _env(self, i: int) -> dict[str, str]:
+    def _env(self, port: int, datadir: Path, extra: dict[str, str]) -> dict[str, str]:
         return {**os.environ, **self.feed.env(), "FAUST_APP_ID": self.app_id,
                 "DATABASE_URL": self.settings.database_url,
-                "FAUST_WEB_PORT": str(self.ports[i]), "FAUST_DATA_DIR": str(self.datadirs[i]),
+                "FAUST_WEB_PORT": str(port), "FAUST_DATA_DIR": str(datadir),
                 # One payment method (pm_card_visa) for every payment: not a fraud signal.
-                "FRAUD_MAX_PAYMENTS_PER_PAYMENT_METHOD": "100000000"}
+                "FRAUD_MAX_PAYMENTS_PER_PAYMENT_METHOD": "100000000", **extra}
 
     async def start(self) -> None:
         # Its new group reads the feed's fresh topics from the beginning: from now on.
         await self.feed.start()
-        for i, datadir in enumerate(self.datadirs):
-            log = open(datadir / "worker.log", "ab")  # noqa: SIM115 - the child owns it
-            self.procs.append(subprocess.Popen(
-                [str(ROOT / ".venv" / "bin" / "paystream"), "worker", "-l", "warning"],
-                env=self._env(i), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                start_new_session=True))
-            log.close()
+        for worker in self.workers:
+            worker.start()
         # Every one ready at once: a later one joining rebalances the earlier ones.
-        deadline = time.monotonic() + 180
-        async with aiohttp.ClientSession() as http:
-            while time.monotonic() < deadline:
-                ready = 0
-                for port, proc, datadir in zip(self.ports, self.procs, self.datadirs,
-                                               strict=True):
-                    if proc.poll() is not None:
-                        raise SystemExit(f"worker exited; see {datadir / 'worker.log'}")
-                    try:
-                        async with http.get(f"http://127.0.0.1:{port}/ready/") as resp:
-                            ready += resp.status == 200
-                    except aiohttp.ClientError:
-                        pass
-                if ready == len(self.procs):
-                    return
-                await asyncio.sleep(0.5)
-        raise SystemExit("workers not ready in 180 s")
+        await wait_all_ready(self.workers, 180)
 
     def pids(self) -> dict[str, int]:
-        return {"worker" if i == 0 else f"worker{i + 1}": proc.pid
-                for i, proc in enumerate(self.procs)}
+        return {worker.name: worker.pid for worker in self.workers}
 
     async def events(self) -> float:
         """Events the agents processed so far, over every worker (their /stats/)."""
         total = 0.0
         async with aiohttp.ClientSession() as http:
-            for port in self.ports:
-                async with http.get(f"http://127.0.0.1:{port}/stats/") as resp:
+            for worker in self.workers:
+                async with http.get(f"{worker.url}/stats/") as resp:
                     stats = await resp.json()
                 total += sum(stats.get("events_processed", {}).values())
         return total
 
     async def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        # Waiting without blocking: a Stripe peer served in this process (stripe_bench)
+        # answers the workers' last calls meanwhile.
+        await stop_all(self.workers, 60)
         # Their internal topics are of no use once they are gone (the empty group expires).
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
-        await admin.start()
-        try:
-            names = [t for t in await admin.list_topics() if t.startswith(f"{self.app_id}-")]
-            if names:
-                await admin.delete_topics(names)
-        finally:
-            await admin.close()
+        await delete_topics(self.settings.kafka_bootstrap, f"{self.app_id}-")
         # Then the feed: connector, replication slot, publication, topics.
         await self.feed.close()
         for datadir in self.datadirs:
@@ -273,8 +241,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.worker != "spawn":
         return await measure(args, settings, prefix, None)
     # Its own workers on its own feed: the stack's worker stopped and its connector
-    # paused, so one decoder runs while it measures (bench/shape.py).
-    with shape.StackPaused(os.environ.get("CONNECT_URL")) as paused:
+    # paused, so one decoder runs while it measures (bench/shape.py, testkit/stack.py).
+    with stack.StackPaused(os.environ.get("CONNECT_URL")) as paused:
         print(f"(production shape: {paused.describe()} while measuring)", file=sys.stderr)
         return await measure(args, settings, prefix,
                              BenchWorkers(settings, prefix, args.workers))
@@ -287,11 +255,8 @@ async def measure(args: argparse.Namespace, settings: Settings, prefix: str,
             await worker.start()
         async with await psycopg.AsyncConnection.connect(settings.database_url,
                                                          autocommit=True) as conn:
-            merchant = prefix + secrets.token_hex(6) if worker else new_id("acct")
-            await conn.execute(
-                "INSERT INTO merchants (id, name, api_key_hash, webhook_secret) "
-                "VALUES (%s, 'bench', %s, %s)",
-                (merchant, secrets.token_hex(32), "whsec_" + secrets.token_hex(8)))
+            merchant = (await create_merchant(
+                conn, "bench", merchant_id=merchant_id(prefix) if worker else None)).id
             result: dict[str, Any] = {"payments": args.payments, "rate": args.rate}
 
             started = time.monotonic()
@@ -320,7 +285,7 @@ async def measure(args: argparse.Namespace, settings: Settings, prefix: str,
                 "latency_phase_payments_per_s": round(args.payments / elapsed, 1),
             })
 
-            pids = cpu.stack_pids()
+            pids = stack.running_pids()
             if worker is not None:
                 pids.update(worker.pids())
             if args.stripe_burst:

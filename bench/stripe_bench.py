@@ -1,6 +1,6 @@
 """Stream pipeline against a Stripe-shaped peer: payments/s under Stripe's latency and limits.
 
-    .venv/bin/python bench/stripe_bench.py [--phases live,test-mode,free] [--live-seconds 300]
+    .venv/bin/python -m bench.stripe_bench [--phases live,test-mode,free] [--live-seconds 300]
 
 localstripe answers at once and never says 429; real Stripe takes ~0.5-2 s per
 confirmed PaymentIntent and limits an account to ~100 requests/s (25 in test
@@ -28,7 +28,7 @@ drain deadline passed.
 
 Its payments are charged at the peer, which the stack's Stripe (localstripe)
 never sees: they live in a database of the bench's own on the stack's primary
-(bench/own_database.py), dropped at the end, so the stack's books and
+(testkit/own_database.py), dropped at the end, so the stack's books and
 `paystream reconcile` are as they were. A payment blocked by fraud or charged
 outside the peer would mean another worker took it meanwhile: counted, and
 warned about.
@@ -40,29 +40,26 @@ import argparse
 import asyncio
 import os
 import secrets
-import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import cpu
-import harness
 import psycopg
-import shape
-import stripe_peer
 import uvloop
-import worker_profile
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from own_database import OwnDatabase
 from prometheus_client.parser import text_string_to_metric_families
-from statements import StatementCosts
-from streams_bench import BenchWorkers, cdc_feed, insert_at_rate
 
+from bench import cpu, harness, shape, stripe_peer, worker_profile
+from bench.statements import StatementCosts
+from bench.streams_bench import BenchWorkers, insert_at_rate
 from paystream.settings import Settings
+from testkit import stack
+from testkit.own_database import OwnDatabase
+from testkit.rows import create_merchant, merchant_id
 
 PHASES = ("live", "test-mode", "free")
 AMOUNT = 1050
@@ -75,26 +72,7 @@ def log(message: str) -> None:
 
 
 class PeerWorkers(BenchWorkers):
-    """BenchWorkers with extra environment (the peer's address, limits, poll interval)."""
-
-    def __init__(self, settings: Settings, prefix: str, count: int,
-                 env: dict[str, str], *, dbname: str | None = None) -> None:
-        super().__init__(settings, prefix, count, dbname=dbname)
-        self.extra_env = env
-
-    def _env(self, i: int) -> dict[str, str]:
-        return {**super()._env(i), **self.extra_env}
-
-    async def stop(self) -> None:
-        # BenchWorkers.stop waits for each process with a blocking wait, which would
-        # freeze the peer (same event loop) while the workers finish their calls.
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while any(p.poll() is None for p in self.procs) and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        await super().stop()
+    """BenchWorkers pointed at the peer, and what their /metrics say of their Stripe calls."""
 
     async def metrics(self) -> dict[str, Any]:
         """Stripe calls by operation and outcome, and breaker openings, over every worker."""
@@ -102,8 +80,8 @@ class PeerWorkers(BenchWorkers):
         polls: dict[str, float] = {}
         openings: float | None = None
         async with aiohttp.ClientSession() as http:
-            for port in self.ports:
-                async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+            for worker in self.workers:
+                async with http.get(f"{worker.url}/metrics") as resp:
                     text = await resp.text()
                 for family in text_string_to_metric_families(text):
                     for sample in family.samples:
@@ -418,29 +396,26 @@ async def run_phase(args: argparse.Namespace, settings: Settings, prefix: str,
             # queued after 5 s is polled once more, work that production does not do.
             env["POLL_INTERVAL_SECONDS"] = str(args.poll_interval)
         env.update(kv.split("=", 1) for kv in args.worker_env)
-        workers = PeerWorkers(settings, prefix, args.workers, env, dbname=dbname)
+        workers = PeerWorkers(settings, prefix, args.workers, dbname=dbname, env=env)
         async with await psycopg.AsyncConnection.connect(settings.database_url,
                                                          autocommit=True) as conn:
-            merchant = prefix + secrets.token_hex(6)
-            await conn.execute(
-                "INSERT INTO merchants (id, name, api_key_hash, webhook_secret) "
-                "VALUES (%s, 'stripe bench', %s, %s)",
-                (merchant, secrets.token_hex(32), "whsec_" + secrets.token_hex(8)))
+            merchant = (await create_merchant(
+                conn, "stripe bench", merchant_id=merchant_id(prefix))).id
             lag = LagSampler(settings.kafka_bootstrap, workers.app_id)
             try:
                 await workers.start()
                 # A paused feed connector stalls every payment; another worker reading
                 # the stack's change stream takes some of them.
-                watch = Watch({p.pid for p in workers.procs}, settings.database_url,
+                watch = Watch(set(workers.pids().values()), settings.database_url,
                               workers.feed.name.connector)
                 await watch.look()
-                pids = {**cpu.stack_pids(), **workers.pids(),
+                pids = {**stack.running_pids(), **workers.pids(),
                         "bench (peer + inserts)": os.getpid()}
                 idle = await asyncio.to_thread(cpu.idle_rate, pids) if phase.measure_cpu \
                     else None
                 scans = shape.TableScans(conn)
                 await scans.start()
-                statements = StatementCosts(cdc_feed.admin_url(), dbname)
+                statements = StatementCosts(stack.admin_url(), dbname)
                 await statements.start()
                 machine = shape.MachineIdle()
                 messages = shape.KafkaMessages()
@@ -448,7 +423,7 @@ async def run_phase(args: argparse.Namespace, settings: Settings, prefix: str,
                 cpu_before = cpu.tree_seconds(pids)
                 started = time.monotonic()
                 profiling = asyncio.create_task(profile_worker(
-                    args.profile, workers.procs[0].pid, phase.name)) \
+                    args.profile, workers.workers[0].pid, phase.name)) \
                     if args.profile and phase.measure_cpu else None
                 lag.start()
                 ids, offered_s = await offer(conn, settings.database_url, merchant, phase,
@@ -537,13 +512,13 @@ def phases(args: argparse.Namespace) -> list[Phase]:
         raise SystemExit(f"unknown phases {sorted(unknown)}; known: {', '.join(PHASES)}")
     stripe_like = stripe_peer.latency_from_args(args)
     table = {
-        "live": Phase("live", stripe_peer.PeerConfig(**stripe_like, rate_limit=args.live_limit),
+        "live": Phase("live", replace(stripe_like, rate_limit=args.live_limit),
                       args.live_worker_rps, args.live_rate, args.live_seconds),
         "test-mode": Phase(
             "test-mode",
-            stripe_peer.PeerConfig(**stripe_like, rate_limit=args.test_mode_limit, mode="test",
-                                   processing_ratio=args.processing_ratio,
-                                   processing_seconds=args.processing_seconds),
+            replace(stripe_like, rate_limit=args.test_mode_limit, mode="test",
+                    processing_ratio=args.processing_ratio,
+                    processing_seconds=args.processing_seconds),
             args.test_mode_worker_rps, args.test_mode_rate, args.test_mode_seconds),
         # The poller's limiter is the only one a worker has today: lifted, not removed.
         "free": Phase("free", stripe_peer.PeerConfig(), 100_000, args.free_rate,
@@ -564,9 +539,9 @@ async def run(args: argparse.Namespace, chosen: list[Phase]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     # The bench's feed is the one logical decoder while it measures (bench/shape.py),
     # and its payments, charged at a peer the stack's Stripe never sees, stay out of
-    # the stack's books (bench/own_database.py).
-    with shape.StackPaused(os.environ.get("CONNECT_URL")) as paused:
-        async with OwnDatabase(settings, cdc_feed.admin_url()) as db:
+    # the stack's books (testkit/own_database.py).
+    with stack.StackPaused(os.environ.get("CONNECT_URL")) as paused:
+        async with OwnDatabase(settings, stack.admin_url()) as db:
             log(f"(production shape: {paused.describe()} while measuring; "
                 f"{db.describe()})")
             for phase in chosen:

@@ -1,6 +1,6 @@
 """A cheap in-memory Stripe peer with Stripe's latency and rate limit, for benchmarks only.
 
-    .venv/bin/python bench/stripe_peer.py --port 8421 --latency-ms 800 --jitter-ms 300 \\
+    .venv/bin/python -m bench.stripe_peer --port 8421 --latency-ms 800 --jitter-ms 300 \\
         --tail-ratio 0.01 --tail-ms 4000 --rate-limit 100
 
 localstripe answers at once, never rate-limits, and pickles its whole store on
@@ -47,7 +47,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
@@ -254,7 +254,7 @@ class StripePeer:
         try:
             amount = int(str(form["amount"]))
         except ValueError:
-            return _error(400, "invalid_request_error", f"Invalid integer: {form['amount']}",
+            return _error(400, "invalid_request_error", f"Invalid integer: {form['amount']!s}",
                           param="amount")
         fields = {k: str(v) for k, v in form.items()}
         metadata = _nested(fields, "metadata")
@@ -445,18 +445,18 @@ def add_latency_arguments(parser: argparse.ArgumentParser, title: str | None = N
                        help="the tail's delay; keep it under the client's timeout (default 4000)")
 
 
-def latency_from_args(args: argparse.Namespace) -> dict[str, float]:
-    """The PeerConfig fields that add_latency_arguments sets."""
-    return {"latency_ms": args.latency_ms, "jitter_ms": args.jitter_ms,
-            "tail_ratio": args.tail_ratio, "tail_ms": args.tail_ms}
+def latency_from_args(args: argparse.Namespace) -> PeerConfig:
+    """A PeerConfig with the fields add_latency_arguments sets (dataclasses.replace the rest)."""
+    return PeerConfig(latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
+                      tail_ratio=args.tail_ratio, tail_ms=args.tail_ms)
 
 
 def config_from_args(args: argparse.Namespace) -> PeerConfig:
-    return PeerConfig(**latency_from_args(args),
-                      rate_limit=args.rate_limit, processing_ratio=args.processing_ratio,
-                      processing_seconds=args.processing_seconds,
-                      search_lag_seconds=args.search_lag_seconds, mode=args.mode,
-                      seed=args.seed)
+    return replace(latency_from_args(args),
+                   rate_limit=args.rate_limit, processing_ratio=args.processing_ratio,
+                   processing_seconds=args.processing_seconds,
+                   search_lag_seconds=args.search_lag_seconds, mode=args.mode,
+                   seed=args.seed)
 
 
 def parser() -> argparse.ArgumentParser:

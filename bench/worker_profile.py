@@ -1,10 +1,10 @@
 """Where a worker's CPU goes: a sampling profile, written for speedscope and summed by layer.
 
-    .venv/bin/python bench/worker_profile.py record [--pid PID] [--seconds 25] [--name NAME]
-    .venv/bin/python bench/worker_profile.py summary FILE.txt [--top 25]
+    .venv/bin/python -m bench.worker_profile record [--pid PID] [--seconds 25] [--name NAME]
+    .venv/bin/python -m bench.worker_profile summary FILE.txt [--top 25]
 
 `record` attaches py-spy (PyPI) to a running worker (by default the stack's,
-from .stack/run/worker.pid; a benchmark's worker by --pid) and writes, under
+as `python3 -m stack json` names it; a benchmark's worker by --pid) and writes, under
 .stack/artifacts/profiles/:
 
 - NAME.txt: the samples as collapsed stacks (flamegraph.pl and speedscope read it),
@@ -30,6 +30,8 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from testkit import stack
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / ".stack" / "artifacts" / "profiles"
@@ -148,11 +150,11 @@ def to_speedscope(samples: list[tuple[list[str], int]], name: str) -> dict[str, 
 
 
 def stack_worker_pid() -> int:
-    pidfile = ROOT / ".stack" / "run" / "worker.pid"
-    try:
-        return int(pidfile.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        raise SystemExit(f"no running stack worker ({pidfile}); give --pid") from None
+    """The stack's worker's pid (`python3 -m stack json`)."""
+    pid = stack.pids().get("worker")
+    if not pid:
+        raise SystemExit("no running stack worker (python3 -m stack json); give --pid")
+    return pid
 
 
 def record(pid: int, seconds: float, name: str, rate: int) -> Path:

@@ -5,7 +5,7 @@ Usage: python3 connectors/register.py [--connect-url URL] [--timeout S] FILE.jso
 The connector is named after its file (connectors/payments.json ->
 "paystream-payments"). Registration is `PUT /connectors/<name>/config`, which
 creates or updates in place, so running it twice leaves one connector.
-`register_config` does the same for a config built in code (connectors/cdc_feed.py),
+`register_config` does the same for a config built in code (testkit/cdc_feed.py),
 and `unregister` removes a connector and what Connect keeps of it.
 Standard library only: `make up` runs it before the virtualenv matters.
 """

@@ -51,7 +51,7 @@ class Coalescer(Generic[T, R]):
     async def _answer(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
             results = await self._flush([item for item, _ in batch])
-        except Exception as err:  # noqa: BLE001 - handed to the callers below
+        except Exception as err:  # handed to the callers below
             if len(batch) == 1:
                 if not batch[0][1].done():
                     batch[0][1].set_exception(err)

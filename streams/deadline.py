@@ -80,13 +80,13 @@ def exit_hard(overdue: Overdue) -> None:
         # The process's own stderr: Faust replaces sys.stderr with a logging proxy,
         # which has no file descriptor for faulthandler to write to.
         faulthandler.dump_traceback(file=sys.__stderr__ or sys.stderr, all_threads=True)
-    except Exception:  # noqa: BLE001 - no usable stderr: exit all the same
+    except Exception:  # no usable stderr: exit all the same
         pass
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
             if stream is not None:
                 stream.flush()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
     os._exit(EXIT_CODE)
 
@@ -167,7 +167,7 @@ class Deadlines:
                     time.sleep(every)
                     try:
                         self.check()
-                    except Exception:  # noqa: BLE001 - the checker must outlive a bad round
+                    except Exception:  # the checker must outlive a bad round
                         log.exception("deadline check failed")
 
             self._thread = threading.Thread(target=loop, name="paystream-deadlines",
@@ -179,7 +179,7 @@ class Deadlines:
 def _holds(condition: Callable[[], bool]) -> bool:
     try:
         return bool(condition())
-    except Exception:  # noqa: BLE001 - read from another thread: try again next round
+    except Exception:  # read from another thread: try again next round
         return False
 
 

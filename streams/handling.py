@@ -98,7 +98,7 @@ class Stage:
             return True
         except asyncio.CancelledError:
             raise
-        except Exception as err:  # noqa: BLE001 - every failure is dead-lettered, never lost
+        except Exception as err:  # every failure is dead-lettered, never lost
             log.debug("%s failed on %s", self.name, event.message.tp, exc_info=True)
             await self.dead_letter(event, err)
             return False
@@ -130,7 +130,7 @@ class Stage:
             await fn(events)
         except asyncio.CancelledError:
             raise
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             log.exception("%s: batch of %d failed; dead-lettering it", self.name, len(events))
             for event in events:
                 await self.dead_letter(event, err)

@@ -142,7 +142,7 @@ class ConsumerWatch:
                    # nothing commits them, so they never "advance".
                    if not tp.topic.endswith("-changelog")
                    and app.topics.acks_enabled_for(tp.topic)]
-        except Exception:  # noqa: BLE001 - no consumer yet: nothing assigned
+        except Exception:  # no consumer yet: nothing assigned
             tps = []
         # Faust's own record of what it committed; it has no public accessor.
         committed = {tp: consumer._committed_offset.get(tp) for tp in tps}
@@ -150,7 +150,7 @@ class ConsumerWatch:
         for tp in tps:
             try:
                 highwater[tp] = consumer.highwater(tp)
-            except Exception:  # noqa: BLE001 - not fetched yet
+            except Exception:  # not fetched yet
                 highwater[tp] = None
         return self._progress.check(tps, committed, highwater)
 

@@ -1,18 +1,14 @@
-"""Shared fixtures: the stack's settings, a poll-until-true helper (no bare sleeps), a free port."""
+"""What every tier shares: the stack's settings, a stack Config on a folder of the test's own,
+the markers and the order (disruptive tests last). Helpers live in testkit/, not here."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from pathlib import Path
 
 import pytest
 
 from paystream.settings import Settings
-
-T = TypeVar("T")
+from stack.config import Config
 
 
 @pytest.fixture(scope="session")
@@ -21,44 +17,21 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0,
-                     interval: float = 0.1, what: str = "condition") -> T:
-    """Polls `check` until it returns something truthy, or fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout:.0f}s (last: {last!r})")
-
-
-def wait_until(check: Callable[[], T | None], *, timeout: float = 30.0,
-               interval: float = 0.1, what: str = "condition") -> T:
-    """The synchronous twin of `eventually`."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout:.0f}s (last: {last!r})")
+@pytest.fixture
+def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
+    """The stack's Config on a stack folder of the test's own (PAYSTREAM_STACK_DIR)."""
+    monkeypatch.setenv("PAYSTREAM_STACK_DIR", str(tmp_path / "stack"))
+    return Config()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "disruptive: stops or restarts parts of the stack; runs after the rest")
+    config.addinivalue_line(
+        "markers", "own_database: the module's `settings` name a database of its own "
+        "(testkit/own_books.py), dropped with the module")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Tests that stop components go last, so a slow recovery cannot upset the others.
     items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -5,38 +5,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
-import subprocess
 import sys
 
 import aiohttp
 import psycopg
 
 from stack import chaos
-from stack.chaos.driving import (
-    RESTARTED_WITH_WORKER_ENV,
-    STACK,
-    log,
-    make_up,
-    new_merchant,
-    stack_env,
-)
+from stack.chaos.driving import RESTARTED_WITH_WORKER_ENV, log, make_up
 from stack.chaos.faults import PROFILES, FaultResult, inject, print_table
 from stack.chaos.invariants import check_invariants, wait_terminal
 from stack.chaos.load import Client, Load
-from stack.config import ROOT
+from testkit import rows, stack
 
 
 async def run(args: argparse.Namespace) -> int:
-    env = stack_env()
+    env = stack.env()
     faults = args.faults.split(",") if args.faults else PROFILES[args.profile]
     log("restarting the stack's worker and watchdog with the load's fraud setting")
-    subprocess.run([*STACK, "stop", *RESTARTED_WITH_WORKER_ENV], cwd=ROOT, capture_output=True,
-                   check=False)
+    stack.run_stack("stop", *RESTARTED_WITH_WORKER_ENV)
     rc, _, output = await asyncio.to_thread(make_up)
     if rc != 0:
         log(f"the stack is not up:\n{output[-2000:]}")
         return 2
-    merchant, api_key = await new_merchant()
+    made = await asyncio.to_thread(rows.create_merchant_sync, env["DATABASE_URL"],
+                                   "Chaos " + secrets.token_hex(3))
+    merchant, api_key = made.id, made.api_key
     run_id = secrets.token_hex(3)
     results: list[FaultResult] = []
     async with aiohttp.ClientSession() as http:

@@ -8,8 +8,9 @@ import signal
 import time
 from dataclasses import dataclass
 
-from stack.chaos.driving import log, make_up, stack_pids
+from stack.chaos.driving import log, make_up
 from stack.chaos.load import Load, probe_payment
+from testkit import stack
 
 PROFILES = {
     "short": ["worker", "api", "redis", "postgres-replica1"],
@@ -40,7 +41,7 @@ def back_to_2xx(attempts: list[tuple[float, bool]], since: float, until: float) 
 
 
 async def inject(fault: str, load: Load, settle: float) -> FaultResult:
-    pid = stack_pids().get(fault)
+    pid = stack.pids().get(fault)
     transient_before = load.client.transient
     failed_before = sum(1 for o in load.orders if o.failed_for_good)
     killed_at = time.monotonic()

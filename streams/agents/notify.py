@@ -141,7 +141,7 @@ class Deliverer:
             return len(rows)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - a background task has no one else to tell
+        except Exception:  # a background task has no one else to tell
             log.exception("merchant webhook delivery failed unexpectedly; the sweeper retries")
             return 0
 

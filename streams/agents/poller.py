@@ -124,7 +124,7 @@ class Poller:
                 outcome, error = await self._poll_payment(row, int(entry["partition"]))
             else:
                 outcome, error = await self._poll_refund(row)
-        except Exception as err:  # noqa: BLE001 - one entry must not stop the others
+        except Exception as err:  # one entry must not stop the others
             log.exception("poller failed on %s %s", entry["kind"], entry["id"])
             metrics.ERRORS.labels(POLLER).inc()
             outcome, error = "error", f"{type(err).__name__}: {err}"

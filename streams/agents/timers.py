@@ -41,14 +41,14 @@ class Timers:
         """Every worker polls the pending entries of the partitions it owns."""
         try:
             await self._poller.poll_due()
-        except Exception:  # noqa: BLE001 - a raising timer would stop for good
+        except Exception:  # a raising timer would stop for good
             log.exception("poller tick failed")
 
     async def sweep_notifications(self) -> None:
         """One sweeper for the whole group: the outbox is global, so the leader does it."""
         try:
             await self._notify.sweep()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("notification sweep failed")
 
     async def watch_progress(self) -> None:
@@ -80,7 +80,7 @@ class Timers:
             pool = await self._w.runtime.pool()
             async with pool.connection() as conn:
                 counts = await self._reconciler.run_once(conn, self._lister)
-        except Exception:  # noqa: BLE001 - the next run covers what this one did not
+        except Exception:  # the next run covers what this one did not
             log.exception("reconciliation failed")
             return
         if counts:

@@ -133,7 +133,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
 
     try:
         report = asyncio.run(go())
-    except Exception as err:  # noqa: BLE001 - any failure to read means "not completed"
+    except Exception as err:  # any failure to read means "not completed"
         if args.json:
             out.write("]}\n")  # what was found so far, still one JSON object
         print(f"reconcile could not complete: {type(err).__name__}: {err}", file=sys.stderr)
@@ -163,7 +163,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
         diff = asyncio.run(ledger_rebuild.verify(settings, merchant=args.merchant,
                                                  app_id=args.app_id,
                                                  progress=_progress(args.json)))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         print(f"ledger rebuild could not complete: {type(err).__name__}: {err}",
               file=sys.stderr)
         return 2

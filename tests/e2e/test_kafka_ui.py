@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+
+from testkit.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = ROOT / "stack" / "kafka-ui"

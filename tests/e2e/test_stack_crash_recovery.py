@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -12,12 +11,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import eventually, wait_until
 from psycopg.conninfo import conninfo_to_dict
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "stack"))
-from slotholder import SlotHolder  # noqa: E402
-from stackutil import ChangeEvents, insert_payment, make, pids, run_stack  # noqa: E402
+from testkit.change_events import ChangeEvents
+from testkit.rows import insert_blocked_payment
+from testkit.stack import make, pids, run_stack
+from testkit.waiting import eventually, wait_until
+from tests.e2e.slotholder import SlotHolder
 
 pytestmark = pytest.mark.disruptive
 
@@ -74,7 +74,7 @@ def stale_session() -> Iterator[SlotHolder]:
 
 async def a_new_payment_reaches_the_topic(settings, timeout: float = 60) -> None:
     async with ChangeEvents(settings.kafka_bootstrap) as events:
-        payment = await insert_payment(settings.database_url)
+        payment = await insert_blocked_payment(settings.database_url)
         await events.wait_for(payment, "c", timeout=timeout)
 
 
@@ -115,7 +115,7 @@ async def test_the_watchdog_ends_a_stale_session_on_the_slot_by_itself(
 async def test_one_make_up_after_kill_9_of_the_broker_and_a_change_from_the_outage_arrives(
         settings) -> None:
     async with ChangeEvents(settings.kafka_bootstrap) as events:
-        before = await insert_payment(settings.database_url)
+        before = await insert_blocked_payment(settings.database_url)
         await events.wait_for(before, "c")
         resume_from = await events.positions()
 
@@ -123,7 +123,7 @@ async def test_one_make_up_after_kill_9_of_the_broker_and_a_change_from_the_outa
     assert broker is not None
     os.kill(broker, signal.SIGKILL)
     wait_until(lambda: pids()["kafka"] is None, timeout=30, what="the broker gone")
-    during = await insert_payment(settings.database_url)  # committed while Kafka is down
+    during = await insert_blocked_payment(settings.database_url)  # committed while Kafka is down
 
     up = make("up")
     assert up.returncode == 0, up.stdout + up.stderr

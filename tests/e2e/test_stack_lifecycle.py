@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import psycopg
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "stack"))
-from stackutil import ChangeEvents, insert_payment, make, pids, run_stack  # noqa: E402
+from testkit.change_events import ChangeEvents
+from testkit.rows import insert_blocked_payment
+from testkit.stack import make, pids, run_stack
 
 pytestmark = pytest.mark.disruptive
 
@@ -31,13 +30,13 @@ def test_a_second_make_up_changes_nothing() -> None:
 
 async def test_down_then_up_keeps_data_and_resumes_cdc_without_a_snapshot(settings) -> None:
     async with ChangeEvents(settings.kafka_bootstrap) as events:
-        kept = await insert_payment(settings.database_url)
+        kept = await insert_blocked_payment(settings.database_url)
         await events.wait_for(kept, "c")
         resume_from = await events.positions()
 
     # A change committed while Connect is down must arrive once it is back.
     assert run_stack("stop", "connect").returncode == 0
-    missed = await insert_payment(settings.database_url)
+    missed = await insert_blocked_payment(settings.database_url)
 
     down = make("down")
     assert down.returncode == 0, down.stdout + down.stderr

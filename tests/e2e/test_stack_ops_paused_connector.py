@@ -3,41 +3,31 @@ not DOWN, and does not fail for it; `up` exits 0 and leaves it paused. Leaves it
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import sys
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "stack"))
-from conftest import wait_until  # noqa: E402
-from stackutil import run_stack  # noqa: E402
+from testkit import connector
+from testkit.connector import STACK_CONNECTOR as CONNECTOR
+from testkit.stack import run_stack
+from testkit.waiting import wait_until
 
 pytestmark = pytest.mark.disruptive
 
-CONNECTOR = "paystream-payments"
 CONNECT_URL = os.environ.get("CONNECT_URL",
                              f"http://127.0.0.1:{os.environ.get('CONNECT_PORT', '8083')}")
 
 
-def rest(method: str, path: str) -> object:
-    req = urllib.request.Request(f"{CONNECT_URL}{path}", method=method)
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read() or b"null")
-
-
 def states() -> list[str]:
-    status = rest("GET", f"/connectors/{CONNECTOR}/status")
-    assert isinstance(status, dict)
-    return [status["connector"]["state"], *(t["state"] for t in status["tasks"])]
+    found = connector.states(CONNECT_URL, CONNECTOR)
+    assert found, f"{CONNECTOR} is not registered at {CONNECT_URL}"
+    return found
 
 
 def test_a_paused_connector_is_shown_paused_and_up_leaves_it_paused() -> None:
     assert set(states()) == {"RUNNING"}, "the stack's connector should stream before the test"
-    rest("PUT", f"/connectors/{CONNECTOR}/pause")
+    assert connector.pause(CONNECT_URL, CONNECTOR)
     try:
         wait_until(lambda: set(states()) == {"PAUSED"}, timeout=30, interval=0.5,
                    what="connector paused")
@@ -53,6 +43,6 @@ def test_a_paused_connector_is_shown_paused_and_up_leaves_it_paused() -> None:
         assert "paused on purpose" in up.stdout
         assert set(states()) == {"PAUSED"}, "make up resumed a connector paused on purpose"
     finally:
-        rest("PUT", f"/connectors/{CONNECTOR}/resume")
+        connector.resume(CONNECT_URL, CONNECTOR)
         wait_until(lambda: set(states()) == {"RUNNING"}, timeout=60, interval=0.5,
                    what="connector running again")

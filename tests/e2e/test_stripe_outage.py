@@ -10,30 +10,24 @@ terminal, succeeded, with exactly one PaymentIntent at the peer.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import psycopg
 import pytest
-from conftest import eventually
 
 from paystream.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "stack"))
-from stackutil import pids, run_stack  # noqa: E402
+from testkit.rows import create_merchant_sync
+from testkit.stack import make, pids, run_stack
+from testkit.waiting import eventually
 
 pytestmark = pytest.mark.disruptive
 
-ROOT = Path(__file__).resolve().parents[2]
 RATE = 8.0
 OUTAGE_SECONDS = 60.0
 NEW_PAYMENT_WITHIN_SECONDS = 30.0
@@ -75,15 +69,11 @@ class Api:
 @pytest.fixture
 async def api() -> AsyncIterator[Api]:
     run_stack("stop", "worker")
-    up = subprocess.run(["make", "-s", "up"], cwd=ROOT, capture_output=True, text=True,
-                        env={**os.environ, **WORKER_ENV}, check=False, timeout=600)
+    up = make("up", timeout=600, env=WORKER_ENV)
     assert up.returncode == 0, up.stdout + up.stderr
-    made = subprocess.run([str(ROOT / ".venv" / "bin" / "paystream"), "merchant", "create",
-                           "stripe-outage"],
-                          capture_output=True, text=True, check=True, cwd=ROOT)
-    merchant = json.loads(made.stdout)
+    merchant = create_merchant_sync(os.environ["DATABASE_URL"], "stripe-outage")
     async with aiohttp.ClientSession() as http:
-        yield Api(http, os.environ["API_URL"], merchant["api_key"])
+        yield Api(http, os.environ["API_URL"], merchant.api_key)
 
 
 async def _load(api: Api, ids: list[str], stop: asyncio.Event) -> None:

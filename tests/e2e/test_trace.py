@@ -13,21 +13,23 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import psycopg
 import pytest
-from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from conftest import eventually, free_port
 from psycopg.rows import dict_row
 
-from api.merchants import INSERT_MERCHANT, NewMerchant
+from api.merchants import NewMerchant
 from paystream.settings import Settings
 from streams.adapters.cdc import id_key
+from testkit.ports import free_port
+from testkit.rows import create_merchant
+from testkit.waiting import eventually
+from testkit.webhooks import WebhookReceiver
 
 PAYSTREAM = Path(sys.executable).parent / "paystream"
 THREE_D_SECURE_CARD = "4000002500003155"
@@ -46,7 +48,8 @@ class Stack:
     http: aiohttp.ClientSession
     db: psycopg.AsyncConnection[Any]
     merchant: NewMerchant
-    received: list[dict[str, Any]] = field(default_factory=list)
+    # The merchant's webhooks (the stack's notifier needs somewhere to deliver).
+    hooks: WebhookReceiver
 
     async def api(self, method: str, path: str, body: dict[str, Any] | None = None,
                   key: str | None = None) -> tuple[int, dict[str, Any]]:
@@ -100,28 +103,16 @@ class Stack:
 
 @pytest.fixture(name="stack", scope="module")
 async def stack_fixture(settings: Settings) -> AsyncIterator[Stack]:
-    received: list[dict[str, Any]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        received.append(await request.json())
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    merchant = NewMerchant(name="e2e trace", webhook_url=f"http://127.0.0.1:{port}/hook")
+    hooks = WebhookReceiver()
+    await hooks.start()
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http, \
                 await psycopg.AsyncConnection.connect(settings.database_url,
                                                       autocommit=True) as db:
-            await db.execute(INSERT_MERCHANT, merchant.row())
-            yield Stack(settings, os.environ["API_URL"].rstrip("/"), http, db, merchant,
-                        received)
+            merchant = await create_merchant(db, "e2e trace", webhook_url=hooks.url("hook"))
+            yield Stack(settings, os.environ["API_URL"].rstrip("/"), http, db, merchant, hooks)
     finally:
-        await runner.cleanup()
+        await hooks.stop()
 
 
 def run_trace(payment_id: str, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:

@@ -18,28 +18,26 @@ import json
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from conftest import eventually, free_port, wait_until
 
 from paystream.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "stack"))
-from stackutil import pids, run_stack  # noqa: E402
+from testkit import stack
+from testkit.ports import free_port
+from testkit.stack import pids, run_stack
+from testkit.topics import delete_topics
+from testkit.waiting import eventually, wait_until
+from testkit.workers import WorkerProcess, clean_env
 
 pytestmark = pytest.mark.disruptive
 
 ROOT = Path(__file__).resolve().parents[2]
-PAYSTREAM = ROOT / ".venv" / "bin" / "paystream"
 # Short, so the test freezes the shared broker briefly; the default is 60 s.
 COMMIT_DEADLINE_SECONDS = 15.0
 # The deadline is checked every second and the commit handler runs every second.
@@ -47,56 +45,6 @@ EXIT_SLACK_SECONDS = 10.0
 # Tombstones fed while the broker freezes, which the worker acks with nothing to do: it
 # is taking in messages up to the freeze, so the next commit (every second) has offsets.
 FEED_PER_SECOND = 2000
-
-
-@dataclass
-class HangWorker:
-    """A `paystream worker` subprocess on topics and a group of its own."""
-
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.env['FAUST_WEB_PORT']}"
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([str(PAYSTREAM), "worker", "-l", "info"], env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                         start_new_session=True)
-
-    def exited(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    async def wait_ready(self, timeout: float = 120.0) -> None:
-        async def ready() -> bool:
-            if self.exited() is not None:
-                raise AssertionError(f"worker exited {self.exited()}:\n{self.tail()}")
-            try:
-                async with aiohttp.ClientSession() as http, http.get(
-                        f"{self.url}/ready/", timeout=aiohttp.ClientTimeout(total=3)) as resp:
-                    return resp.status == 200
-            except (aiohttp.ClientError, TimeoutError):
-                return False
-        await eventually(ready, timeout=timeout, interval=0.5, what="the worker ready")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log().splitlines()[-lines:])
 
 
 @dataclass
@@ -116,8 +64,9 @@ def names() -> Names:
 
 
 @pytest.fixture
-async def worker(settings: Settings, names: Names, tmp_path: Path) -> AsyncIterator[HangWorker]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRAUD_", "PYTEST"))}
+async def worker(settings: Settings, names: Names,
+                 tmp_path: Path) -> AsyncIterator[WorkerProcess]:
+    env = clean_env()
     env.update({
         "FAUST_APP_ID": names.app_id,
         "CDC_TOPIC_PREFIX": names.prefix,
@@ -128,24 +77,12 @@ async def worker(settings: Settings, names: Names, tmp_path: Path) -> AsyncItera
         "WORKER_STOP_DEADLINE_SECONDS": "15",
         "PYTHONUNBUFFERED": "1",
     })
-    hang = HangWorker(env, tmp_path / "worker.log")
+    hang = WorkerProcess("hang", env, tmp_path / "worker.log")
     try:
         yield hang
     finally:
         hang.stop()
-        await _delete_topics(settings.kafka_bootstrap, names)
-
-
-async def _delete_topics(bootstrap: str, names: Names) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        mine = [t for t in await admin.list_topics()
-                if t.startswith((f"{names.app_id}-", f"{names.prefix}."))]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
+        await delete_topics(settings.kafka_bootstrap, f"{names.app_id}-", f"{names.prefix}.")
 
 
 async def _produce_tombstones(producer: AIOKafkaProducer, topic: str, count: int) -> None:
@@ -193,23 +130,18 @@ async def _kafka_answers(bootstrap: str) -> bool:
         await admin.start()
         await admin.list_topics()
         return True
-    except Exception:  # noqa: BLE001 - not yet
+    except Exception:  # not yet
         return False
     finally:
         await admin.close()
 
 
-def _up_components() -> set[str]:
-    lines = run_stack("status").stdout.splitlines()
-    return {line.split()[0] for line in lines if len(line.split()) > 1 and line.split()[1] == "up"}
-
-
 async def test_a_commit_that_never_finishes_ends_the_worker_and_a_restarted_one_goes_on(
-        settings: Settings, names: Names, worker: HangWorker) -> None:
+        settings: Settings, names: Names, worker: WorkerProcess) -> None:
     bootstrap = settings.kafka_bootstrap
     kafka_pid = pids()["kafka"]
     assert kafka_pid, "the stack's Kafka is not running"
-    up_before = _up_components() & {"kafka", "connect", "worker"}
+    up_before = stack.up() & {"kafka", "connect", "worker"}
 
     worker.start()
     await worker.wait_ready()
@@ -270,7 +202,7 @@ async def test_a_commit_that_never_finishes_ends_the_worker_and_a_restarted_one_
           f"messages {time.monotonic() - restarted_at:.1f}s after its start")
 
     async def stack_back() -> bool:
-        return up_before <= _up_components()
+        return up_before <= stack.up()
     await eventually(stack_back, timeout=120, interval=2,
                      what=f"the stack's {', '.join(sorted(up_before))} up again")
 
@@ -313,7 +245,7 @@ def test_the_stack_watchdog_starts_again_a_worker_that_exited_not_one_stopped() 
             pid = pids()["worker"]
             return pid if pid and pid != running else None
         wait_until(restarted, timeout=60, interval=0.5, what="the watchdog restarting it")
-        wait_until(lambda: "worker" in _up_components(), timeout=120, interval=1,
+        wait_until(lambda: "worker" in stack.up(), timeout=120, interval=1,
                    what="the restarted worker healthy")
         print(f"\nstack worker healthy again {time.monotonic() - killed_at:.1f}s after kill -9")
     finally:

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         gathered = asyncio.run(gather.gather(
             settings, args.payment_id, timeout=args.timeout,
             max_records=args.max_records or MAX_RECORDS_PER_PARTITION))
-    except Exception as err:  # noqa: BLE001 - Postgres is the one source a trace needs
+    except Exception as err:  # Postgres is the one source a trace needs
         print(f"paystream trace: could not read the payment from Postgres: "
               f"{type(err).__name__}: {err}", file=sys.stderr)
         return 2

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from conftest import eventually
+
+from testkit.waiting import eventually
 
 
 class DevToolsError(RuntimeError):

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from conftest import eventually
-from prom import alerts
 
-TESTS = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(TESTS / "integration" / "api"))
-sys.path.insert(0, str(TESTS / "integration" / "stack"))
-from api_fixtures import cdc_paused  # noqa: E402
-from stackutil import insert_payment  # noqa: E402
+from testkit import connector
+from testkit.rows import insert_blocked_payment
+from testkit.waiting import eventually
+from tests.e2e.monitoring.prom import alerts
 
 pytestmark = pytest.mark.disruptive
 
@@ -38,14 +33,14 @@ async def test_cdc_alert_fires_while_paused_and_clears_after_resume(settings) ->
     async def firing_while_payments_arrive() -> bool:
         nonlocal last_insert
         if time.monotonic() - last_insert >= INSERT_EVERY:
-            await insert_payment(settings.database_url)
+            await insert_blocked_payment(settings.database_url)
             last_insert = time.monotonic()
         # The instance of the rule's first branch (tables changed, nothing written to
         # Kafka) carries no slot_name or server label; the slot may go inactive too.
         return any(a["state"] == "firing" and set(a["labels"]) == {"alertname", "severity"}
                    for a in await alerts(ALERT))
 
-    async with cdc_paused():
+    async with connector.paused_async(connector.connect_url()):
         paused = time.monotonic()
         await eventually(firing_while_payments_arrive, timeout=FIRE_WITHIN, interval=1,
                          what=f"{ALERT} firing")

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from browser import DevToolsError, Page, chromium
-from conftest import eventually
+
+from testkit.waiting import eventually
+from tests.e2e.monitoring.browser import DevToolsError, Page, chromium
 
 ROOT = Path(__file__).resolve().parents[3]
 PAYSTREAM = Path(sys.executable).parent / "paystream"

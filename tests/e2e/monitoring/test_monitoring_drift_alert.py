@@ -9,7 +9,7 @@ targets (removed at the end). Only the worker that reconciled last counts in the
 rule, so while the test runs its series are the ones the alert reads; it looks only
 at alert instances of its own port.
 
-The drift is planted in books of the test's own (tests/own_books.py: a localstripe
+The drift is planted in books of the test's own (testkit/own_books.py: a localstripe
 and a database of its own, both gone at the end): a PaymentIntent cannot be
 deleted from a localstripe, so one made at the stack's would stay in its books for
 ever. The alert reads only the reconciliation's metrics, wherever its books are.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -29,9 +28,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import eventually, free_port
-from own_books import OwnBooks, own_books
-from prom import alerts, api
 from prometheus_client import generate_latest
 
 from paystream.domain import new_id
@@ -42,6 +38,11 @@ from streams.adapters import postgres
 from streams.adapters.stripe_gateway import BACKGROUND, StripeGateway
 from streams.ops import reconcile
 from streams.resilience import RequestBudget
+from testkit.own_books import OwnBooks, own_books
+from testkit.ports import free_port
+from testkit.rows import create_merchant, merchant_id
+from testkit.waiting import eventually
+from tests.e2e.monitoring.prom import alerts, api
 
 ROOT = Path(__file__).resolve().parents[3]
 TARGETS = Path(os.environ.get("PROMETHEUS_TARGETS_DIR",
@@ -110,13 +111,11 @@ async def test_a_planted_drift_fires_the_alert_and_clears_after_fix(settings: Se
     if not await rule_loaded():
         pytest.skip(f"the stack's Prometheus runs rules without {ALERT}: `make up` reloads them")
     assert TARGETS.is_dir(), f"{TARGETS}: Prometheus' file-discovered targets"
-    merchant = "acct_drift" + secrets.token_hex(8)
+    merchant = merchant_id("acct_drift")
     payment_id = new_id("pay")
     async with own_books(settings) as own:
         conn, settings = own.conn, own.settings
-        await conn.execute(
-            "INSERT INTO merchants (id, name, api_key_hash, webhook_secret) "
-            "VALUES (%s, 'drift e2e', %s, 'whsec_drift')", (merchant, secrets.token_hex(32)))
+        await create_merchant(conn, "drift e2e", merchant_id=merchant)
         # `processing`, as a payment the worker submitted and waits to hear of.
         await conn.execute(
             "INSERT INTO payments (id, merchant_id, amount, currency, status, customer, "

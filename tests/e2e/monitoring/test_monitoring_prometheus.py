@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import eventually
-from prom import api, query
+
+from testkit.waiting import eventually
+from tests.e2e.monitoring.prom import api, query
 
 ROOT = Path(__file__).resolve().parents[3]
 JOBS = {"prometheus", "api", "worker", "connect", "kafka", "postgres", "redis"}

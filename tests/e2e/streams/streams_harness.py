@@ -1,15 +1,15 @@
-"""End-to-end harness for the stream workers: worker processes, a Stripe proxy, a merchant.
+"""End-to-end harness for the stream workers: the session's pipeline, a Stripe proxy, rows.
 
-Fixture functions are named ``*_fixture`` and registered under a short name;
-a test module imports them. Every test session runs its own worker group
-(unique FAUST_APP_ID) on a change feed of its own (connectors/cdc_feed.py: a
-publication filtered to the session's merchants, a Debezium connector of its
-own from now on, its own topics, all removed at the end), so other suites'
-traffic and the stack's history neither slow nor confuse it. Tests that name a
-CDC topic take it from `pipeline.settings`, the settings the workers run with.
-The stack's own worker (`python3 -m stack start worker`) is stopped for the session,
-since its feed carries the session's payments too and it would race the test
-worker for them, and restarted at the end.
+The fixtures that build them (`pipeline`, `receiver`, `db`) are in
+tests/e2e/conftest.py. Every test session runs its own worker group (unique
+FAUST_APP_ID) on a change feed of its own (testkit/cdc_feed.py: a publication
+filtered to the session's merchants, a Debezium connector of its own from now
+on, its own topics, all removed at the end), so other suites' traffic and the
+stack's history neither slow nor confuse it. Tests that name a CDC topic take it
+from `pipeline.settings`, the settings the workers run with. The stack's own
+worker is stopped for the session (testkit.stack's StackPaused), since its feed
+carries the session's payments too and it would race the test worker for them,
+and restarted at the end.
 """
 
 from __future__ import annotations
@@ -18,123 +18,32 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
 import secrets
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import psycopg
-import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
-from conftest import eventually, free_port
 from psycopg.rows import dict_row
 
+from api.merchants import NewMerchant
 from paystream.domain import new_id
 from paystream.settings import Settings
 from streams.adapters import topic_reader
+from testkit import cdc_feed, rows
+from testkit.ports import free_port
+from testkit.waiting import eventually
+from testkit.webhooks import WebhookReceiver
+from testkit.workers import WorkerProcess, clean_env
 
-ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "connectors"))
-import cdc_feed  # noqa: E402  (beside connectors/register.py, which it uses)
-
-PAYSTREAM = ROOT / ".venv" / "bin" / "paystream"
-# Run in ROOT, the checkout that holds the stack package.
-STACK = [sys.executable, "-m", "stack"]
 TERMINAL = ("succeeded", "failed", "canceled", "blocked")
 # One token per session: names the worker group, its topics and its merchants
 # (the session's change feed carries the merchants whose id starts with this).
 SESSION = secrets.token_hex(3)
 MERCHANT_ID_PREFIX = f"acct_e2e{SESSION}"
-
-
-# --- worker processes -----------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Worker:
-    """A `paystream worker` subprocess with its own web port and data folder."""
-
-    name: str
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self.env["FAUST_WEB_PORT"])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen([str(PAYSTREAM), "worker", "-l", "info"], env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                     start_new_session=True)
-        log.close()
-
-    async def wait_ready(self, timeout: float = 120.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        async with aiohttp.ClientSession() as http:
-            while time.monotonic() < deadline:
-                if self.proc is not None and self.proc.poll() is not None:
-                    raise AssertionError(f"worker {self.name} exited {self.proc.returncode}:\n"
-                                         + self.tail())
-                try:
-                    async with http.get(f"{self.url}/ready/",
-                                        timeout=aiohttp.ClientTimeout(total=3)) as resp:
-                        last = await resp.json()
-                        if resp.status == 200:
-                            return last
-                except (aiohttp.ClientError, asyncio.TimeoutError) as err:
-                    last = repr(err)
-                await asyncio.sleep(0.5)
-        raise AssertionError(f"worker {self.name} not ready in {timeout}s ({last}):\n"
-                             + self.tail())
-
-    async def get(self, path: str) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as http, http.get(
-            f"{self.url}{path}", timeout=aiohttp.ClientTimeout(total=10)
-        ) as resp:
-            body = await resp.text()
-            try:
-                return resp.status, json.loads(body)
-            except ValueError:
-                return resp.status, body
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM and wait; SIGKILL if it does not go."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 @dataclasses.dataclass
@@ -147,21 +56,21 @@ class Pipeline:
     base_env: dict[str, str]
     workdir: Path
     stripe: StripeProxy
-    workers: list[Worker] = dataclasses.field(default_factory=list)
+    workers: list[WorkerProcess] = dataclasses.field(default_factory=list)
 
-    def new_worker(self, name: str, **env: str) -> Worker:
+    def new_worker(self, name: str, **env: str) -> WorkerProcess:
         worker_env = {
             **self.base_env,
             "FAUST_WEB_PORT": str(free_port()),
             "FAUST_DATA_DIR": str(self.workdir / name),
             **env,
         }
-        worker = Worker(name, worker_env, self.workdir / f"{name}.log")
+        worker = WorkerProcess(name, worker_env, self.workdir / f"{name}.log")
         self.workers.append(worker)
         return worker
 
     @property
-    def main(self) -> Worker:
+    def main(self) -> WorkerProcess:
         return self.workers[0]
 
 
@@ -170,7 +79,7 @@ WATCHDOG_STALL_SECONDS = 20.0
 
 
 def worker_env(feed: cdc_feed.Feed, app_id: str, stripe_base: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRAUD_", "PYTEST"))}
+    env = clean_env()
     env.update({
         **feed.env(),
         "FAUST_APP_ID": app_id,
@@ -194,78 +103,6 @@ def worker_env(feed: cdc_feed.Feed, app_id: str, stripe_base: str) -> dict[str, 
         "PYTHONUNBUFFERED": "1",
     })
     return env
-
-
-def _stack_worker_running() -> bool:
-    out = subprocess.run([*STACK, "status"], capture_output=True, text=True, cwd=ROOT)
-    return any(line.split()[:2] == ["worker", "up"] for line in out.stdout.splitlines())
-
-
-@contextlib.contextmanager
-def stack_worker_paused() -> Iterator[None]:
-    """Stop the stack's worker for the session (it would race ours), restart it after."""
-    was_running = _stack_worker_running()
-    if was_running:
-        subprocess.run([*STACK, "stop", "worker"], check=True, capture_output=True, cwd=ROOT)
-    try:
-        yield
-    finally:
-        if was_running:
-            # Its own environment: none of the test's overrides.
-            env = {k: v for k, v in os.environ.items()
-                   if k not in ("POLL_INTERVAL_SECONDS", "FAUST_APP_ID", "CDC_TOPIC_PREFIX")}
-            subprocess.run([*STACK, "start", "worker"], capture_output=True, cwd=ROOT,
-                           env=env)
-
-
-async def delete_group_topics(settings: Settings, app_id: str) -> None:
-    """Remove the session's internal and changelog topics (the empty group expires)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(f"{app_id}-")]
-        if names:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
-
-
-# Each test module imports the fixtures, which makes one fixture definition per
-# module; the session's pipeline and receiver are shared through these instead.
-_shared: dict[str, Any] = {}
-
-
-@pytest.fixture(scope="session", name="pipeline")
-async def pipeline_fixture(settings: Settings) -> AsyncIterator[Pipeline]:
-    if "pipeline" in _shared:
-        yield _shared["pipeline"]
-        return
-    app_id = f"paystream-e2e-{SESSION}"
-    workdir = Path(tempfile.mkdtemp(prefix=f"streams-e2e-{SESSION}-"))
-    # The session's merchants from now on, on topics of its own: a new group reads
-    # them from the beginning. Also removes what killed sessions left behind.
-    feed = cdc_feed.Feed("e2e", MERCHANT_ID_PREFIX, settings)
-    proxy = StripeProxy(settings.stripe_api_base)
-    await proxy.start()
-    pipe = Pipeline(dataclasses.replace(feed.settings, faust_app_id=app_id), app_id,
-                    worker_env(feed, app_id, proxy.url), workdir, proxy)
-    with stack_worker_paused():
-        try:
-            await feed.start()
-            worker = pipe.new_worker("w1")
-            worker.start()
-            await worker.wait_ready()
-            _shared["pipeline"] = pipe
-            yield pipe
-        finally:
-            _shared.pop("pipeline", None)
-            for w in pipe.workers:
-                w.stop()
-            await proxy.stop()
-            await delete_group_topics(settings, app_id)
-            await feed.close()
-            if os.environ.get("STREAMS_E2E_KEEP") is None:
-                shutil.rmtree(workdir, ignore_errors=True)
 
 
 # --- Stripe proxy: localstripe behind a switch ------------------------------------------
@@ -350,92 +187,20 @@ class StripeProxy:
 # --- a merchant with a webhook endpoint -------------------------------------------------
 
 
-@dataclasses.dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def event(self) -> dict[str, Any]:
-        return json.loads(self.body)
-
-
-class WebhookReceiver:
-    """An HTTP server that records merchant webhooks; can fail the first N per event."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.received: list[Received] = []
-        self.fail_first: dict[str, int] = {}
-        self._runner: web.AppRunner | None = None
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{path}"
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/{path:.*}", self._hook)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _hook(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.received.append(Received(request.path, dict(request.headers), body))
-        path = request.match_info["path"]
-        if self.fail_first.get(path, 0) > 0:
-            self.fail_first[path] -= 1
-            return web.Response(status=500, text="try again")
-        return web.Response(status=200, text="ok")
-
-    def events(self, merchant_id: str) -> list[Received]:
-        return [r for r in self.received if r.path == f"/{merchant_id}"]
-
-
-@pytest.fixture(scope="session", name="receiver")
-async def receiver_fixture() -> AsyncIterator[WebhookReceiver]:
-    if "receiver" in _shared:
-        yield _shared["receiver"]
-        return
-    receiver = WebhookReceiver()
-    await receiver.start()
-    _shared["receiver"] = receiver
-    try:
-        yield receiver
-    finally:
-        _shared.pop("receiver", None)
-        await receiver.stop()
-
-
-@dataclasses.dataclass
-class Merchant:
-    id: str
-    webhook_secret: str
-
-
 class Db:
     """The test's side of Postgres: rows as the API would write them, and queries."""
 
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self.conn = conn
 
-    async def merchant(self, receiver: WebhookReceiver | None) -> Merchant:
-        merchant_id = MERCHANT_ID_PREFIX + secrets.token_hex(8)
-        secret = "whsec_" + secrets.token_hex(16)
-        url = receiver.url(merchant_id) if receiver else None
-        await self.conn.execute(
-            "INSERT INTO merchants (id, name, api_key_hash, webhook_url, webhook_secret) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            (merchant_id, "e2e streams", secrets.token_hex(32), url, secret),
-        )
-        return Merchant(merchant_id, secret)
+    async def merchant(self, receiver: WebhookReceiver | None) -> NewMerchant:
+        """A merchant in the session's feed; its webhooks go to receiver (by its id)."""
+        merchant_id = rows.merchant_id(MERCHANT_ID_PREFIX)
+        return await rows.create_merchant(
+            self.conn, "e2e streams", merchant_id=merchant_id,
+            webhook_url=receiver.url(merchant_id) if receiver else None)
 
-    async def payment(self, merchant: Merchant, *, customer: str | None = None,
+    async def payment(self, merchant: NewMerchant, *, customer: str | None = None,
                       payment_method: str = "pm_card_visa", amount: int = 1050,
                       currency: str = "usd") -> str:
         """Insert a pending payment exactly as POST /v1/payments does."""
@@ -484,13 +249,6 @@ class Db:
 def new_customer() -> str:
     # Not "cus_...": such ids go to Stripe, which only knows customers it created.
     return "c_" + new_id("x")[2:]
-
-
-@pytest.fixture(name="db")
-async def db_fixture(settings: Settings) -> AsyncIterator[Db]:
-    async with await psycopg.AsyncConnection.connect(settings.database_url,
-                                                     autocommit=True) as conn:
-        yield Db(conn)
 
 
 # --- Kafka helpers ----------------------------------------------------------------------

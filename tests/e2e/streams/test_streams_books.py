@@ -2,7 +2,7 @@
 
 Drift is made for real: rows moved by hand in Postgres, PaymentIntents and
 Refunds made directly at a Stripe peer with our metadata. That drift is planted
-in books of the test's own (tests/own_books.py: a localstripe and a database of
+in books of the test's own (testkit/own_books.py: a localstripe and a database of
 its own, dropped at the end), never in the stack's, which `paystream reconcile`
 over the stack must find clean after the tests; no worker reads them, so nothing
 in the pipeline repairs them behind the test's back. The rebuild tests run the
@@ -21,24 +21,18 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import eventually
-from own_books import OwnBooks, own_books
-from streams_harness import (  # noqa: F401 - fixtures
-    Db,
-    Merchant,
-    Pipeline,
-    db_fixture,
-    pipeline_fixture,
-    produce,
-    stripe,
-)
 
+from api.merchants import NewMerchant
 from paystream.domain import new_id
 from paystream.domain.ledger import journal_for_payment, journal_for_refund
 from paystream.settings import Settings
 from streams.adapters import postgres
 from streams.messages import BalanceDelta
 from streams.ops import ledger_rebuild
+from testkit.own_books import OwnBooks
+from testkit.rows import create_merchant, merchant_id
+from testkit.waiting import eventually
+from tests.e2e.streams.streams_harness import Db, Pipeline, produce, stripe
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -58,23 +52,12 @@ def reconcile(own: OwnBooks, merchant: str, *extra: str) -> tuple[int, dict[str,
     return rc, json.loads(out.strip().splitlines()[-1])
 
 
-@pytest.fixture(name="own")
-async def own_fixture(settings: Settings) -> AsyncIterator[OwnBooks]:
-    """A Stripe and a database of the test's own, where it plants its drift."""
-    async with own_books(settings) as own:
-        yield own
-
-
-async def outsider(db: Db) -> Merchant:
+async def outsider(db: Db) -> NewMerchant:
     """A merchant no worker of this session looks at."""
-    merchant_id = "acct_books" + secrets.token_hex(8)
-    await db.conn.execute(
-        "INSERT INTO merchants (id, name, api_key_hash, webhook_secret) VALUES (%s, %s, %s, %s)",
-        (merchant_id, "books", secrets.token_hex(32), "whsec_" + secrets.token_hex(8)))
-    return Merchant(merchant_id, "")
+    return await create_merchant(db.conn, "books", merchant_id=merchant_id("acct_books"))
 
 
-async def row(db: Db, merchant: Merchant, status: str, amount: int = 1000,
+async def row(db: Db, merchant: NewMerchant, status: str, amount: int = 1000,
               pi: str | None = None) -> str:
     payment_id = new_id("pay")
     await db.conn.execute(
@@ -85,7 +68,7 @@ async def row(db: Db, merchant: Merchant, status: str, amount: int = 1000,
     return payment_id
 
 
-async def charge(settings: Settings, payment_id: str, merchant: Merchant,
+async def charge(settings: Settings, payment_id: str, merchant: NewMerchant,
                  amount: int = 1000) -> str:
     """A confirmed PaymentIntent made directly at the Stripe peer, with our metadata."""
     pi = await stripe(settings, "POST", "/v1/payment_intents", {
@@ -96,7 +79,7 @@ async def charge(settings: Settings, payment_id: str, merchant: Merchant,
     return str(pi["id"])
 
 
-async def journal(db: Db, payment_id: str, merchant: Merchant, amount: int = 1000) -> None:
+async def journal(db: Db, payment_id: str, merchant: NewMerchant, amount: int = 1000) -> None:
     """What the ledger agent posts for a succeeded payment."""
     await postgres.post_journals(db.conn, [journal_for_payment(payment_id, merchant.id, amount,
                                                             "usd")])
@@ -188,7 +171,7 @@ async def test_fix_applies_the_guarded_moves_and_a_second_run_is_clean(own: OwnB
     assert (rc, report["drifts"]) == (0, [])
 
 
-async def settled_books(db: Db, pipeline: Pipeline, merchant: Merchant, payments: int,
+async def settled_books(db: Db, pipeline: Pipeline, merchant: NewMerchant, payments: int,
                         refunds: int) -> tuple[list[str], list[str]]:
     """Payments through the worker, refunds of the first succeeded ones; waits until every
     journal is posted and the worker's Faust balances changelog holds the merchant's
@@ -213,7 +196,7 @@ async def settled_books(db: Db, pipeline: Pipeline, merchant: Merchant, payments
     return succeeded, refunded
 
 
-def account_of(merchant: Merchant) -> str:
+def account_of(merchant: NewMerchant) -> str:
     return f"merchant_available:{merchant.id}:usd"
 
 
@@ -222,7 +205,7 @@ async def _faust_balance_is(pipeline: Pipeline, account: str, balance: int) -> b
     return table.get(account) == balance
 
 
-def rebuild(pipeline: Pipeline, merchant: Merchant, *extra: str) -> tuple[int, str]:
+def rebuild(pipeline: Pipeline, merchant: NewMerchant, *extra: str) -> tuple[int, str]:
     return paystream("ledger", "rebuild", "--verify", "--merchant", merchant.id,
                      "--app-id", pipeline.app_id, *extra)
 

@@ -8,20 +8,6 @@ import time
 
 import pytest
 import stripe
-from conftest import eventually
-from streams_harness import (  # noqa: F401
-    PAYSTREAM,
-    ROOT,
-    Db,
-    Pipeline,
-    WebhookReceiver,
-    db_fixture,
-    intents_since,
-    new_customer,
-    pipeline_fixture,
-    produce,
-    receiver_fixture,
-)
 
 from paystream.domain import new_id
 from paystream.domain.ids import notification_event_id
@@ -29,6 +15,10 @@ from paystream.domain.signing import SIGNATURE_HEADER
 from paystream.settings import Settings
 from streams.adapters.cdc import id_key
 from streams.ops.dlq import read_all
+from testkit.waiting import eventually
+from testkit.webhooks import WebhookReceiver
+from testkit.workers import PAYSTREAM, ROOT
+from tests.e2e.streams.streams_harness import Db, Pipeline, intents_since, new_customer, produce
 
 
 async def test_succeeded_payment_posts_one_balanced_journal_and_a_signed_webhook(

@@ -7,24 +7,20 @@ import json
 import random
 import time
 
-from conftest import eventually
-from streams_harness import (  # noqa: F401 - fixtures
+from paystream.domain import PaymentStatus, guard_params, guarded_update_sql
+from paystream.settings import Settings
+from streams.adapters.cdc import decode_change
+from testkit.waiting import eventually
+from tests.e2e.streams.streams_harness import (
     Db,
     Pipeline,
     WebhookReceiver,
     authenticate,
     awaiting_action,
-    db_fixture,
-    pipeline_fixture,
     read_topic,
-    receiver_fixture,
     stripe_webhooks_off,
     three_d_secure_method,
 )
-
-from paystream.domain import PaymentStatus, guard_params, guarded_update_sql
-from paystream.settings import Settings
-from streams.adapters.cdc import decode_change
 
 
 async def test_poller_alone_resolves_a_payment_stripe_never_told_us_about(

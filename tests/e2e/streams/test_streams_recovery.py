@@ -8,26 +8,23 @@ from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.partitioner import murmur2
-from conftest import eventually
-from streams_harness import (  # noqa: F401 - fixtures
+
+from paystream.domain import new_id
+from paystream.settings import Settings
+from streams.adapters.cdc import id_key
+from streams.ops import offsets
+from testkit.waiting import eventually
+from tests.e2e.streams.streams_harness import (
     TERMINAL,
     Db,
     Pipeline,
     WebhookReceiver,
     authenticate,
     awaiting_action,
-    db_fixture,
     intents_since,
     new_customer,
-    pipeline_fixture,
-    receiver_fixture,
     three_d_secure_method,
 )
-
-from paystream.domain import new_id
-from paystream.settings import Settings
-from streams.adapters.cdc import id_key
-from streams.ops import offsets
 
 BURST = int(os.environ.get("STREAMS_E2E_BURST", "500"))
 

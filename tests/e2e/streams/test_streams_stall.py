@@ -5,14 +5,9 @@ from __future__ import annotations
 import os
 
 import psycopg
-from conftest import eventually
-from streams_harness import (  # noqa: F401 - fixtures
-    WATCHDOG_STALL_SECONDS,
-    Db,
-    Pipeline,
-    db_fixture,
-    pipeline_fixture,
-)
+
+from testkit.waiting import eventually
+from tests.e2e.streams.streams_harness import WATCHDOG_STALL_SECONDS, Db, Pipeline
 
 
 async def test_a_stage_stalled_behind_a_lock_makes_the_worker_unhealthy_until_it_moves(

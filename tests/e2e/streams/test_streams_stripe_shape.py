@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from conftest import eventually
-from streams_harness import (  # noqa: F401 - fixtures
+from paystream.settings import Settings
+from testkit.waiting import eventually
+from tests.e2e.streams.streams_harness import (
     STRIPE_TIMEOUT_SECONDS,
     Db,
     Pipeline,
-    db_fixture,
-    pipeline_fixture,
     stripe_webhooks_off,
 )
-
-from paystream.settings import Settings
 
 
 def _creates_for(pipeline: Pipeline, payment_id: str) -> int:

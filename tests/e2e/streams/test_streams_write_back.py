@@ -8,31 +8,17 @@ item whether its own row moved.
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-from own_books import OwnBooks, own_books
-
 from paystream.domain import PaymentStatus, RefundStatus, new_id
-from paystream.settings import Settings
 from streams.adapters import postgres
 from streams.adapters.postgres import WriteBack
-
-
-@pytest.fixture(name="own")
-async def own_fixture(settings: Settings) -> AsyncIterator[OwnBooks]:
-    async with own_books(settings) as own:
-        yield own
+from testkit.own_books import OwnBooks
+from testkit.rows import create_merchant, merchant_id
 
 
 async def _merchant(own: OwnBooks) -> str:
-    merchant_id = "acct_wb" + secrets.token_hex(6)
-    await own.conn.execute(
-        "INSERT INTO merchants (id, name, api_key_hash, webhook_secret) VALUES (%s, %s, %s, %s)",
-        (merchant_id, "write-back", secrets.token_hex(32), "whsec_" + secrets.token_hex(8)))
-    return merchant_id
+    return (await create_merchant(own.conn, "write-back", merchant_id=merchant_id("acct_wb"))).id
 
 
 async def _payment(own: OwnBooks, merchant: str, status: str, pi: str | None = None) -> str:

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import psycopg
-from api_fixtures import Api, api_fixture, db_fixture  # noqa: F401  (fixtures)
+
+from tests.integration.api.api_helpers import Api
 
 PAYSTREAM = Path(sys.executable).parent / "paystream"
 

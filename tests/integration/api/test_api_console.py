@@ -18,11 +18,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from aiohttp.test_utils import TestClient
-from api_fixtures import MerchantCreds, new_merchant, start_api
-from conftest import free_port
 
+from api.merchants import NewMerchant
 from api.operators import INSERT_OPERATOR, NewOperator
 from paystream.settings import Settings
+from testkit.ports import free_port
+from testkit.rows import create_merchant
+from tests.integration.api.api_helpers import start_api
 
 PANELS = json.loads((Path(__file__).resolve().parents[3] / "api" / "console" / "panels.json")
                     .read_text())
@@ -31,24 +33,6 @@ STAT_QUERY = PANELS["stats"][0]["expr"]
 CHART_QUERY = PANELS["panels"][0]["queries"][0]["expr"]
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 COOKIE = "paystream_console"
-
-
-@pytest.fixture(name="client", scope="module")
-async def client_fixture(settings: Settings) -> AsyncIterator[TestClient]:
-    client, _ = await start_api(settings)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-@pytest.fixture(name="db", scope="module")
-async def db_fixture(settings: Settings) -> AsyncIterator[psycopg.AsyncConnection]:
-    conn = await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def new_operator(db: psycopg.AsyncConnection) -> NewOperator:
@@ -65,8 +49,8 @@ async def operator_fixture(db: psycopg.AsyncConnection) -> AsyncIterator[NewOper
 
 
 @pytest.fixture(name="merchant", scope="module")
-async def merchant_fixture(db: psycopg.AsyncConnection) -> MerchantCreds:
-    return await new_merchant(db, "Not An Operator")
+async def merchant_fixture(db: psycopg.AsyncConnection) -> NewMerchant:
+    return await create_merchant(db, "Not An Operator")
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -121,7 +105,7 @@ async def test_a_browser_is_sent_to_the_login_form(client: TestClient, path: str
 
 
 async def test_a_merchant_key_is_not_an_operator_key(client: TestClient,
-                                                     merchant: MerchantCreds) -> None:
+                                                     merchant: NewMerchant) -> None:
     for path in ("/console/", f"/console/api/v1/query?query={STAT_QUERY}"):
         resp = await client.get(path, headers=bearer(merchant.api_key), allow_redirects=False)
         assert resp.status == 401, path

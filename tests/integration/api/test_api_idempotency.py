@@ -10,24 +10,6 @@ import socket
 import psycopg
 import pytest
 import redis.asyncio as aioredis
-from api_fixtures import (  # noqa: F401  (fixtures)
-    REPLAYED,
-    TOKEN,
-    Api,
-    MerchantCreds,
-    api_fixture,
-    count_payments,
-    db_fixture,
-    flush_redis,
-    forget_key,
-    idempotency_key,
-    merchant_fixture,
-    own_database_fixture,
-    payment_body,
-    start_api,
-    succeed_payment,
-)
-from conftest import eventually
 
 from api.errors import IdempotencyKeyInUse
 from api.idempotency import (
@@ -38,13 +20,29 @@ from api.idempotency import (
     redis_key,
     run_idempotent,
 )
+from api.merchants import NewMerchant
 from api.payments import parse_create
 from api.state import IDEMPOTENCY, METRICS
 from paystream.settings import Settings
+from testkit.waiting import eventually
+from tests.integration.api.api_helpers import (
+    REPLAYED,
+    TOKEN,
+    Api,
+    count_payments,
+    flush_redis,
+    forget_key,
+    idempotency_key,
+    payment_body,
+    start_api,
+    succeed_payment,
+)
+
+pytestmark = pytest.mark.own_database
 
 
 async def test_fifty_concurrent_creates_with_one_key_make_one_row(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection
 ) -> None:
     key = idempotency_key()
     body = payment_body(amount=4242)
@@ -68,7 +66,7 @@ async def test_fifty_concurrent_creates_with_one_key_make_one_row(
     assert len(bodies) == 1, "replays repeat the first answer byte for byte"
 
 
-async def test_retry_replays_first_answer(api: Api, merchant: MerchantCreds) -> None:
+async def test_retry_replays_first_answer(api: Api, merchant: NewMerchant) -> None:
     key = idempotency_key()
     first = await api.create_payment(merchant.api_key, idempotency_key=key)
     again = await api.create_payment(merchant.api_key, idempotency_key=key)
@@ -80,7 +78,7 @@ async def test_retry_replays_first_answer(api: Api, merchant: MerchantCreds) -> 
 
 
 async def test_same_key_other_body_is_an_idempotency_error(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection
 ) -> None:
     key = idempotency_key()
     status, _, _ = await api.create_payment(merchant.api_key, idempotency_key=key)
@@ -95,7 +93,7 @@ async def test_same_key_other_body_is_an_idempotency_error(
 
 
 async def test_redis_flushed_between_identical_requests_still_one_row(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection, settings: Settings
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection, settings: Settings
 ) -> None:
     key = idempotency_key()
     status, first, _ = await api.create_payment(merchant.api_key, idempotency_key=key)
@@ -110,7 +108,7 @@ async def test_redis_flushed_between_identical_requests_still_one_row(
 
 
 async def test_redis_flushed_then_other_body_is_still_refused(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection, settings: Settings
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection, settings: Settings
 ) -> None:
     key = idempotency_key()
     assert (await api.create_payment(merchant.api_key, idempotency_key=key))[0] == 201
@@ -130,7 +128,7 @@ def _closed_port() -> int:
 
 
 async def test_redis_down_postgres_is_the_last_line(
-    merchant: MerchantCreds, db: psycopg.AsyncConnection, settings: Settings
+    merchant: NewMerchant, db: psycopg.AsyncConnection, settings: Settings
 ) -> None:
     # A real outage: nothing listens on that port.
     down = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{_closed_port()}/0")
@@ -159,7 +157,7 @@ async def test_redis_down_postgres_is_the_last_line(
         await client.close()
 
 
-async def test_in_flight_duplicate_gets_409(api: Api, merchant: MerchantCreds) -> None:
+async def test_in_flight_duplicate_gets_409(api: Api, merchant: NewMerchant) -> None:
     key = idempotency_key()
     body = payment_body(amount=777)
     store = api.app[IDEMPOTENCY]
@@ -180,7 +178,7 @@ async def test_in_flight_duplicate_gets_409(api: Api, merchant: MerchantCreds) -
 
 
 async def test_cached_answer_expires_with_the_configured_ttl(
-    api: Api, merchant: MerchantCreds, settings: Settings
+    api: Api, merchant: NewMerchant, settings: Settings
 ) -> None:
     key = idempotency_key()
     assert (await api.create_payment(merchant.api_key, idempotency_key=key))[0] == 201
@@ -193,11 +191,11 @@ async def test_cached_answer_expires_with_the_configured_ttl(
 
 
 async def test_keys_are_scoped_per_merchant(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection
 ) -> None:
-    from api_fixtures import new_merchant
+    from testkit.rows import create_merchant
 
-    other = await new_merchant(db, "Other Shop")
+    other = await create_merchant(db, "Other Shop")
     key = idempotency_key()
     a = await api.create_payment(merchant.api_key, idempotency_key=key)
     b = await api.create_payment(other.api_key, idempotency_key=key)
@@ -206,14 +204,14 @@ async def test_keys_are_scoped_per_merchant(
     assert REPLAYED not in b[2]
 
 
-async def test_invalid_keys_are_refused(api: Api, merchant: MerchantCreds) -> None:
+async def test_invalid_keys_are_refused(api: Api, merchant: NewMerchant) -> None:
     status, body, _ = await api.create_payment(merchant.api_key, idempotency_key="k" * 256)
     assert status == 400
     assert body["error"]["param"] == "Idempotency-Key"
 
 
 async def test_refund_retry_replays_and_makes_one_refund(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection, settings: Settings
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection, settings: Settings
 ) -> None:
     _, payment, _ = await api.create_payment(merchant.api_key, payment_body(amount=5000))
     await succeed_payment(api, payment["id"])
@@ -232,7 +230,7 @@ async def test_refund_retry_replays_and_makes_one_refund(
 
 
 async def test_an_expired_key_names_a_new_request(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection, settings: Settings
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection, settings: Settings
 ) -> None:
     key = idempotency_key()
     _, first, _ = await api.create_payment(merchant.api_key, idempotency_key=key)
@@ -255,7 +253,7 @@ async def test_an_expired_key_names_a_new_request(
 
 
 async def test_a_dead_requests_lock_frees_its_key_within_the_lease(
-    api: Api, merchant: MerchantCreds
+    api: Api, merchant: NewMerchant
 ) -> None:
     key = idempotency_key()
     body = payment_body(amount=778)
@@ -273,7 +271,7 @@ async def test_a_dead_requests_lock_frees_its_key_within_the_lease(
 
 
 async def test_a_live_request_keeps_its_lock_past_the_lease(
-    api: Api, merchant: MerchantCreds
+    api: Api, merchant: NewMerchant
 ) -> None:
     store = api.app[IDEMPOTENCY]
     key = idempotency_key()

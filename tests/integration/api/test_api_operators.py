@@ -7,31 +7,16 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
-import pytest
 from aiohttp.test_utils import TestClient
-from api_fixtures import db_fixture, start_api  # noqa: F401  (fixtures)
-
-from paystream.settings import Settings
 
 PAYSTREAM = Path(sys.executable).parent / "paystream"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(PAYSTREAM), *args], capture_output=True, text=True, timeout=60)
-
-
-@pytest.fixture(name="client", scope="module")
-async def client_fixture(settings: Settings) -> AsyncIterator[TestClient]:
-    # Not api_fixture: nothing here needs the Debezium connector paused.
-    client, _ = await start_api(settings)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def create(name: str) -> dict[str, str]:

@@ -8,25 +8,21 @@ import os
 import socket
 
 import psycopg
-from api_fixtures import (  # noqa: F401  (fixtures)
-    TOKEN,
-    Api,
-    MerchantCreds,
-    api_fixture,
-    db_fixture,
-    deliver,
-    idempotency_key,
-    merchant_fixture,
-    payment_intent,
-    start_api,
-    stripe_event,
-    stripe_signature,
-)
 
+from api.merchants import NewMerchant
 from api.routes import setup_routes
 from api.state import PRIMARY, REPLICA
 from paystream.domain.ledger import Journal, journal_for_payment, journal_for_refund
 from paystream.settings import Settings
+from tests.integration.api.api_helpers import (
+    TOKEN,
+    Api,
+    deliver,
+    idempotency_key,
+    start_api,
+    stripe_event,
+    stripe_signature,
+)
 
 
 async def test_probes(api: Api) -> None:
@@ -49,7 +45,7 @@ async def test_reads_go_to_the_replicas_writes_to_the_primary(api: Api) -> None:
 
 
 async def test_metrics_count_requests_replays_and_webhooks(
-    api: Api, merchant: MerchantCreds
+    api: Api, merchant: NewMerchant
 ) -> None:
     key = idempotency_key()
     await api.create_payment(merchant.api_key, idempotency_key=key)
@@ -89,7 +85,7 @@ async def test_openapi_describes_every_route(api: Api) -> None:
 
 
 async def test_rate_limit_answers_429_with_retry_after(
-    merchant: MerchantCreds, settings: Settings
+    merchant: NewMerchant, settings: Settings
 ) -> None:
     limited = dataclasses.replace(settings, rate_limit_per_second=3)
     client, app = await start_api(limited)
@@ -120,7 +116,7 @@ def _closed_port() -> int:
 
 
 async def test_primary_down_is_503_with_retry_after(
-    merchant: MerchantCreds, settings: Settings
+    merchant: NewMerchant, settings: Settings
 ) -> None:
     port = _closed_port()
     down = dataclasses.replace(
@@ -148,7 +144,7 @@ async def test_primary_down_is_503_with_retry_after(
 
 
 async def test_balances_from_the_ledger(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection
 ) -> None:
     # Post journals as the ledger agent does (the API only reads them). They have no
     # payments or refunds behind them: removed at the end, or reconcile reports them.
@@ -184,7 +180,7 @@ async def _post(db: psycopg.AsyncConnection, journals: list[Journal], merchant_i
 
 
 async def _check_balances(api: Api, db: psycopg.AsyncConnection,
-                          merchant: MerchantCreds) -> None:
+                          merchant: NewMerchant) -> None:
     cur = await db.execute("SELECT pg_current_wal_lsn()::text")
     row = await cur.fetchone()
     assert row is not None

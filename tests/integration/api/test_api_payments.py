@@ -8,25 +8,17 @@ from typing import Any
 
 import psycopg
 import pytest
-from api_fixtures import (  # noqa: F401  (fixtures)
-    TOKEN,
-    Api,
-    MerchantCreds,
-    api_fixture,
-    db_fixture,
-    merchant_fixture,
-    new_merchant,
-    own_database_fixture,
-    payment_body,
-    payment_row,
-    succeed_payment,
-)
 
+from api.merchants import NewMerchant
 from api.state import METRICS
+from testkit.rows import create_merchant
+from tests.integration.api.api_helpers import TOKEN, Api, payment_body, payment_row, succeed_payment
+
+pytestmark = pytest.mark.own_database
 
 
 async def test_create_answers_the_payment_object(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection
 ) -> None:
     status, body, headers = await api.create_payment(
         merchant.api_key, payment_body(amount=1999, currency="JPY", metadata={"k": "v"})
@@ -84,7 +76,7 @@ async def test_create_answers_the_payment_object(
     ],
 )
 async def test_invalid_fields_are_400_naming_the_param(
-    api: Api, merchant: MerchantCreds, body: dict[str, Any], param: str
+    api: Api, merchant: NewMerchant, body: dict[str, Any], param: str
 ) -> None:
     status, payload, _ = await api.create_payment(merchant.api_key, body)
     assert status == 400, payload
@@ -99,14 +91,14 @@ async def test_invalid_fields_are_400_naming_the_param(
     [b"not json", b"[1, 2]", b'{"amount": NaN}', b'{"amount": 1', b"\xff\xfe", b"1" * 5000,
      b"[" * 100_00 + b"]" * 100_00],
 )
-async def test_non_json_bodies_are_400(api: Api, merchant: MerchantCreds, raw: bytes) -> None:
+async def test_non_json_bodies_are_400(api: Api, merchant: NewMerchant, raw: bytes) -> None:
     resp = await api.client.post("/v1/payments", data=raw, headers=api.headers(merchant.api_key))
     payload = await resp.json()
     assert resp.status == 400, payload
     assert payload["error"]["param"] == "body"
 
 
-async def test_body_over_the_limit_is_413(api: Api, merchant: MerchantCreds) -> None:
+async def test_body_over_the_limit_is_413(api: Api, merchant: NewMerchant) -> None:
     big = payment_body(description="x" * (api.settings.max_body_bytes + 1))
     status, payload, _ = await api.create_payment(merchant.api_key, big)
     assert status == 413
@@ -127,9 +119,9 @@ async def test_missing_or_bad_key_is_401(api: Api, authorization: str | None) ->
 
 
 async def test_another_merchants_payment_is_404(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection
 ) -> None:
-    other = await new_merchant(db, "Snooper")
+    other = await create_merchant(db, "Snooper")
     _, payment, headers = await api.create_payment(merchant.api_key)
     resp = await api.client.get(f"/v1/payments/{payment['id']}",
                                 headers=api.headers(other.api_key, **{TOKEN: headers[TOKEN]}))
@@ -150,14 +142,14 @@ async def test_another_merchants_payment_is_404(
 
 
 @pytest.mark.parametrize("bad_id", ["nope", "pay_short", "pay_" + "x" * 24 + "%00", "pay_%F0"])
-async def test_malformed_ids_are_404(api: Api, merchant: MerchantCreds, bad_id: str) -> None:
+async def test_malformed_ids_are_404(api: Api, merchant: NewMerchant, bad_id: str) -> None:
     resp = await api.client.get(f"/v1/payments/{bad_id}", headers=api.headers(merchant.api_key))
     assert resp.status == 404
     assert (await resp.json())["error"]["code"] == "resource_missing"
 
 
 async def test_read_with_the_consistency_token_always_finds_the_payment(
-    api: Api, merchant: MerchantCreds
+    api: Api, merchant: NewMerchant
 ) -> None:
     async def create_then_read(i: int) -> None:
         status, created, headers = await api.create_payment(
@@ -176,7 +168,7 @@ async def test_read_with_the_consistency_token_always_finds_the_payment(
 
 
 async def test_a_token_no_replica_has_reached_falls_back_to_the_primary(
-    api: Api, merchant: MerchantCreds
+    api: Api, merchant: NewMerchant
 ) -> None:
     _, created, _ = await api.create_payment(merchant.api_key)
     fallbacks = api.app[METRICS].replica_fallbacks.labels("lagging")
@@ -192,7 +184,7 @@ async def test_a_token_no_replica_has_reached_falls_back_to_the_primary(
 
 @pytest.mark.parametrize("token", ["yesterday", "0/", "1/2/3", "G/0", "123456789/0"])
 async def test_malformed_consistency_token_is_400(
-    api: Api, merchant: MerchantCreds, token: str
+    api: Api, merchant: NewMerchant, token: str
 ) -> None:
     resp = await api.client.get("/v1/payments", headers=api.headers(merchant.api_key,
                                                                    **{TOKEN: token}))
@@ -201,7 +193,7 @@ async def test_malformed_consistency_token_is_400(
 
 
 async def test_list_is_newest_first_with_cursor_pagination(
-    api: Api, merchant: MerchantCreds
+    api: Api, merchant: NewMerchant
 ) -> None:
     ids = []
     token = ""
@@ -225,7 +217,7 @@ async def test_list_is_newest_first_with_cursor_pagination(
     assert seen == newest_first
 
 
-async def test_list_filters_by_status(api: Api, merchant: MerchantCreds) -> None:
+async def test_list_filters_by_status(api: Api, merchant: NewMerchant) -> None:
     _, keep, _ = await api.create_payment(merchant.api_key)
     _, gone, _ = await api.create_payment(merchant.api_key)
     resp = await api.client.post(f"/v1/payments/{gone['id']}/cancel",
@@ -246,7 +238,7 @@ async def test_list_filters_by_status(api: Api, merchant: MerchantCreds) -> None
      ("starting_after=pay_" + "A" * 24, "starting_after")],
 )
 async def test_list_rejects_bad_parameters(
-    api: Api, merchant: MerchantCreds, query: str, param: str
+    api: Api, merchant: NewMerchant, query: str, param: str
 ) -> None:
     resp = await api.client.get(f"/v1/payments?{query}", headers=api.headers(merchant.api_key))
     assert resp.status == 400
@@ -254,7 +246,7 @@ async def test_list_rejects_bad_parameters(
 
 
 async def test_cancel_only_while_pending(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection
 ) -> None:
     _, payment, _ = await api.create_payment(merchant.api_key)
     path = f"/v1/payments/{payment['id']}/cancel"
@@ -278,7 +270,7 @@ async def test_cancel_only_while_pending(
     assert (await payment_row(db, done["id"]))["status"] == "succeeded"
 
 
-async def test_cancel_refuses_parameters(api: Api, merchant: MerchantCreds) -> None:
+async def test_cancel_refuses_parameters(api: Api, merchant: NewMerchant) -> None:
     _, payment, _ = await api.create_payment(merchant.api_key)
     resp = await api.client.post(f"/v1/payments/{payment['id']}/cancel",
                                  data=json.dumps({"reason": "x"}),

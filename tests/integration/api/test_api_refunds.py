@@ -8,22 +8,19 @@ from typing import Any
 
 import psycopg
 import pytest
-from api_fixtures import (  # noqa: F401  (fixtures)
+
+from api.merchants import NewMerchant
+from paystream.settings import Settings
+from tests.integration.api.api_helpers import (
     TOKEN,
     Api,
-    MerchantCreds,
-    api_fixture,
-    db_fixture,
-    flush_redis,
     forget_key,
     idempotency_key,
-    merchant_fixture,
-    own_database_fixture,
     payment_body,
     succeed_payment,
 )
 
-from paystream.settings import Settings
+pytestmark = pytest.mark.own_database
 
 
 async def refund(api: Api, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -31,13 +28,13 @@ async def refund(api: Api, key: str, body: dict[str, Any]) -> tuple[int, dict[st
     return resp.status, await resp.json()
 
 
-async def succeeded_payment(api: Api, merchant: MerchantCreds, amount: int) -> dict[str, Any]:
+async def succeeded_payment(api: Api, merchant: NewMerchant, amount: int) -> dict[str, Any]:
     _, payment, _ = await api.create_payment(merchant.api_key, payment_body(amount=amount))
     await succeed_payment(api, payment["id"])
     return payment
 
 
-async def test_partial_refunds_then_the_rest(api: Api, merchant: MerchantCreds) -> None:
+async def test_partial_refunds_then_the_rest(api: Api, merchant: NewMerchant) -> None:
     payment = await succeeded_payment(api, merchant, 1000)
     status, first = await refund(api, merchant.api_key, {"payment": payment["id"], "amount": 300})
     assert status == 201
@@ -58,7 +55,7 @@ async def test_partial_refunds_then_the_rest(api: Api, merchant: MerchantCreds) 
     assert none_left["error"]["code"] == "charge_already_refunded"
 
 
-async def test_refund_of_a_pending_payment_is_refused(api: Api, merchant: MerchantCreds) -> None:
+async def test_refund_of_a_pending_payment_is_refused(api: Api, merchant: NewMerchant) -> None:
     _, payment, _ = await api.create_payment(merchant.api_key)
     status, body = await refund(api, merchant.api_key, {"payment": payment["id"]})
     assert status == 400
@@ -66,7 +63,7 @@ async def test_refund_of_a_pending_payment_is_refused(api: Api, merchant: Mercha
 
 
 async def test_concurrent_full_refunds_make_exactly_one(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection
 ) -> None:
     payment = await succeeded_payment(api, merchant, 2500)
     results = await asyncio.gather(
@@ -92,14 +89,14 @@ async def test_concurrent_full_refunds_make_exactly_one(
     ],
 )
 async def test_refund_validation(
-    api: Api, merchant: MerchantCreds, body: dict[str, Any], status: int, param: str
+    api: Api, merchant: NewMerchant, body: dict[str, Any], status: int, param: str
 ) -> None:
     code, answer = await refund(api, merchant.api_key, body)
     assert code == status, answer
     assert answer["error"]["param"] == param
 
 
-async def test_refund_answers_a_consistency_token(api: Api, merchant: MerchantCreds) -> None:
+async def test_refund_answers_a_consistency_token(api: Api, merchant: NewMerchant) -> None:
     payment = await succeeded_payment(api, merchant, 500)
     resp = await api.client.post("/v1/refunds", data=json.dumps({"payment": payment["id"]}),
                                  headers=api.headers(merchant.api_key))
@@ -108,7 +105,7 @@ async def test_refund_answers_a_consistency_token(api: Api, merchant: MerchantCr
 
 
 async def test_an_expired_refund_key_names_a_new_refund(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection, settings: Settings
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection, settings: Settings
 ) -> None:
     payment = await succeeded_payment(api, merchant, 900)
     key = idempotency_key()

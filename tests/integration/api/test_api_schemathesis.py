@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import free_port, wait_until
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
@@ -32,6 +31,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.openapi import openapi_document
+from testkit.ports import free_port
+from testkit.waiting import wait_until
 
 PAYSTREAM = Path(sys.executable).parent / "paystream"
 # Bounded so the suite stays quick; raise it for a deeper local run.

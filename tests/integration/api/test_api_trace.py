@@ -6,20 +6,13 @@ from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
-from api_fixtures import (  # noqa: F401  (fixtures)
-    TOKEN,
-    Api,
-    MerchantCreds,
-    db_fixture,
-    merchant_fixture,
-    new_merchant,
-    own_database_fixture,
-    payment_body,
-    start_api,
-    succeed_payment,
-)
 
+from api.merchants import NewMerchant
 from paystream.settings import Settings
+from testkit.rows import create_merchant
+from tests.integration.api.api_helpers import TOKEN, Api, payment_body, start_api, succeed_payment
+
+pytestmark = pytest.mark.own_database
 
 
 @pytest.fixture(name="api", scope="module")
@@ -41,7 +34,7 @@ async def trace(api: Api, key: str, payment_id: str, token: str | None = None) -
 
 
 async def test_a_new_payment_waits_for_its_fraud_decision(
-    api: Api, merchant: MerchantCreds
+    api: Api, merchant: NewMerchant
 ) -> None:
     status, created, headers = await api.create_payment(merchant.api_key, payment_body())
     assert status == 201
@@ -63,7 +56,7 @@ async def test_a_new_payment_waits_for_its_fraud_decision(
 
 
 async def test_a_payment_settled_by_stripes_webhook_shows_the_webhook_and_its_timings(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection
 ) -> None:
     status, created, _ = await api.create_payment(merchant.api_key, payment_body())
     assert status == 201
@@ -88,11 +81,11 @@ async def test_a_payment_settled_by_stripes_webhook_shows_the_webhook_and_its_ti
 
 
 async def test_another_merchants_payment_is_404_like_a_missing_one(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection
 ) -> None:
     status, created, headers = await api.create_payment(merchant.api_key, payment_body())
     assert status == 201
-    other = await new_merchant(db, "Other Shop")
+    other = await create_merchant(db, "Other Shop")
 
     status, body = await trace(api, other.api_key, created["id"], headers[TOKEN])
     assert status == 404
@@ -105,7 +98,7 @@ async def test_another_merchants_payment_is_404_like_a_missing_one(
     assert status == 404
 
 
-async def test_the_trace_needs_the_merchants_key(api: Api, merchant: MerchantCreds) -> None:
+async def test_the_trace_needs_the_merchants_key(api: Api, merchant: NewMerchant) -> None:
     status, created, _ = await api.create_payment(merchant.api_key, payment_body())
     assert status == 201
     resp = await api.client.get(f"/v1/payments/{created['id']}/trace")

@@ -9,14 +9,13 @@ import time
 
 import psycopg
 import pytest
-from api_fixtures import (  # noqa: F401  (fixtures)
+
+from api.merchants import NewMerchant
+from paystream.domain.ids import new_id
+from paystream.settings import Settings
+from tests.integration.api.api_helpers import (
     Api,
-    MerchantCreds,
-    api_fixture,
-    db_fixture,
     deliver,
-    merchant_fixture,
-    own_database_fixture,
     payment_body,
     payment_intent,
     payment_row,
@@ -25,8 +24,7 @@ from api_fixtures import (  # noqa: F401  (fixtures)
     stripe_signature,
 )
 
-from paystream.domain.ids import new_id
-from paystream.settings import Settings
+pytestmark = pytest.mark.own_database
 
 
 def secret(api: Api) -> str:
@@ -40,7 +38,7 @@ async def event_outcome(db: psycopg.AsyncConnection, event_id: str) -> str | Non
 
 
 async def test_event_delivered_three_times_is_applied_once(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection
 ) -> None:
     _, payment, _ = await api.create_payment(merchant.api_key)
     event_id = new_id("evt")
@@ -60,7 +58,7 @@ async def test_event_delivered_three_times_is_applied_once(
 
 
 async def test_concurrent_redeliveries_apply_once(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection
 ) -> None:
     _, payment, _ = await api.create_payment(merchant.api_key)
     payload = stripe_event("payment_intent.succeeded", payment_intent(payment["id"], "succeeded"))
@@ -79,7 +77,7 @@ def _tampered(payload: bytes) -> bytes:
 @pytest.mark.parametrize("case", ["tampered", "wrong_secret", "stale", "missing", "garbage",
                                   "no_v1", "future_garbage_ts"])
 async def test_bad_signatures_are_400_and_change_nothing(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection, case: str
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection, case: str
 ) -> None:
     _, payment, _ = await api.create_payment(merchant.api_key)
     event_id = new_id("evt")
@@ -109,7 +107,7 @@ async def test_bad_signatures_are_400_and_change_nothing(
 
 
 async def test_several_v1_signatures_and_secret_rotation(
-    merchant: MerchantCreds, db: psycopg.AsyncConnection, settings: Settings
+    merchant: NewMerchant, db: psycopg.AsyncConnection, settings: Settings
 ) -> None:
     rotated = dataclasses.replace(settings, stripe_webhook_secrets=("whsec_old", "whsec_new"))
     client, app = await start_api(rotated)
@@ -135,7 +133,7 @@ async def test_several_v1_signatures_and_secret_rotation(
 
 
 async def test_payment_failed_records_the_failure(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection
 ) -> None:
     _, payment, _ = await api.create_payment(merchant.api_key)
     pi = payment_intent(
@@ -153,7 +151,7 @@ async def test_payment_failed_records_the_failure(
 
 
 async def test_out_of_order_and_late_events_are_noops(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection
 ) -> None:
     _, payment, _ = await api.create_payment(merchant.api_key)
     pi_id = new_id("pi")
@@ -175,7 +173,7 @@ async def test_out_of_order_and_late_events_are_noops(
 
 
 async def test_found_by_payment_intent_id_without_metadata(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection
 ) -> None:
     _, payment, _ = await api.create_payment(merchant.api_key)
     pi_id = new_id("pi")
@@ -190,7 +188,7 @@ async def test_found_by_payment_intent_id_without_metadata(
 
 
 async def test_metadata_pointing_at_a_payment_of_another_intent_is_unmatched(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection
 ) -> None:
     _, payment, _ = await api.create_payment(merchant.api_key)
     await db.execute("UPDATE payments SET stripe_payment_intent_id = %s WHERE id = %s",
@@ -221,9 +219,9 @@ async def test_signed_but_malformed_events_are_400(api: Api) -> None:
 
 
 async def test_refund_events_move_refunds(
-    api: Api, merchant: MerchantCreds, db: psycopg.AsyncConnection
+    api: Api, merchant: NewMerchant, db: psycopg.AsyncConnection
 ) -> None:
-    from api_fixtures import succeed_payment
+    from tests.integration.api.api_helpers import succeed_payment
 
     _, payment, _ = await api.create_payment(merchant.api_key, payment_body(amount=3000))
     await succeed_payment(api, payment["id"])

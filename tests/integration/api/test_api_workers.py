@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_until
+
+from testkit.ports import free_port
+from testkit.waiting import wait_until
 
 PAYSTREAM = Path(sys.executable).parent / "paystream"
 CREATED = re.compile(

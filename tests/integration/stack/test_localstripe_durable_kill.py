@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import stripe
-from conftest import eventually, free_port
+
+from testkit.ports import free_port
+from testkit.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[3]
 # Run in ROOT, the checkout that holds the stack package.

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 import yaml
-from stackutil import ROOT
+
+from testkit.stack import ROOT
 
 EXPECTED_SERVICES = {
     "postgres", "db-setup", "postgres-replica1", "postgres-replica2", "nginx", "redis",

@@ -11,10 +11,12 @@ from pathlib import Path
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from conftest import eventually
-from stackutil import ROOT, ChangeEvents, insert_payment
 
 from connectors import register as connectors_register
+from testkit.change_events import ChangeEvents
+from testkit.rows import insert_blocked_payment
+from testkit.stack import ROOT
+from testkit.waiting import eventually
 
 
 async def test_aiokafka_produces_to_and_consumes_from_the_broker(settings) -> None:
@@ -53,7 +55,7 @@ async def test_aiokafka_produces_to_and_consumes_from_the_broker(settings) -> No
 
 async def test_insert_and_update_stream_as_debezium_change_events(settings) -> None:
     async with ChangeEvents(settings.kafka_bootstrap) as events:
-        payment = await insert_payment(settings.database_url, amount=4321)
+        payment = await insert_blocked_payment(settings.database_url, amount=4321)
         created = await events.wait_for(payment, "c")
         assert created["before"] is None
         assert created["after"]["amount"] == 4321 and created["after"]["currency"] == "usd"

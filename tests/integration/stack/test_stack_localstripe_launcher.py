@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from conftest import eventually, free_port, wait_until
+
+from testkit.ports import free_port
+from testkit.waiting import eventually, wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 # Run in ROOT, the checkout that holds the stack package.

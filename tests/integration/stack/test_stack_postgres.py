@@ -7,8 +7,9 @@ import uuid
 
 import psycopg
 import pytest
-from conftest import eventually
-from stackutil import run_stack
+
+from testkit.stack import run_stack
+from testkit.waiting import eventually
 
 
 def replica_urls() -> list[str]:

@@ -2,27 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-shape = _load("bench_shape", ROOT / "bench" / "shape.py")
-worker_profile = _load("bench_worker_profile", ROOT / "bench" / "worker_profile.py")
-sys.path.insert(0, str(ROOT / "connectors"))  # cdc_feed imports register beside it
-cdc_feed = _load("bench_cdc_feed", ROOT / "connectors" / "cdc_feed.py")
+from bench import shape, worker_profile
+from testkit import cdc_feed
 
 
 def test_messages_in_reads_the_brokers_per_topic_counters_only() -> None:

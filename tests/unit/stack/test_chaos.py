@@ -60,16 +60,16 @@ def test_payments_blocked_by_fraud_break_the_run() -> None:
 
 
 async def test_the_watchdog_is_restarted_with_the_worker(monkeypatch: Any) -> None:
-    stopped: list[list[str]] = []
+    stopped: list[tuple[str, ...]] = []
 
-    def fake_run(cmd: list[str], **kwargs: Any) -> Any:
-        stopped.append(cmd)
+    def fake_run_stack(*args: str, **kwargs: Any) -> Any:
+        stopped.append(args)
         return None
 
-    monkeypatch.setattr(chaos_main, "stack_env", dict)
-    monkeypatch.setattr(chaos_main.subprocess, "run", fake_run)
+    monkeypatch.setattr(chaos_main.stack, "env", dict)
+    monkeypatch.setattr(chaos_main.stack, "run_stack", fake_run_stack)
     monkeypatch.setattr(chaos_main, "make_up", lambda: (1, 0.0, "no stack here"))
     args = argparse.Namespace(faults="worker", profile="short")
     assert await chaos_main.run(args) == 2  # stops there: make up failed
     [stop] = stopped
-    assert stop[-3:] == ["stop", "worker", "watchdog"]
+    assert stop == ("stop", "worker", "watchdog")

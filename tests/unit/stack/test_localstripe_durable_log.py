@@ -7,7 +7,6 @@ import os
 import pickle
 import shutil
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ with warnings.catch_warnings():
 from stack.localstripe.changelog import ChangeLog, encode
 from stack.localstripe.checkpoint import StoreWriter
 from stack.localstripe.group_commit import Changes
-from stack.localstripe.patch import install, stored_key
+from stack.localstripe.patch import stored_key
 
 
 class Thing:
@@ -344,18 +343,6 @@ def test_a_failed_write_fails_its_waiters_and_goes_out_with_the_next(
 
 
 # --- on localstripe's own objects ----------------------------------------------------------
-
-
-@pytest.fixture
-def patched(tmp_path: Path) -> Iterator[Any]:
-    """localstripe's store, empty, with the launcher's patch (writes to tmp_path only)."""
-    dict.clear(resources.store)
-    patch = install(resources, tmp_path / "s.pickle", fork=False)
-    try:
-        yield patch
-    finally:
-        dict.clear(resources.store)
-        patch.undo()
 
 
 PAYMENT_INTENT = {"amount": 1050, "currency": "usd", "payment_method": "pm_card_visa"}

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, BinaryIO
 
 import pytest
-from conftest import wait_until
 
 with warnings.catch_warnings():
     # localstripe's server registers plain functions as handlers, which aiohttp deprecates.
@@ -23,7 +20,6 @@ from stack.errors import LauncherError
 from stack.localstripe.checkpoint import StoreWriter
 from stack.localstripe.compat import verify
 from stack.localstripe.files import atomic_dump, pickle_dump, sweep_temp_files, temp_path
-from stack.localstripe.patch import install
 
 
 def load(path: Path) -> Any:
@@ -202,44 +198,6 @@ def test_atomic_dump_never_leaves_a_partial_file(tmp_path: Path) -> None:
     assert temp_files(tmp_path) == []
 
 
-def _reaped(writer: Any) -> bool:
-    writer.tick(time.monotonic())
-    return not writer.writing
-
-
-def test_a_forked_writer_writes_the_store_as_it_was_at_fork(tmp_path: Path) -> None:
-    path = tmp_path / "s.pickle"
-    store = {"payment_intent:pi_1": "succeeded"}
-    writer = StoreWriter(store, path, interval=60.0)
-    writer.mark_dirty()
-    writer.tick(time.monotonic())
-    assert writer.writing
-    # Changed while the child writes: not in its snapshot, and still to write.
-    store["payment_intent:pi_2"] = "processing"
-    writer.mark_dirty()
-    wait_until(lambda: _reaped(writer), timeout=30, what="the writer child to exit")
-    assert load(path) == {"payment_intent:pi_1": "succeeded"}
-    assert writer.writes == 1 and writer.dirty
-
-    writer.close()
-    assert load(path) == store
-    assert temp_files(tmp_path) == []
-
-
-def test_a_forked_writer_that_fails_leaves_the_old_store_and_keeps_the_change(
-        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    path = tmp_path / "s.pickle"
-    path.write_bytes(pickle.dumps({"old": 1}))
-    writer = StoreWriter({"new": 2}, path, interval=1.0, dump=failing_dump)
-    writer.mark_dirty()
-    writer.tick(time.monotonic())
-    wait_until(lambda: _reaped(writer), timeout=30, what="the writer child to exit")
-    assert "disk full" in capfd.readouterr().err
-    assert load(path) == {"old": 1}
-    assert writer.dirty and writer.failures == 1 and writer.writes == 0
-    assert temp_files(tmp_path) == []
-
-
 def test_temp_files_of_dead_launchers_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
     path = tmp_path / "s.pickle"
     dead = temp_path(path, pid=2**22 + 1)  # above Linux's largest pid
@@ -251,18 +209,6 @@ def test_temp_files_of_dead_launchers_are_swept_and_live_ones_kept(tmp_path: Pat
 
 
 # --- the patch on localstripe itself -------------------------------------------------
-
-
-@pytest.fixture
-def patched(tmp_path: Path) -> Iterator[Any]:
-    """localstripe's store, empty, with the launcher's patch (writes to tmp_path only)."""
-    dict.clear(resources.store)
-    patch = install(resources, tmp_path / "s.pickle", fork=False)
-    try:
-        yield patch
-    finally:
-        dict.clear(resources.store)
-        patch.undo()
 
 
 def _ids(patch: Any, cls: type, *, original: bool) -> list[str]:

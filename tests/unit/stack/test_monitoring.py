@@ -1,20 +1,16 @@
-"""Prometheus' config and alert rules (promtool), their tests' coverage, the monitoring parts."""
+"""The alert rules' tests' coverage, the Grafana dashboard and the monitoring parts (promtool and
+the JMX port probe: tests/integration/stack/test_monitoring_promtool.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
+from monitoring import grafana_dashboard as grafana
 from stack import monitoring
 from stack.components import components
 from stack.config import Config
@@ -23,40 +19,9 @@ ROOT = Path(__file__).resolve().parents[3]
 MONITORING = ROOT / "monitoring"
 
 
-def load(name: str, path: Path) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-grafana: Any = load("grafana_dashboard", MONITORING / "grafana_dashboard.py")
-
-
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("promtool")
-    assert binary, "promtool is missing: stack/install.sh installs Debian's prometheus"
-    return subprocess.run([binary, *args], cwd=MONITORING, capture_output=True, text=True,
-                          timeout=120, check=False)
-
-
 def alert_rules() -> list[dict[str, Any]]:
     groups = yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"]
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
-
-
-def test_promtool_check_config() -> None:
-    result = promtool("check", "config", "prometheus.yml")
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_promtool_test_rules() -> None:
-    result = promtool("test", "rules", "alerts.test.yml")
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_every_alert_has_a_firing_and_a_silent_case() -> None:
@@ -117,20 +82,3 @@ def test_prometheus_keeps_its_data_in_the_stack_folder(tmp_path: Path,
     assert {"targets": [f"127.0.0.1:{cfg.api_port}"], "labels": {"job": "api"}} in targets
     assert f"--storage.tsdb.path={tmp_path / 'prometheus' / 'data'}" in prometheus.command()
     assert "PROMETHEUS_URL" in cfg.endpoints()
-
-
-def test_the_jmx_agent_is_left_out_rather_than_stop_the_broker(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PAYSTREAM_CACHE_DIR", str(tmp_path))
-    cfg = Config()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        assert monitoring.jmx_agent(cfg, port, "jmx-kafka.yml") == []  # no jar yet
-        jar = tmp_path / "java" / "agents" / "jmx_prometheus_javaagent-1.0.1.jar"
-        jar.parent.mkdir(parents=True)
-        jar.touch()
-        assert monitoring.jmx_agent(cfg, port, "jmx-kafka.yml") == [
-            f"-javaagent:{jar}=127.0.0.1:{port}:{MONITORING / 'jmx-kafka.yml'}"]
-        sock.listen()
-        assert monitoring.jmx_agent(cfg, port, "jmx-kafka.yml") == []  # port taken

@@ -10,9 +10,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,10 +17,9 @@ from typing import Any
 import pytest
 
 from connectors import register
-from stack import cdc, procs
+from stack import cdc
 from stack.commands import status
 from stack.component import Component
-from stack.config import Config
 from stack.connect import ABANDONED_TASK, Connect, LogScan
 from stack.postgres import Postgres, clone_again
 
@@ -36,12 +32,6 @@ STREAMING = cdc.State(CONN, now=NOW, connector_state="RUNNING", tasks=(cdc.Task(
 PAUSED = replace(STREAMING, connector_state="PAUSED", tasks=(cdc.Task(0, "PAUSED"),),
                  last_beat=NOW - 400)
 STOPPED = replace(STREAMING, connector_state="STOPPED", tasks=(), active_pid=None)
-
-
-@pytest.fixture
-def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("PAYSTREAM_STACK_DIR", str(tmp_path / "stack"))
-    return Config()
 
 
 # --- (c) a connector paused on purpose ------------------------------------------------
@@ -240,27 +230,3 @@ def test_heal_runs_each_round_before_each_look() -> None:
     assert cdc.heal(lambda: next(looks), repair, kafka_up=lambda: True, timeout=10,
                     interval=0, each_round=lambda: rounds.append(1)) is None
     assert len(rounds) == 2
-
-
-def test_a_zombie_leader_whose_threads_still_run_is_alive_and_a_real_zombie_is_not() -> None:
-    # A JVM whose main thread ended while its shutdown hooks run (restarting Connect):
-    # its leader shows "Z" but it still holds its ports; stop() must wait for it.
-    code = ("import ctypes, threading, time; threading.Thread(target=time.sleep, args=(30,))"
-            ".start(); ctypes.CDLL(None).pthread_exit(None)")
-    proc = subprocess.Popen([sys.executable, "-c", code])
-    try:
-        stat = Path(f"/proc/{proc.pid}/stat")
-        deadline = time.monotonic() + 10
-        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
-            assert time.monotonic() < deadline, "the main thread did not end"
-            time.sleep(0.05)
-        assert procs.alive(proc.pid)
-        proc.kill()
-        deadline = time.monotonic() + 10
-        while len(list(Path(f"/proc/{proc.pid}/task").iterdir())) > 1:
-            assert time.monotonic() < deadline, "the thread did not end"
-            time.sleep(0.05)
-        assert not procs.alive(proc.pid)  # exited, not reaped yet
-    finally:
-        proc.kill()
-        proc.wait()

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_until
 
 from stack import cdc, cdc_watchdog, procs
 from stack.component import Component
-from stack.config import Config
+from testkit.ports import free_port
+from testkit.waiting import wait_until
 
 LISTEN = textwrap.dedent("""
     import os, socket, sys, time
@@ -45,12 +45,6 @@ class Sleeper(Component):
 
     def command(self) -> list[str]:
         return [sys.executable, "-c", LISTEN, str(self.port), "fork" if self.fork else "-"]
-
-
-@pytest.fixture
-def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> object:
-    monkeypatch.setenv("PAYSTREAM_STACK_DIR", str(tmp_path / "stack"))
-    return Config()
 
 
 @pytest.fixture

@@ -1,13 +1,14 @@
 """A database of a benchmark's own on the stack's primary: its payments never enter the books.
 
 A benchmark that charges its payments through a Stripe of its own (the
-Stripe-shaped peer of bench/stripe_bench.py) would leave, in the stack's
+Stripe-shaped peer of bench/stripe_bench.py), or a test that plants drift on
+purpose (testkit/own_books.py), would leave, in the stack's
 database, succeeded payments and journals whose PaymentIntents the stack's
 Stripe never saw: drift that `paystream reconcile` reports for ever and cannot
 fix (the ledger is append-only). So such a bench runs on a database of its own
 on the same primary (same server, same WAL, same replicas: the cost measured is
 production's), made from db/migrations, with a CDC feed decoding it
-(connectors/cdc_feed.py, `dbname=`), and dropped at the end with everything in
+(testkit/cdc_feed.py, `dbname=`), and dropped at the end with everything in
 it. A database left by a killed run is dropped by the next one (its owner pid
 is in its name).
 """
@@ -18,7 +19,6 @@ import dataclasses
 import os
 import re
 import secrets
-import sys
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -27,9 +27,8 @@ import psycopg
 from psycopg import sql
 
 from paystream.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "connectors"))
-from cdc_feed import pid_alive, with_dbname  # noqa: E402  (beside connectors/register.py)
+from testkit.cdc_feed import pid_alive, with_dbname
+from testkit.rows import create_merchant
 
 ROOT = Path(__file__).resolve().parents[1]
 MIGRATIONS = ROOT / "db" / "migrations"
@@ -105,9 +104,7 @@ class OwnDatabase:
     async def _fill(self, conn: psycopg.AsyncConnection[Any]) -> None:
         if self.history <= 0:
             return
-        await conn.execute(
-            "INSERT INTO merchants (id, name, api_key_hash, webhook_secret) "
-            "VALUES ('acct_history', 'history', 'history', 'whsec_history')")
+        await create_merchant(conn, "history", merchant_id="acct_history")
         await conn.execute(
             "INSERT INTO payments (id, merchant_id, amount, currency, status, customer, "
             "  payment_method, stripe_payment_intent_id, created_at, updated_at) "

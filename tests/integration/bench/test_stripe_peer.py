@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import stripe
-from conftest import eventually
 
-_spec = importlib.util.spec_from_file_location(
-    "bench_stripe_peer", Path(__file__).resolve().parents[3] / "bench" / "stripe_peer.py")
-assert _spec is not None and _spec.loader is not None
-peer_module = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = peer_module
-_spec.loader.exec_module(peer_module)
+from bench import stripe_peer as peer_module
+from testkit.waiting import eventually
+
 PeerConfig = peer_module.PeerConfig
 
 VISA = {"amount": 1050, "currency": "usd", "payment_method": "pm_card_visa", "confirm": True}

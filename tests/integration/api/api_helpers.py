@@ -1,8 +1,5 @@
-"""Fixtures and helpers for the API's integration tests (imported by each test module).
-
-Fixture functions are named ``*_fixture`` and registered under the short name
-(``api``, ``db``, ``merchant``): a test module imports the function, pytest
-finds it there, and the test's argument shadows no imported name.
+"""Helpers of the API's integration tests: the in-process app and its client, request bodies,
+Stripe's signed events, Redis clean-up. Their fixtures are in tests/integration/conftest.py.
 
 The app runs in-process on the real stack (primary, replicas through NGINX,
 Redis); every test gets a merchant of its own, so runs repeat on a database
@@ -11,27 +8,19 @@ that already holds data.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import psycopg
-import pytest
 import redis.asyncio as aioredis
 import stripe
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import eventually
-from own_books import own_database
 
 from api.app import create_app
 from api.idempotency import redis_key
-from api.merchants import INSERT_MERCHANT, NewMerchant
 from paystream.domain.ids import new_id
 from paystream.settings import Settings
 
@@ -79,101 +68,11 @@ class Api:
         return resp.status, await resp.json(), resp.headers
 
 
-@dataclasses.dataclass(frozen=True)
-class MerchantCreds:
-    id: str
-    api_key: str
-    webhook_secret: str
-
-
 async def start_api(settings: Settings) -> tuple[TestClient, web.Application]:
     app = create_app(settings)
     client = TestClient(TestServer(app))
     await client.start_server()
     return client, app
-
-
-# connectors/payments.json, under the name connectors/register.py gives it.
-CONNECTOR = "paystream-payments"
-
-
-@contextlib.asynccontextmanager
-async def cdc_paused() -> AsyncIterator[None]:
-    """The Debezium connector paused: the stack's worker leaves the payments alone.
-
-    These tests play Stripe (signed webhooks) on payments they have just created.
-    The stack's worker would race them: fraud-block the payment (every test
-    payment uses pm_card_visa, over the per-method velocity limit) or submit it
-    to localstripe first, and the webhook would find it already moved on. The
-    changes wait in the replication slot and stream once resumed. Without
-    CONNECT_URL (no stack environment) nothing is paused.
-    """
-    url = os.environ.get("CONNECT_URL")
-    if not url:
-        yield
-        return
-    connector = f"{url}/connectors/{CONNECTOR}"
-    # Connect answers a PUT without a JSON content type 415.
-    async with aiohttp.ClientSession(headers={"Content-Type": "application/json"}) as http:
-
-        async def paused() -> bool:
-            async with http.get(f"{connector}/status") as resp:
-                status = await resp.json()
-            states = [status["connector"]["state"], *(t["state"] for t in status["tasks"])]
-            return all(state == "PAUSED" for state in states)
-
-        async with http.put(f"{connector}/pause") as resp:
-            assert resp.status == 202, await resp.text()
-        try:
-            await eventually(paused, what="Debezium connector paused")
-            yield
-        finally:
-            async with http.put(f"{connector}/resume") as resp:
-                assert resp.status == 202, await resp.text()
-
-
-@pytest.fixture(name="settings", scope="module")
-async def own_database_fixture(settings: Settings) -> AsyncIterator[Settings]:
-    """The stack's settings on a database of the module's own (tests/own_books.py's),
-    for the modules that play Stripe: a payment they mark succeeded through a signed
-    webhook names a PaymentIntent the stack's Stripe never made, which `paystream
-    reconcile` would report in the stack's books for ever. Replicas and NGINX serve
-    it too (they copy every database). Dropped with the module."""
-    async with own_database(settings) as own:
-        yield own
-
-
-@pytest.fixture(name="api", scope="module")
-async def api_fixture(settings: Settings) -> AsyncIterator[Api]:
-    """The API on the stack's settings, shared by a module's tests, with the stack's
-    worker kept off their payments (cdc_paused)."""
-    client, app = await start_api(settings)
-    try:
-        async with cdc_paused():
-            yield Api(client, app, settings)
-    finally:
-        await client.close()
-
-
-@pytest.fixture(name="db", scope="module")
-async def db_fixture(settings: Settings) -> AsyncIterator[psycopg.AsyncConnection]:
-    """An autocommit connection to the primary, to look at what the API wrote."""
-    conn = await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-async def new_merchant(db: psycopg.AsyncConnection, name: str = "Test Shop") -> MerchantCreds:
-    merchant = NewMerchant(name=name)
-    await db.execute(INSERT_MERCHANT, merchant.row())
-    return MerchantCreds(merchant.id, merchant.api_key, merchant.webhook_secret)
-
-
-@pytest.fixture(name="merchant")
-async def merchant_fixture(db: psycopg.AsyncConnection) -> MerchantCreds:
-    return await new_merchant(db)
 
 
 async def count_payments(db: psycopg.AsyncConnection, merchant_id: str, key: str) -> int:

@@ -1,6 +1,6 @@
 """A change feed of one's own on the shared stack, for the stream e2e tests and benchmarks.
 
-The e2e stream tests (tests/e2e/streams/streams_harness.py) and the stream
+The e2e stream tests (tests/e2e/conftest.py) and the stream
 benchmarks (bench/streams_bench.py, bench/stripe_bench.py) run `paystream
 worker`s of their own against the stack `make up` runs. The stack's change
 stream carries every merchant and all of its history; theirs must carry only
@@ -26,13 +26,13 @@ production's CDC is made of, nothing the worker knows about:
 its replication slot (once its session is gone), the publication, the topics.
 An abandoned slot keeps WAL on the primary for ever, so `start()` first sweeps
 what killed sessions left: every feed object whose owner process is gone (its
-pid is in the name). `.venv/bin/python connectors/cdc_feed.py sweep` does only that.
+pid is in the name). `.venv/bin/python -m testkit.cdc_feed sweep` does only that.
 
 Names: connector and topic prefix `feed-<kind>-<pid>-<token>`, slot and
 publication `feed_<kind>_<pid>_<token>`.
 
-Import it with connectors/ on sys.path: it imports register.py beside it by that name;
-unlike register.py it needs the virtualenv (psycopg, aiokafka, paystream.settings).
+Unlike connectors/register.py, which it drives Connect with, it needs the
+virtualenv (psycopg, aiokafka, paystream.settings).
 Dropping a slot takes a role with REPLICATION or a superuser: DATABASE_ADMIN_URL
 (else the one `make env` prints).
 """
@@ -45,25 +45,24 @@ import json
 import os
 import re
 import secrets
-import shlex
-import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import register
 from aiokafka.admin import AIOKafkaAdminClient
 from psycopg import sql
 
+from connectors import register
 from paystream.settings import Settings
+from testkit.stack import admin_url
+from testkit.topics import delete_topics
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 # The stack's connector, which a feed copies.
-BASE_CONFIG = HERE / "payments.json"
+BASE_CONFIG = ROOT / "connectors" / "payments.json"
 # What a feed leaves out of it (see the module docstring).
 LEFT_OUT = ("heartbeat.interval.ms", "heartbeat.action.query")
 NAME = re.compile(r"^feed[-_](?P<kind>[a-z0-9]+)[-_](?P<pid>[0-9]+)[-_](?P<token>[0-9a-f]+)$")
@@ -150,20 +149,6 @@ def publication_sql(name: FeedName, merchant_id_prefix: str) -> sql.Composed:
     where = sql.SQL("WHERE (starts_with(merchant_id, {}))").format(sql.Literal(merchant_id_prefix))
     return sql.SQL("CREATE PUBLICATION {} FOR TABLE public.payments {w}, public.refunds {w}"
                    ).format(sql.Identifier(name.publication), w=where)
-
-
-def admin_url() -> str:
-    """DATABASE_ADMIN_URL, else what `make env` says it is for the local stack."""
-    url = os.environ.get("DATABASE_ADMIN_URL")
-    if url:
-        return url
-    out = subprocess.run([sys.executable, "-m", "stack", "env"], cwd=HERE.parent,
-                         capture_output=True, text=True, check=False, timeout=60).stdout
-    for line in out.splitlines():
-        if line.startswith("export DATABASE_ADMIN_URL="):
-            return shlex.split(line.split("=", 1)[1])[0]
-    raise RuntimeError("DATABASE_ADMIN_URL is not set (a superuser, to drop replication "
-                       "slots): eval \"$(make -s env)\" first")
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -253,7 +238,7 @@ async def remove(name: FeedName, settings: Settings, *, admin: str, connect: str
         await _drop_slot(conn, name.slot, deadline)
         await conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(
             sql.Identifier(name.publication)))
-    await _delete_topics(settings.kafka_bootstrap, lambda t: t.startswith(name.topic_prefix + "."))
+    await delete_topics(settings.kafka_bootstrap, name.topic_prefix + ".")
 
 
 async def _drop_slot(conn: psycopg.AsyncConnection[Any], slot: str, deadline: float) -> None:
@@ -290,18 +275,6 @@ async def _drop_slot(conn: psycopg.AsyncConnection[Any], slot: str, deadline: fl
         await asyncio.sleep(0.2)
 
 
-async def _delete_topics(bootstrap: str, which: Callable[[str], bool]) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        names = sorted(t for t in await admin.list_topics() if which(t))
-        if names:
-            await admin.delete_topics(names)
-        return names
-    finally:
-        await admin.close()
-
-
 async def sweep(settings: Settings, *, admin: str, connect: str) -> list[str]:
     """Remove every feed whose owner process is gone: connectors, slots, publications
     and topics left by killed sessions. What was removed, by name."""
@@ -334,8 +307,8 @@ async def sweep(settings: Settings, *, admin: str, connect: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args != ["sweep"]:
-        print(__doc__.split("\n\n")[0] + "\n\nusage: cdc_feed.py sweep   (remove the feeds "
-              "of processes that are gone)", file=sys.stderr)
+        print(__doc__.split("\n\n")[0] + "\n\nusage: python -m testkit.cdc_feed sweep   "
+              "(remove the feeds of processes that are gone)", file=sys.stderr)
         return 2
     removed = asyncio.run(sweep(Settings.from_env(), admin=admin_url(), connect=connect_url()))
     for connector in removed:

@@ -6,7 +6,7 @@ localstripe cannot delete an object, and the ledger is append-only. So it
 plants it here instead: a localstripe of its own (stack.localstripe
 on a free port, its store in a directory of its own, no webhook registered: its
 events go nowhere) and a database of its own on the stack's primary, made from
-db/migrations (bench/own_database.py, whose name carries our pid: a killed
+db/migrations (testkit/own_database.py, whose name carries our pid: a killed
 run's is dropped by the next). `paystream reconcile` runs against both through
 its environment (DATABASE_URL, STRIPE_API_BASE). Both go at the end.
 """
@@ -26,14 +26,15 @@ from typing import Any
 
 import aiohttp
 import psycopg
-from conftest import eventually, free_port
 
 from paystream.settings import Settings
+from testkit.cdc_feed import with_dbname
+from testkit.own_database import OwnDatabase
+from testkit.ports import free_port
+from testkit.stack import admin_url
+from testkit.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from own_database import OwnDatabase, with_dbname  # noqa: E402  (the benches' own database)
-
 # Run in ROOT, the checkout that holds the stack package.
 LAUNCHER = [sys.executable, "-m", "stack.localstripe"]
 
@@ -83,16 +84,11 @@ async def own_stripe(settings: Settings) -> AsyncIterator[str]:
                     proc.wait(10)
 
 
-def _admin_url() -> str:
-    return os.environ.get("DATABASE_ADMIN_URL",
-                          "postgresql://postgres:postgres@127.0.0.1:5432/paystream")
-
-
 @contextlib.asynccontextmanager
 async def own_database(settings: Settings) -> AsyncIterator[Settings]:
     """settings on a database of the test's own (writes on the primary, reads through
     the stack's replicas, which copy every database); dropped after."""
-    async with OwnDatabase(settings, _admin_url(), history=0) as database:
+    async with OwnDatabase(settings, admin_url(), history=0) as database:
         yield dataclasses.replace(
             database.settings,
             database_read_url=with_dbname(settings.database_read_url, database.name))
@@ -102,7 +98,7 @@ async def own_database(settings: Settings) -> AsyncIterator[Settings]:
 async def own_books(settings: Settings) -> AsyncIterator[OwnBooks]:
     """`async with own_books(settings) as own:` a Stripe and a database of the test's own."""
     async with own_stripe(settings) as base, \
-            OwnDatabase(settings, _admin_url(), history=0) as database:
+            OwnDatabase(settings, admin_url(), history=0) as database:
         own = dataclasses.replace(database.settings, stripe_api_base=base)
         env = {**os.environ, "DATABASE_URL": own.database_url, "STRIPE_API_BASE": base}
         async with await psycopg.AsyncConnection.connect(own.database_url,

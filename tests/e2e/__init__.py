@@ -1,0 +1,1 @@
+"""End-to-end tests: the whole stack as a user runs it."""

@@ -1,0 +1,1 @@
+"""Prometheus, its alerts and the operator console on the running stack."""

@@ -1,0 +1,1 @@
+"""Stream workers of the session's own on the running stack."""

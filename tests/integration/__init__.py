@@ -1,0 +1,1 @@
+"""Integration tests: real Postgres, Redis, Kafka, Connect, and child processes."""

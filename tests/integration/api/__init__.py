@@ -1,0 +1,1 @@
+"""The API in-process on the real stack."""

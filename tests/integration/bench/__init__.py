@@ -1,0 +1,1 @@
+"""The benchmarks' parts that serve or spawn."""

@@ -1,0 +1,1 @@
+"""The stack's tooling against real processes and the running stack."""

@@ -1,0 +1,1 @@
+"""The stream worker as a child process."""

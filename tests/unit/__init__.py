@@ -1,0 +1,1 @@
+"""Unit tests: no I/O, no subprocess, no server; microseconds each."""

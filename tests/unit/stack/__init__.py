@@ -1,0 +1,1 @@
+"""The stack's tooling, on folders of its own."""

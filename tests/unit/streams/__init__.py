@@ -1,0 +1,1 @@
+"""The stream worker's agents and parts, in memory."""
