@@ -21,8 +21,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from browser import DevToolsError, Page, chromium
-from conftest import eventually, free_port
+
+from testkit.ports import free_port
+from testkit.waiting import eventually
+from tests.e2e.monitoring.browser import DevToolsError, Page, chromium
 
 ROOT = Path(__file__).resolve().parents[3]
 PAYSTREAM = Path(sys.executable).parent / "paystream"

@@ -8,17 +8,14 @@ from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
-from api_fixtures import (  # noqa: F401  (fixtures)
-    TOKEN,
-    Api,
-    db_fixture,
-    new_merchant,
-    own_database_fixture,
-    start_api,
-)
 
 from api.operators import INSERT_OPERATOR, NewOperator
 from paystream.settings import Settings
+from testkit.rows import create_merchant
+from tests.integration.api.api_helpers import TOKEN, Api, start_api
+
+# The module's own database: no worker moves these payments on.
+pytestmark = pytest.mark.own_database
 
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 UNKNOWN = "pay_" + "0" * 24
@@ -48,8 +45,8 @@ def bearer(key: str, **extra: str) -> dict[str, str]:
 async def test_an_operator_reads_any_merchants_payment_as_its_merchant_does(
     api: Api, db: psycopg.AsyncConnection, operator: NewOperator
 ) -> None:
-    owner = await new_merchant(db, "Owner")
-    other = await new_merchant(db, "Other")
+    owner = await create_merchant(db, "Owner")
+    other = await create_merchant(db, "Other")
     status, created, headers = await api.create_payment(owner.api_key)
     assert status == 201
     pid, token = created["id"], headers[TOKEN]
