@@ -92,16 +92,12 @@ class BalanceDelta(Message):
     balance: {journal id: signed amount}, each journal applied once.
 
     One message per account per batch, not one per entry: the balances agent's
-    deliveries and balance writes are per message. ``sources`` names each journal's
-    change event, {journal id: ["topic:partition", offset]}: the balance keeps the
-    highest offset it applied per source partition, so a redelivered or replayed
-    change is recognised without a marker per journal (absent in older messages).
+    deliveries and balance writes are per message.
     """
 
     account: str
     currency: str
     amounts: dict[str, int] = field(default_factory=dict)
-    sources: dict[str, list[Any]] = field(default_factory=dict)
 
     @classmethod
     def loads(cls, raw: bytes | str | Mapping[str, Any]) -> BalanceDelta:
@@ -114,9 +110,4 @@ class BalanceDelta(Message):
                 isinstance(k, str) and type(v) is int for k, v in delta.amounts.items()):
             raise DecodeError(f"amounts must map journal ids to integers: {delta.amounts!r}",
                               field="amounts")
-        if not isinstance(delta.sources, dict) or not all(
-                isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
-                and type(v[1]) is int for v in delta.sources.values()):
-            raise DecodeError("sources must map journal ids to [\"topic:partition\", offset]: "
-                              f"{delta.sources!r}", field="sources")
         return delta

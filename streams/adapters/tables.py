@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -98,14 +97,13 @@ class Tables:
             "velocity-seen", default=None, partitions=partitions, schema=_JSON,
             help="Payments already counted in a velocity window",
         ).tumbling(window, expires=2 * window)
-        # Ledger balances per account, see Balance. Before offset marks, the
-        # (journal, account) pairs applied were markers of their own: still read.
+        # Ledger balances per account (minor units, debit +, credit -), and the
+        # (journal, account) pairs already applied, so a redelivered entry adds nothing.
         self.balances = app.Table("balances", default=int, partitions=partitions,
                                   schema=_JSON, help="Balance per ledger account")
         self.balance_applied = app.Table("balance-applied", default=None,
                                          partitions=partitions, schema=_JSON,
-                                         help="Journal entries in balances, as workers "
-                                              "before offset marks recorded them")
+                                         help="Journal entries already in balances")
 
     def local_pending_entries(self) -> list[dict[str, Any]]:
         """The pending entries of the partitions this worker owns (RocksDB iterates
@@ -163,25 +161,6 @@ class Tables:
                                                 "amt": bucket_amounts}}
         seen[marker] = True
         return count, amounts
-
-
-@dataclass(frozen=True, slots=True)
-class Balance:
-    """A ledger account's balance (minor units, debit +, credit -) and, in the same
-    table value, the highest change-event offset applied per source partition
-    ({"topic:partition": offset}); older values are a bare integer."""
-
-    amount: int
-    applied: Mapping[str, int]
-
-    @classmethod
-    def of(cls, value: Any) -> Balance:
-        if isinstance(value, Mapping):
-            return cls(int(value["amount"]), dict(value.get("applied") or {}))
-        return cls(int(value or 0), {})
-
-    def value(self) -> dict[str, Any]:
-        return {"amount": self.amount, "applied": dict(self.applied)}
 
 
 def json_key(value: str) -> bytes:

@@ -3,12 +3,8 @@
 Journal ids derive from the source (``jrn_payment_<id>``), and posting is
 ``INSERT ... ON CONFLICT DO NOTHING``: a redelivered or replayed change posts
 nothing. Every journal's entries then go, keyed by account, to the balances
-agent (one message per account per batch), with the change event each journal
-came from. A balance keeps, beside its amount and in the same table value, the
-highest offset it applied per source partition: one write per account per batch
-applies the amounts and records them applied together, so a crash can neither
-lose nor repeat an amount, and a redelivered or replayed change (its offset at or
-below that mark) adds nothing.
+agent (one message per account per batch), which skips (journal, account) pairs it
+has already applied.
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ from paystream.domain import Journal
 from streams import metrics
 from streams.adapters import postgres
 from streams.adapters.cdc import Change
-from streams.adapters.tables import Balance, json_key, lookup
+from streams.adapters.tables import json_key
 from streams.handling import install_event_agent
 from streams.journals import journal_for_change
 from streams.messages import BalanceDelta
@@ -92,42 +88,21 @@ class Ledger:
                 metrics.JOURNALS.labels(journal.source_type).inc()
                 change_ts = event.message.timestamp
                 metrics.LATENCY.labels(AGENT).observe(max(0.0, now - change_ts))
-            source = [f"{event.message.topic}:{event.message.partition}",
-                      event.message.offset]
             for entry in journal.entries:
                 delta = deltas.setdefault(entry.account,
                                           BalanceDelta(entry.account, entry.currency))
                 delta.amounts[journal.journal_id] = (
                     delta.amounts.get(journal.journal_id, 0) + entry.signed_amount)
-                delta.sources[journal.journal_id] = source
         for account, delta in deltas.items():
             await self._balance_deltas.send(key=json_key(account), value=delta.dumps())
 
     async def apply_delta(self, event: EventT[Any]) -> None:
         delta = BalanceDelta.loads(event.value)
-        before = Balance.of(lookup(self._balances, delta.account))
-        applied = dict(before.applied)
         total = 0
         for journal_id, amount in delta.amounts.items():
-            source = delta.sources.get(journal_id)
-            if source is not None:
-                partition, offset = source
-                if offset <= before.applied.get(partition, -1):
-                    continue  # a redelivery, or a change replayed after a crash
-                applied[partition] = max(applied.get(partition, -1), offset)
-            if self._applied_by_marker(journal_id, delta.account, mark=source is None):
-                continue
-            total += amount
-        if total or applied != before.applied:
-            self._balances[delta.account] = Balance(before.amount + total, applied).value()
-
-    def _applied_by_marker(self, journal_id: str, account: str, *, mark: bool) -> bool:
-        """Whether a (journal, account) marker says it was applied, as workers before
-        offset marks recorded it (read so their replays add nothing); a delta without
-        sources (an older worker's) still marks what it applies."""
-        key = f"{journal_id}|{account}"
-        if lookup(self._balance_applied, key):
-            return True
-        if mark:
-            self._balance_applied[key] = True
-        return False
+            applied_key = f"{journal_id}|{delta.account}"
+            if not self._balance_applied.get(applied_key):
+                total += amount
+                self._balance_applied[applied_key] = True
+        if total:
+            self._balances[delta.account] += total

@@ -30,7 +30,6 @@ from paystream.domain import Journal
 from paystream.settings import Settings
 from streams.adapters import postgres
 from streams.adapters.cdc import decode_change
-from streams.adapters.tables import Balance
 from streams.adapters.topic_reader import partitions_of, read_topic
 from streams.errors import StreamsError
 from streams.journals import journal_for_change
@@ -243,8 +242,7 @@ def changelog_topic(app_id: str) -> str:
 def changelog_balances(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, int]:
     """The table a changelog holds: the last value of each key wins, a tombstone deletes.
 
-    Keys and values are JSON (adapters/tables.py's ``_JSON`` schema): ``"account"`` ->
-    ``{"amount": -1050, "applied": {...}}``, or ``-1050`` as older workers wrote it.
+    Keys and values are JSON (adapters/tables.py's ``_JSON`` schema): ``"account"`` -> ``-1050``.
     """
     table: dict[str, int] = {}
     for key, value in records:
@@ -254,7 +252,7 @@ def changelog_balances(records: Iterable[tuple[bytes | None, bytes | None]]) -> 
         if value is None:
             table.pop(account, None)
         else:
-            table[account] = Balance.of(json.loads(value)).amount
+            table[account] = int(json.loads(value))
     return table
 
 

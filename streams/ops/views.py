@@ -9,7 +9,6 @@ from faust.tables.manager import TableManager
 from faust.web import Request, Response, View
 
 from streams import metrics
-from streams.adapters import tables as table_values
 from streams.worker import Worker
 
 PAGE_DEFAULT = 50
@@ -143,9 +142,7 @@ class Views:
 
             @app.table_route(table=tables.balances, match_info="account")  # type: ignore[arg-type]
             async def get(self, request: Request, account: str) -> Response:
-                balance = table_values.Balance.of(
-                    table_values.lookup(tables.balances, account)).amount
-                return self.json({"account": account, "balance": balance,
+                return self.json({"account": account, "balance": int(tables.balances[account]),
                                   "currency": account.rsplit(":", 1)[-1]})
 
         @app.page("/fraud/velocity/{customer}/")

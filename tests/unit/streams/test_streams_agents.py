@@ -14,7 +14,7 @@ from faust.types import EventT, StreamT
 
 from paystream.settings import Settings
 from streams.adapters.cdc import decode_change, id_key
-from streams.adapters.tables import Balance, writing_for
+from streams.adapters.tables import writing_for
 from streams.agents.ledger import Ledger
 from streams.agents.pending import Pending
 from streams.agents.poller import FRAUD_STALL_SECONDS, Poller
@@ -134,42 +134,8 @@ async def test_balances_apply_each_journal_entry_once() -> None:
         # One entry per message, as workers before the batching sent them.
         await agent.put(json.dumps({"journal_id": "jrn_refund_re_z", "account": account,
                                     "amount": 5, "currency": "usd"}).encode())
-    assert Balance.of(tables.balances[account]).amount == -1000
+    assert tables.balances[account] == -1000
     assert tables.balance_applied.get("jrn_payment_pay_x|merchant_available:m:usd") is True
-
-
-async def test_balances_apply_each_sourced_journal_once_by_its_offset_mark() -> None:
-    account = "merchant_available:m2:usd"
-    cdc = "paystream.public.payments:3"
-
-    def delta(amounts: dict[str, int], offsets: dict[str, int]) -> bytes:
-        return BalanceDelta(account, "usd", amounts,
-                            {j: [cdc, o] for j, o in offsets.items()}).dumps()
-
-    # A worker before offset marks applied pay_old and left its marker.
-    tables.balance_applied.data["jrn_payment_pay_old|" + account] = True
-    async with ledger.balance_agent.test_context() as agent:
-        first = delta({"jrn_payment_pay_a": -100, "jrn_payment_pay_b": -20},
-                      {"jrn_payment_pay_a": 10, "jrn_payment_pay_b": 11})
-        await agent.put(first)
-        await agent.put(first)  # redelivered
-        # Replayed after a crash: b again (offset 11, at the mark), c new, and the old
-        # worker's journal, which its marker keeps out.
-        await agent.put(delta({"jrn_payment_pay_b": -20, "jrn_payment_pay_c": -3,
-                               "jrn_payment_pay_old": -7000},
-                              {"jrn_payment_pay_b": 11, "jrn_payment_pay_c": 12,
-                               "jrn_payment_pay_old": 13}))
-    balance = Balance.of(tables.balances[account])
-    assert balance.amount == -123
-    assert balance.applied == {cdc: 13}
-    # No marker per journal any more: the mark lives in the balance's own value.
-    assert tables.balance_applied.get("jrn_payment_pay_a|" + account) is None
-
-
-def test_a_balance_delta_with_malformed_sources_is_refused() -> None:
-    with pytest.raises(DecodeError):
-        BalanceDelta.loads(b'{"account": "a", "currency": "usd", "amounts": {"j": 1},'
-                           b' "sources": {"j": ["t:0", "9"]}}')
 
 
 def test_a_balance_delta_with_amounts_that_are_not_integers_is_refused() -> None:
