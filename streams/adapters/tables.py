@@ -163,6 +163,14 @@ class Tables:
         return count, amounts
 
 
+def balance_amount(value: Any) -> int:
+    """A balances table value in minor units. Workers of one development build wrote
+    {"amount": n, "applied": {...}}; those values still read."""
+    if isinstance(value, dict):
+        return int(value["amount"])
+    return int(value or 0)
+
+
 def json_key(value: str) -> bytes:
     """The key bytes of a topic feeding a JSON-keyed table (what table_route hashes):
     the bytes Faust's "json" serializer makes of the table's key, which is orjson's

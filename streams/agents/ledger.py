@@ -22,7 +22,7 @@ from paystream.domain import Journal
 from streams import metrics
 from streams.adapters import postgres
 from streams.adapters.cdc import Change
-from streams.adapters.tables import json_key
+from streams.adapters.tables import balance_amount, json_key
 from streams.handling import install_event_agent
 from streams.journals import journal_for_change
 from streams.messages import BalanceDelta
@@ -105,4 +105,4 @@ class Ledger:
                 total += amount
                 self._balance_applied[applied_key] = True
         if total:
-            self._balances[delta.account] += total
+            self._balances[delta.account] = balance_amount(self._balances[delta.account]) + total

@@ -30,6 +30,7 @@ from paystream.domain import Journal
 from paystream.settings import Settings
 from streams.adapters import postgres
 from streams.adapters.cdc import decode_change
+from streams.adapters.tables import balance_amount
 from streams.adapters.topic_reader import partitions_of, read_topic
 from streams.errors import StreamsError
 from streams.journals import journal_for_change
@@ -252,7 +253,7 @@ def changelog_balances(records: Iterable[tuple[bytes | None, bytes | None]]) -> 
         if value is None:
             table.pop(account, None)
         else:
-            table[account] = int(json.loads(value))
+            table[account] = balance_amount(json.loads(value))
     return table
 
 

@@ -9,6 +9,7 @@ from faust.tables.manager import TableManager
 from faust.web import Request, Response, View
 
 from streams import metrics
+from streams.adapters.tables import balance_amount
 from streams.worker import Worker
 
 PAGE_DEFAULT = 50
@@ -142,7 +143,8 @@ class Views:
 
             @app.table_route(table=tables.balances, match_info="account")  # type: ignore[arg-type]
             async def get(self, request: Request, account: str) -> Response:
-                return self.json({"account": account, "balance": int(tables.balances[account]),
+                balance = balance_amount(tables.balances[account])
+                return self.json({"account": account, "balance": balance,
                                   "currency": account.rsplit(":", 1)[-1]})
 
         @app.page("/fraud/velocity/{customer}/")

@@ -220,3 +220,11 @@ async def test_poller_resends_the_fraud_check_of_a_payment_stuck_undecided() -> 
         _undecided_row(FRAUD_STALL_SECONDS + 5), 2) == ("fraud_restarted", None)
     assert [(c.payment_id, c.partition, c.amount, c.customer) for c in fraud.sent] == [
         ("pay_stalled", 2, 700, "cus_x")]
+
+
+async def test_a_balance_a_development_build_wrote_as_a_dict_still_adds_up() -> None:
+    account = "merchant_available:m_dev:usd"
+    tables.balances.data[account] = {"amount": -100, "applied": {"t:0": 9}}
+    async with ledger.balance_agent.test_context() as agent:
+        await agent.put(BalanceDelta(account, "usd", {"jrn_payment_pay_dev": -5}).dumps())
+    assert tables.balances[account] == -105
