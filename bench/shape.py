@@ -100,34 +100,59 @@ _MESSAGES_IN = re.compile(r'^kafka_server_brokertopicmetrics_messagesinpersec_to
                           r'\{topic="(?P<topic>[^"]+)",?\}\s+(?P<value>\S+)$', re.M)
 
 
+def requests_in(metrics_text: str) -> dict[str, float]:
+    """{request kind: requests served so far} (Produce, Fetch, ...; all versions
+    together) from the broker's JMX exporter page."""
+    counts: dict[str, float] = {}
+    for found in _REQUESTS.finditer(metrics_text):
+        counts[found["request"]] = counts.get(found["request"], 0.0) + float(found["value"])
+    return counts
+
+
+_REQUESTS = re.compile(r'^kafka_network_requests_total\{request="(?P<request>[^"]+)",'
+                       r'version="[^"]*",?\}\s+(?P<value>\S+)$', re.M)
+
+
+def _per_payment(before: dict[str, float], after: dict[str, float], payments: int,
+                 strip: str = "") -> dict[str, float]:
+    out = {name.removeprefix(strip): round((n - before.get(name, 0.0)) / max(1, payments), 2)
+           for name, n in sorted(after.items()) if n > before.get(name, 0.0)}
+    if out:
+        out["total"] = round(sum(out.values()), 2)
+    return out
+
+
 class KafkaMessages:
-    """Messages the broker took in per topic between start() and per_payment(), from
-    its JMX exporter (MessagesInPerSec counts): what each payment costs in produced
-    messages, by topic. Empty when the exporter is not reachable."""
+    """Messages the broker took in per topic, and requests it served per kind, between
+    start() and per_payment(), from its JMX exporter: what each payment costs in
+    produced messages, and in the requests that carried them (each request costs the
+    client and the broker CPU of its own, however many messages it holds). Empty when
+    the exporter is not reachable."""
 
     def __init__(self, metrics_url: str | None = None) -> None:
         port = os.environ.get("KAFKA_METRICS_PORT", "9404")
         self._url = metrics_url or f"http://127.0.0.1:{port}/metrics"
-        self._before: dict[str, float] = {}
+        self._before = ""
+        self._after = ""
 
-    def _snapshot(self) -> dict[str, float]:
+    def _page(self) -> str:
         try:
             with urllib.request.urlopen(self._url, timeout=5) as resp:
-                text = resp.read().decode()
+                return str(resp.read().decode())
         except OSError:
-            return {}
-        return messages_in(text)
+            return ""
 
     def start(self) -> None:
-        self._before = self._snapshot()
+        self._before = self._page()
 
     def per_payment(self, payments: int, *, strip: str = "") -> dict[str, float]:
         """{topic: messages per payment} for topics that took any, plus "total"; strip
-        is a prefix taken off topic names (a bench worker's app id) to keep them short."""
-        after = self._snapshot()
-        out = {topic.removeprefix(strip): round((n - self._before.get(topic, 0.0))
-                                                / max(1, payments), 2)
-               for topic, n in sorted(after.items()) if n > self._before.get(topic, 0.0)}
-        if out:
-            out["total"] = round(sum(out.values()), 2)
-        return out
+        is a prefix taken off topic names (a bench worker's app id) to keep them short.
+        Also marks the end of the measurement for requests_per_payment()."""
+        self._after = self._page()
+        return _per_payment(messages_in(self._before), messages_in(self._after), payments,
+                            strip)
+
+    def requests_per_payment(self, payments: int) -> dict[str, float]:
+        """{request kind: requests per payment}, plus "total", up to per_payment()'s end."""
+        return _per_payment(requests_in(self._before), requests_in(self._after), payments)

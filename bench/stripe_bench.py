@@ -455,6 +455,9 @@ async def run_phase(args: argparse.Namespace, settings: Settings, prefix: str,
                 # the worker's stage topics and table changelogs).
                 result[f"{k}_kafka_messages_per_payment"] = messages.per_payment(
                     len(ids), strip=f"{workers.app_id}-")
+                # And the requests that carried them (and fetched them), by kind.
+                result[f"{k}_kafka_requests_per_payment"] = messages.requests_per_payment(
+                    len(ids))
                 if profiling is not None:
                     log(f"  profile of the worker by layer: {await profiling}")
                 await watch.look()

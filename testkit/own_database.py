@@ -30,6 +30,9 @@ from paystream.settings import Settings
 from testkit.cdc_feed import pid_alive, with_dbname
 from testkit.rows import create_merchant
 
+# Merchants besides the bench's and the history's, as a production table has.
+OTHER_MERCHANTS = 2_000
+
 ROOT = Path(__file__).resolve().parents[1]
 MIGRATIONS = ROOT / "db" / "migrations"
 NAME = re.compile(r"^paystream_bench_(?P<pid>[0-9]+)_[0-9a-f]+$")
@@ -105,6 +108,13 @@ class OwnDatabase:
         if self.history <= 0:
             return
         await create_merchant(conn, "history", merchant_id="acct_history")
+        # Other merchants too: with one or two rows, every foreign-key check of a
+        # payment or journal reads merchants by a sequential scan (cheapest on a tiny
+        # table), which production's merchants table never gets.
+        await conn.execute(
+            "INSERT INTO merchants (id, name, api_key_hash, webhook_secret) "
+            "SELECT 'acct_others' || n, 'other ' || n, 'hash_others' || n, 'whsec_others' "
+            "FROM generate_series(1, %s) AS n", (OTHER_MERCHANTS,))
         await conn.execute(
             "INSERT INTO payments (id, merchant_id, amount, currency, status, customer, "
             "  payment_method, stripe_payment_intent_id, created_at, updated_at) "
@@ -137,5 +147,6 @@ class OwnDatabase:
         await _drop(self.admin_url, self.name)
 
     def describe(self) -> str:
-        return (f"database {self.name} of its own, {self.history} settled payments in it "
-                "(dropped at the end)")
+        others = f" and {OTHER_MERCHANTS} other merchants" if self.history > 0 else ""
+        return (f"database {self.name} of its own, {self.history} settled payments{others} "
+                "in it (dropped at the end)")

@@ -18,6 +18,17 @@ def test_messages_in_reads_the_brokers_per_topic_counters_only() -> None:
     assert "kafka_server_brokertopicmetrics_messagesinpersec_total" not in counts
 
 
+def test_requests_in_adds_up_each_kind_over_its_versions() -> None:
+    page = "\n".join([
+        "# TYPE kafka_network_requests_total counter",
+        'kafka_network_requests_total{request="Produce",version="9"} 40.0',
+        'kafka_network_requests_total{request="Produce",version="11",} 2.0',
+        'kafka_network_requests_total{request="Fetch",version="11"} 7.0',
+        'kafka_server_brokertopicmetrics_messagesinpersec_total{topic="t"} 99.0',
+    ])
+    assert shape.requests_in(page) == {"Produce": 42.0, "Fetch": 7.0}
+
+
 def test_a_frame_is_put_in_its_layer_and_the_event_loop_apart() -> None:
     assert worker_profile.layer_of("send (aiokafka/producer/producer.py:495)") \
         == "aiokafka produce"
