@@ -41,7 +41,6 @@ from streams import metrics
 from streams.adapters import postgres
 from streams.adapters.postgres import Claim, WriteBack
 from streams.adapters.stripe_gateway import (
-    BACKGROUND,
     RATE_LIMIT_PATIENCE_SECONDS,
     StripeGateway,
     StripeObject,
@@ -75,9 +74,10 @@ class Kind:
     outcome: Callable[[StripeObject], tuple[PaymentStatus | RefundStatus | None,
                                             dict[str, Any]]]
     refused: Callable[[StripeRejected], tuple[PaymentStatus | RefundStatus, dict[str, Any]]]
-    retrieve: Callable[[StripeGateway, str, bool], Awaitable[StripeObject]]
-    find: Callable[[StripeGateway, Row, float, bool], Awaitable[StripeObject | None]]
-    create: Callable[[StripeGateway, Row, bool], Awaitable[StripeObject]]
+    # Each call: (gateway, ..., prepaid, background).
+    retrieve: Callable[[StripeGateway, str, bool, bool], Awaitable[StripeObject]]
+    find: Callable[[StripeGateway, Row, float, bool, bool], Awaitable[StripeObject | None]]
+    create: Callable[[StripeGateway, Row, bool, bool], Awaitable[StripeObject]]
     # A reason Stripe must not even be asked (e.g. a refund of an uncharged payment).
     precheck: Callable[[Row], StripeRejected | None]
 
@@ -130,11 +130,12 @@ PAYMENT = Kind(
     stripe_column="stripe_payment_intent_id",
     outcome=_payment_outcome,
     refused=_payment_refused,
-    retrieve=lambda gw, sid, prepaid: gw.retrieve_payment_intent(sid, prepaid=prepaid),
-    find=lambda gw, row, since, prepaid: gw.find_payment_intent(
-        row["id"], since=since - CLOCK_SKEW_SECONDS, prepaid=prepaid),
-    create=lambda gw, row, prepaid: gw.create_payment_intent(PaymentRow.parse(row),
-                                                             prepaid=prepaid),
+    retrieve=lambda gw, sid, prepaid, background: gw.retrieve_payment_intent(
+        sid, prepaid=prepaid, background=background),
+    find=lambda gw, row, since, prepaid, background: gw.find_payment_intent(
+        row["id"], since=since - CLOCK_SKEW_SECONDS, prepaid=prepaid, background=background),
+    create=lambda gw, row, prepaid, background: gw.create_payment_intent(
+        PaymentRow.parse(row), prepaid=prepaid, background=background),
     precheck=_payment_precheck,
 )
 REFUND = Kind(
@@ -142,11 +143,12 @@ REFUND = Kind(
     stripe_column="stripe_refund_id",
     outcome=_refund_outcome,
     refused=_refund_refused,
-    retrieve=lambda gw, sid, prepaid: gw.retrieve_refund(sid, prepaid=prepaid),
-    find=lambda gw, row, since, prepaid: gw.find_refund(row["id"], row["payment_intent"],
-                                                        prepaid=prepaid),
-    create=lambda gw, row, prepaid: gw.create_refund(RefundRow.parse(row), row["payment_intent"],
-                                                     prepaid=prepaid),
+    retrieve=lambda gw, sid, prepaid, background: gw.retrieve_refund(
+        sid, prepaid=prepaid, background=background),
+    find=lambda gw, row, since, prepaid, background: gw.find_refund(
+        row["id"], row["payment_intent"], prepaid=prepaid, background=background),
+    create=lambda gw, row, prepaid, background: gw.create_refund(
+        RefundRow.parse(row), row["payment_intent"], prepaid=prepaid, background=background),
     precheck=_refund_precheck,
 )
 
@@ -217,29 +219,33 @@ class StripeSequence:
         for task in set(self._tasks):
             task.cancel()
 
-    async def run(self, kind: Kind, row: Row, *, source: str,
+    async def run(self, kind: Kind, row: Row, *, source: str, background: bool = False,
                   slot: _Slot | None = None) -> Attempt:
         """The whole sequence for one loaded row: retrieve it if it has a Stripe id,
         else lease and create (after looking for an earlier attempt's) if it may be
-        sent, else look it up by metadata. ``slot``: the window slot start() took."""
+        sent, else look it up by metadata. ``background``: in the share of the budget
+        no new payment is waiting for, and tried once (the poller); in the foreground
+        an outage is waited out. ``slot``: the window slot start() took."""
         object_id = str(row["id"])
         if object_id in self._active:
             return Attempt("in_flight")
         self._active.add(object_id)
         try:
             if row[kind.stripe_column]:
-                return await self._refresh(kind, row, source,
-                                           lambda gw: kind.retrieve(gw, row[kind.stripe_column],
-                                                                    False))
+                return await self._refresh(
+                    kind, row, source,
+                    lambda gw: kind.retrieve(gw, row[kind.stripe_column], False, background))
             if row["status"] == "pending":
                 refusal = kind.precheck(row)
                 if refusal is not None:
                     return await self._record(kind, object_id, None, refusal, source,
                                               release=False)
+                if background:
+                    return await self._submit_once(kind, row, source, background=True)
                 return await self._submit(kind, row, source, slot)
             return await self._refresh(
                 kind, row, source,
-                lambda gw: kind.find(gw, row, row["created_at"].timestamp(), False))
+                lambda gw: kind.find(gw, row, row["created_at"].timestamp(), False, background))
         finally:
             self._active.discard(object_id)
 
@@ -254,12 +260,11 @@ class StripeSequence:
         background share of the budget, so once Stripe answers again a payment made
         after the outage is not queued behind the outage's backlog.
         """
-        if BACKGROUND.get():
-            return await self._submit_once(kind, row, source)
         give_up_at = time.monotonic() + self._runtime.settings.stripe_outage_patience_seconds
         tries = 0
+        background = False
         while True:
-            attempt = await self._submit_once(kind, row, source)
+            attempt = await self._submit_once(kind, row, source, background=background)
             if attempt.outcome != "stripe_unavailable":
                 return attempt
             tries += 1
@@ -271,32 +276,33 @@ class StripeSequence:
             await asyncio.sleep(wait)
             if slot is not None:
                 await slot.take()
-            BACKGROUND.set(True)  # this task's own context: its later tries only
+            background = True
 
-    async def _submit_once(self, kind: Kind, row: Row, source: str) -> Attempt:
+    async def _submit_once(self, kind: Kind, row: Row, source: str, *,
+                           background: bool) -> Attempt:
         gateway = self._runtime.stripe
         if gateway.breaker.state is CircuitState.OPEN:
             # Known unavailable: not even a budget token, which a payment made once
             # Stripe is back would otherwise queue behind.
             return Attempt("stripe_unavailable", "circuit open")
         # Pay for the first request before taking the lease (see the module's docstring).
-        await gateway.budget.take(background=BACKGROUND.get())
+        await gateway.budget.take(background=background)
         claim = await self._claims[kind.name].put(str(row["id"]))
         if claim is None:
             return Attempt("busy")  # leased by another caller, or no longer claimable
         answer: StripeObject | None = None
         try:
             if claim.stripe_id:
-                answer = await kind.retrieve(gateway, claim.stripe_id, True)
+                answer = await kind.retrieve(gateway, claim.stripe_id, True, background)
             elif claim.may_have_created:
                 # An earlier attempt may have created one and died before writing back.
                 # (Without Stripe's search, as on localstripe, a look-up lists every
                 # charge since the first attempt: worth skipping when it cannot help.)
-                answer = await kind.find(gateway, row, claim.first_attempt_at, True)
+                answer = await kind.find(gateway, row, claim.first_attempt_at, True, background)
             if answer is None:
                 # The token taken above pays for the create unless a look-up used it.
                 prepaid = not claim.stripe_id and not claim.may_have_created
-                answer = await kind.create(gateway, row, prepaid)
+                answer = await kind.create(gateway, row, prepaid, background)
         except StripeRejected as rejected:
             return await self._record(kind, row["id"], None, rejected, source, release=True)
         except StripeUnavailable as err:

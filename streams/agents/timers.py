@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 
 from streams import metrics, watchdog
-from streams.adapters.stripe_gateway import BACKGROUND
 from streams.agents.notify import Notify
 from streams.agents.poller import Poller, poll_tick_seconds
 from streams.ops import reconcile
@@ -73,9 +72,8 @@ class Timers:
         created since its last successful run, and the next share of the window on a
         rolling pass (streams.ops.reconcile.Incremental), in the background share of the
         Stripe budget, and exports the drift counts over the whole window."""
-        BACKGROUND.set(True)
         if self._lister is None:  # the gateway is made on first use, inside the loop
-            self._lister = reconcile.StripeLister(self._w.runtime.stripe)
+            self._lister = reconcile.StripeLister(self._w.runtime.stripe, background=True)
         try:
             pool = await self._w.runtime.pool()
             async with pool.connection() as conn:

@@ -35,7 +35,7 @@ from paystream.domain.ledger import journal_for_payment
 from paystream.settings import Settings
 from streams import metrics
 from streams.adapters import postgres
-from streams.adapters.stripe_gateway import BACKGROUND, StripeGateway
+from streams.adapters.stripe_gateway import StripeGateway
 from streams.ops import reconcile
 from streams.resilience import RequestBudget
 from testkit.own_books import OwnBooks, own_books
@@ -124,12 +124,11 @@ async def test_a_planted_drift_fires_the_alert_and_clears_after_fix(settings: Se
         pi_id = await charged_behind_our_back(settings, payment_id, merchant)
 
         gateway = StripeGateway(settings, budget=RequestBudget(5))
-        lister = reconcile.StripeLister(gateway)
+        lister = reconcile.StripeLister(gateway, background=True)
         # The worker's reconciliation of this merchant, over an hour, settled at once.
         worker = reconcile.Incremental(window_seconds=3600, interval_seconds=3600,
                                        merchant=merchant, settle_seconds=0,
                                        rolling_share=1.0)
-        BACKGROUND.set(True)
 
         async def reconciled() -> None:
             worker.schedule = reconcile.Schedule()  # the whole hour each time
