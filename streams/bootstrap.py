@@ -26,6 +26,7 @@ from streams.app import create_app, keep_log_level
 from streams.dead_letters import DeadLetters
 from streams.ops.views import Views
 from streams.runtime import Runtime
+from streams.stripe_ports import PostgresSubmissions
 from streams.stripe_sequence import StripeSequence
 from streams.watchdog import ConsumerWatch
 from streams.worker import Worker
@@ -50,7 +51,7 @@ def bare_worker(settings: Settings, *, log_level: int = logging.INFO) -> Worker:
     keep_log_level(app, log_level)
     topics = Topics(app, settings)
     runtime = Runtime(settings)
-    sequence = StripeSequence(runtime)
+    sequence = StripeSequence(settings, lambda: runtime.stripe, PostgresSubmissions(runtime))
     # Closed in this order at shutdown, before the connections: Stripe calls in
     # flight get a timeout's grace (their leases expire and the poller looks
     # again), then what the agents registered (merchant deliveries: the sweeper
