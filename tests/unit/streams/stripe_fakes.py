@@ -1,6 +1,6 @@
 """In-memory fakes of the Stripe sequence's ports (streams/stripe_ports.py) and of its clock.
 
-FakeStripe keeps the PaymentIntents it made and can be told to fail the way
+FakeStripe keeps the PaymentIntents and Refunds it made and can be told to fail the way
 Stripe does: down (every call fails and counts against the breaker), a create
 answered too late (made at Stripe, a timeout here), a 429 the gateway gave up
 waiting out, a create held open. FakeSubmissions holds the rows and the
@@ -70,13 +70,15 @@ class Call:
 
 
 class FakeStripe:
-    """Stripe's PaymentIntents for the sequence (the StripePort of streams/stripe_ports.py)."""
+    """Stripe's PaymentIntents and Refunds for the sequence (the StripePort of
+    streams/stripe_ports.py)."""
 
     def __init__(self, clock: FakeTime, *, failure_threshold: int = 3) -> None:
         self._clock = clock
         self.breaker = CircuitBreaker(failure_threshold, 30.0, clock=clock)
         self.budget = RecordingBudget()
         self.intents: dict[str, tuple[str, float]] = {}  # pi id -> (payment id, created)
+        self.refunds: dict[str, tuple[str, str]] = {}  # re id -> (refund id, pi id)
         self.calls: list[Call] = []
         self._ids = itertools.count(1)
         self.down = False
@@ -88,6 +90,9 @@ class FakeStripe:
 
     def intents_for(self, payment_id: str) -> list[str]:
         return [pi for pi, (pid, _) in self.intents.items() if pid == payment_id]
+
+    def refunds_for(self, refund_id: str) -> list[str]:
+        return [re for re, (rid, _) in self.refunds.items() if rid == refund_id]
 
     def creates(self) -> list[Call]:
         return [c for c in self.calls if c.operation == "create"]
@@ -123,14 +128,18 @@ class FakeStripe:
         self._answer_or_fail("payment_intent.create")
         pi = f"pi_{next(self._ids)}"
         self.intents[pi] = (payment.id, self._clock())
+        await self._answered("payment_intent.create")
+        return StripeObject(pi, "succeeded")
+
+    async def _answered(self, operation: str) -> None:
+        """After Stripe made the object: the answer reaches the caller, or not."""
         if self.hang_after_create:
             await asyncio.Event().wait()  # until the test cancels the caller
         if self.late_answers:
             self.late_answers -= 1
             self.breaker.failure()
-            raise StripeUnavailable("TimeoutError: ", operation="payment_intent.create")
+            raise StripeUnavailable("TimeoutError: ", operation=operation)
         self.breaker.success()
-        return StripeObject(pi, "succeeded")
 
     async def retrieve_payment_intent(self, pi_id: str, *, prepaid: bool = False,
                                       background: bool = False) -> StripeObject:
@@ -154,16 +163,33 @@ class FakeStripe:
 
     async def create_refund(self, refund: RefundRow, payment_intent_id: str, *,
                             prepaid: bool = False, background: bool = False) -> StripeObject:
-        raise NotImplementedError("these tests submit payments")
+        self.calls.append(Call("create", refund.id, background))
+        await self._pay(prepaid, background)
+        self._answer_or_fail("refund.create")
+        re = f"re_{next(self._ids)}"
+        self.refunds[re] = (refund.id, payment_intent_id)
+        await self._answered("refund.create")
+        return StripeObject(re, "succeeded")
 
     async def retrieve_refund(self, refund_id: str, *, prepaid: bool = False,
                               background: bool = False) -> StripeObject:
-        raise NotImplementedError("these tests submit payments")
+        self.calls.append(Call("retrieve", refund_id, background))
+        await self._pay(prepaid, background)
+        self._answer_or_fail("refund.retrieve")
+        self.breaker.success()
+        return StripeObject(refund_id, "succeeded")
 
     async def find_refund(self, refund_id: str, payment_intent_id: str, *,
                           prepaid: bool = False,
                           background: bool = False) -> StripeObject | None:
-        raise NotImplementedError("these tests submit payments")
+        self.calls.append(Call("find", refund_id, background))
+        await self._pay(prepaid, background)
+        self._answer_or_fail("refund.find")
+        self.breaker.success()
+        for re, (rid, pi) in self.refunds.items():
+            if rid == refund_id and pi == payment_intent_id:
+                return StripeObject(re, "succeeded")
+        return None
 
 
 @dataclass
@@ -178,14 +204,19 @@ class Submission:
     last_error: str | None = None
 
 
+# Each object type's Stripe id column (postgres._TABLES).
+_STRIPE_COLUMN = {"payment": "stripe_payment_intent_id", "refund": "stripe_refund_id"}
+
+
 @dataclass
 class FakeSubmissions:
-    """Payments approved by fraud, and the leases on submitting them (the Submissions port)."""
+    """Payments approved by fraud, refunds, and the leases on submitting them to Stripe
+    (the Submissions port)."""
 
     clock: Callable[[], float]
-    payments: dict[str, dict[str, Any]] = field(default_factory=dict)
-    submissions: dict[str, Submission] = field(default_factory=dict)
-    # Every status a payment moved to, in order.
+    rows: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    submissions: dict[tuple[str, str], Submission] = field(default_factory=dict)
+    # Every status an object moved to, in order, by id.
     moves: dict[str, list[str]] = field(default_factory=dict)
 
     def approved_payment(self, payment_id: str) -> dict[str, Any]:
@@ -196,26 +227,42 @@ class FakeSubmissions:
                "stripe_payment_intent_id": None, "failure_code": None,
                "failure_message": None, "created_at": datetime.fromtimestamp(self.clock(), UTC),
                "approved": True, "score": 0, "rules_hit": []}
-        self.payments[payment_id] = row
+        self.rows["payment", payment_id] = row
         self.moves[payment_id] = []
         return dict(row)
 
-    def row(self, payment_id: str) -> dict[str, Any]:
-        return dict(self.payments[payment_id])
+    def pending_refund(self, refund_id: str, payment_intent: str | None) -> dict[str, Any]:
+        """A pending refund, as postgres.load_refunds reads it (with its payment's
+        PaymentIntent)."""
+        row = {"id": refund_id, "payment_id": "pay_refunded", "merchant_id": "mer_1",
+               "amount": 500, "currency": "usd", "status": "pending", "stripe_refund_id": None,
+               "failure_code": None, "failure_message": None,
+               "created_at": datetime.fromtimestamp(self.clock(), UTC),
+               "payment_intent": payment_intent}
+        self.rows["refund", refund_id] = row
+        self.moves[refund_id] = []
+        return dict(row)
+
+    def row(self, object_id: str, object_type: str = "payment") -> dict[str, Any]:
+        return dict(self.rows[object_type, object_id])
+
+    def submission(self, object_id: str, object_type: str = "payment") -> Submission:
+        return self.submissions[object_type, object_id]
 
     async def claim(self, object_type: str, ids: Sequence[str],
                     lease_seconds: float) -> dict[str, Claim]:
-        assert object_type == "payment"
         now = self.clock()
         taken: dict[str, Claim] = {}
         for object_id in sorted(set(ids)):
-            row = self.payments.get(object_id)
-            if row is None or row["status"] != "pending" or not row["approved"] \
-                    or row["stripe_payment_intent_id"] is not None:
-                continue  # no longer claimable
-            sub = self.submissions.get(object_id)
+            row = self.rows.get((object_type, object_id))
+            if row is None or row["status"] != "pending" \
+                    or row[_STRIPE_COLUMN[object_type]] is not None \
+                    or (object_type == "payment" and not row["approved"]):
+                continue  # no longer claimable (for a payment, the fraud gate too)
+            key = (object_type, object_id)
+            sub = self.submissions.get(key)
             if sub is None:
-                sub = self.submissions[object_id] = Submission(0, None, now)
+                sub = self.submissions[key] = Submission(0, None, now)
             elif sub.lease_until is not None and sub.lease_until >= now:
                 continue  # leased by another caller
             sub.attempts += 1
@@ -227,18 +274,19 @@ class FakeSubmissions:
     async def write_back(self, items: Sequence[WriteBack]) -> list[bool]:
         moved: list[bool] = []
         for item in items:
-            assert item.object_type == "payment"
-            row = self.payments[item.object_id]
+            key = (item.object_type, item.object_id)
+            row = self.rows[key]
+            column = _STRIPE_COLUMN[item.object_type]
             moves = item.target is not None and row["status"] in predecessors_for(item.target)
             if moves:
                 assert isinstance(item.target, PaymentStatus | RefundStatus)
                 row.update(status=item.target.value, **item.columns)
                 self.moves[item.object_id].append(item.target.value)
-            elif item.stripe_id and row["stripe_payment_intent_id"] is None:
-                row["stripe_payment_intent_id"] = item.stripe_id
+            elif item.stripe_id and row[column] is None:
+                row[column] = item.stripe_id
             if item.release:
-                sub = self.submissions[item.object_id]
-                self.submissions[item.object_id] = dataclasses.replace(
+                sub = self.submissions[key]
+                self.submissions[key] = dataclasses.replace(
                     sub, lease_until=None, stripe_id=item.stripe_id or sub.stripe_id,
                     last_error=item.error,
                     unsent_attempts=sub.unsent_attempts + int(item.unsent))

@@ -2,7 +2,8 @@
 
 One PaymentIntent per payment across timeouts and retries, leases between
 callers, patience through an outage (slot given back, later tries in the
-background share of the budget) and a 429 taken as backpressure.
+background share of the budget) and a 429 taken as backpressure; a refund
+takes the same path.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 from paystream.settings import Settings
 from streams.handling import Stage
 from streams.resilience import CircuitState
-from streams.stripe_sequence import PAYMENT, StripeSequence, lease_seconds
+from streams.stripe_sequence import PAYMENT, REFUND, StripeSequence, lease_seconds
 from testkit.waiting import eventually
 from tests.unit.streams.stripe_fakes import FakeStripe, FakeSubmissions, FakeTime
 
@@ -74,7 +75,7 @@ async def test_a_create_stripe_made_but_answered_too_late_is_found_not_made_agai
     assert len(world.stripe.creates()) == 1
     # The second try leased again, knew the first may have created, and looked first.
     assert [c.operation for c in world.stripe.calls] == ["create", "find"]
-    assert world.db.submissions["pay_late"].attempts == 2
+    assert world.db.submission("pay_late").attempts == 2
     paid = world.db.row("pay_late")
     assert (paid["status"], paid["stripe_payment_intent_id"]) == ("succeeded", pi)
     assert world.each_request_paid_once()
@@ -104,7 +105,7 @@ async def test_after_a_timeout_the_poller_finds_the_intent_the_foreground_made(
     given_up = await world.sequence(impatient).run(PAYMENT, row, source="submit")
     assert given_up.outcome == "stripe_unavailable"
     assert world.db.row("pay_poll")["status"] == "pending"  # the poller's now
-    assert world.db.submissions["pay_poll"].lease_until is None  # released, not left to expire
+    assert world.db.submission("pay_poll").lease_until is None  # released, not left to expire
 
     polled = await world.sequence().run(PAYMENT, world.db.row("pay_poll"), source="poller",
                                         background=True)
@@ -151,7 +152,7 @@ async def test_an_expired_lease_is_taken_over_and_finds_the_intent_its_holder_ma
     [pi] = world.stripe.intents_for("pay_crash")
     assert len(world.stripe.creates()) == 1
     assert world.db.row("pay_crash")["stripe_payment_intent_id"] == pi
-    assert world.db.submissions["pay_crash"].attempts == 2
+    assert world.db.submission("pay_crash").attempts == 2
 
 
 async def test_an_open_breaker_is_waited_out_without_a_token_or_a_lease(world: World) -> None:
@@ -164,7 +165,7 @@ async def test_an_open_breaker_is_waited_out_without_a_token_or_a_lease(world: W
     # One wait, as long as the breaker asked; no budget token nor lease while it was open.
     assert len(world.time.waits) == 1 and world.time.waits[0] >= 1.0
     assert world.stripe.budget.lanes == ["background"]
-    assert world.db.submissions["pay_open"].attempts == 1
+    assert world.db.submission("pay_open").attempts == 1
     assert [(c.operation, c.background) for c in world.stripe.calls] == [("create", True)]
 
 
@@ -177,7 +178,7 @@ async def test_an_outage_longer_than_the_patience_leaves_the_payment_to_the_poll
     assert sum(world.time.waits) <= SETTINGS.stripe_outage_patience_seconds
     assert world.db.row("pay_down")["status"] == "pending"
     assert world.db.moves["pay_down"] == []
-    assert world.db.submissions["pay_down"].lease_until is None
+    assert world.db.submission("pay_down").lease_until is None
     # Only the first try was in the foreground share: the rest waited behind new payments.
     assert world.stripe.budget.lanes[0] == "foreground"
     assert set(world.stripe.budget.lanes[1:]) == {"background"}
@@ -224,6 +225,28 @@ async def test_a_429_leaves_the_payment_pending_and_the_retry_creates_without_a_
     assert world.stripe.breaker.opened_count == 0
     # The refused create never reached Stripe, so its retry does not search for it.
     assert [c.operation for c in world.stripe.calls] == ["create", "create"]
-    assert world.db.submissions["pay_429"].unsent_attempts == 1
+    assert world.db.submission("pay_429").unsent_attempts == 1
     assert world.each_request_paid_once()
     assert len(world.stripe.intents_for("pay_429")) == 1
+
+
+async def test_a_refund_answered_too_late_is_found_not_refunded_twice(world: World) -> None:
+    world.stripe.late_answers = 1
+    row = world.db.pending_refund("re_late", payment_intent="pi_charged")
+    attempt = await world.sequence().run(REFUND, row, source="refunds")
+    assert attempt.outcome == "resolved"
+    [re] = world.stripe.refunds_for("re_late")
+    assert [c.operation for c in world.stripe.calls] == ["create", "find"]
+    refunded = world.db.row("re_late", "refund")
+    assert (refunded["status"], refunded["stripe_refund_id"]) == ("succeeded", re)
+    assert world.each_request_paid_once()
+
+
+async def test_a_refund_of_a_payment_never_charged_fails_without_asking_stripe(
+        world: World) -> None:
+    row = world.db.pending_refund("re_uncharged", payment_intent=None)
+    attempt = await world.sequence().run(REFUND, row, source="refunds")
+    assert attempt.outcome == "resolved"
+    refused = world.db.row("re_uncharged", "refund")
+    assert (refused["status"], refused["failure_code"]) == ("failed", "payment_not_captured")
+    assert world.stripe.calls == [] and world.stripe.budget.lanes == []
