@@ -23,7 +23,7 @@ from streams.messages import PendingCommand
 from streams.resilience import backoff_delay
 from streams.rows import PaymentRow
 from streams.stripe_sequence import PAYMENT, REFUND
-from streams.worker import Worker
+from streams.worker_parts import WorkerParts
 
 log = logging.getLogger(__name__)
 POLLER = "poller"
@@ -59,7 +59,7 @@ def poll_tick_seconds(settings: Settings) -> float:
 class Poller:
     """The poller of one worker, over the pending entries of the partitions it owns."""
 
-    def __init__(self, w: Worker, fraud: Fraud, submit: Submit) -> None:
+    def __init__(self, w: WorkerParts, fraud: Fraud, submit: Submit) -> None:
         self._w = w
         self._fraud = fraud
         self._submit = submit

@@ -2,7 +2,7 @@
 and clears after `paystream reconcile --fix`.
 
 The stack's worker reconciles every 10 minutes, too slowly for a test, so the test
-runs the worker's own reconciliation (streams.ops.reconcile.Incremental, what the
+runs the worker's own reconciliation (streams.reconcile.Incremental, what the
 leader's timer runs) in-process every few seconds over its merchant alone, serves
 its metrics on a port of its own and adds that port to Prometheus' file-discovered
 targets (removed at the end). Only the worker that reconciled last counts in the
@@ -33,10 +33,9 @@ from prometheus_client import generate_latest
 from paystream.domain import new_id
 from paystream.domain.ledger import journal_for_payment
 from paystream.settings import Settings
-from streams import metrics
+from streams import metrics, reconcile
 from streams.adapters import postgres
 from streams.adapters.stripe_gateway import StripeGateway
-from streams.ops import reconcile
 from streams.resilience import RequestBudget
 from testkit.own_books import OwnBooks, own_books
 from testkit.ports import free_port

@@ -8,7 +8,7 @@ from typing import Any
 
 from paystream.domain.reconcile import StripeIntent, StripeRefund
 from streams.errors import StripeRejected
-from streams.ops.reconcile import Spool, StripeLister
+from streams.reconcile import Spool, StripeLister
 
 
 @dataclass
