@@ -216,13 +216,13 @@ def child(command: list[str]) -> int:
 
 
 def timer(runs: int) -> None:
-    """The worker's reconciliation (streams.ops.reconcile.Incremental) run after run,
+    """The worker's reconciliation (streams.reconcile.Incremental) run after run,
     ten minutes apart on its clock, with the resident memory after each."""
     import psycopg
 
     from paystream.settings import Settings
+    from streams import reconcile
     from streams.adapters.stripe_gateway import StripeGateway
-    from streams.ops import reconcile
     from streams.resilience import RequestBudget
 
     def rss() -> float:

@@ -74,7 +74,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("aiokafka producer (batches, sends)", "aiokafka/producer/"),
     ("Faust consumer (conductor, offsets)", "faust/transport/consumer.py"),
     ("table changelogs", "faust/tables/"),
-    ("web views", "streams/ops/views.py"),
+    ("web views", "streams/views.py"),
 )
 
 

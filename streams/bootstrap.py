@@ -2,7 +2,8 @@
 
 Nothing in streams/ creates an app, a connection or a topic when it is
 imported; `paystream worker` and the tests call build() with the settings they
-want, and each part gets what it uses from the Worker it is handed.
+want, and each part gets what it uses from the WorkerParts it is handed
+(worker_parts.py).
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ from streams.agents.poller import Poller
 from streams.agents.refunds import Refunds
 from streams.agents.submit import Submit
 from streams.agents.timers import Timers
-from streams.app import create_app, keep_log_level
-from streams.dead_letters import DeadLetters
-from streams.ops.views import Views
+from streams.dead_letters.sender import DeadLetters
+from streams.faust_app import create_app, keep_log_level
 from streams.runtime import Runtime
+from streams.stripe_ports import PostgresSubmissions
 from streams.stripe_sequence import StripeSequence
+from streams.views import Views
 from streams.watchdog import ConsumerWatch
-from streams.worker import Worker
+from streams.worker_parts import WorkerParts
 
 
-def build(settings: Settings, *, log_level: int = logging.INFO) -> Worker:
+def build(settings: Settings, *, log_level: int = logging.INFO) -> WorkerParts:
     """A worker for these settings, every agent, timer and view installed on its app."""
     worker = bare_worker(settings, log_level=log_level)
     submit = Submit(worker)
@@ -43,14 +45,14 @@ def build(settings: Settings, *, log_level: int = logging.INFO) -> Worker:
     return worker
 
 
-def bare_worker(settings: Settings, *, log_level: int = logging.INFO) -> Worker:
+def bare_worker(settings: Settings, *, log_level: int = logging.INFO) -> WorkerParts:
     """The worker's app, connections, topics and tables with no agent installed yet
     (build() installs them all; a test installs the one it exercises)."""
     app = create_app(settings)
     keep_log_level(app, log_level)
     topics = Topics(app, settings)
     runtime = Runtime(settings)
-    sequence = StripeSequence(runtime)
+    sequence = StripeSequence(settings, lambda: runtime.stripe, PostgresSubmissions(runtime))
     # Closed in this order at shutdown, before the connections: Stripe calls in
     # flight get a timeout's grace (their leases expire and the poller looks
     # again), then what the agents registered (merchant deliveries: the sweeper
@@ -63,6 +65,6 @@ def bare_worker(settings: Settings, *, log_level: int = logging.INFO) -> Worker:
     async def _close_runtime(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         await runtime.close()
 
-    return Worker(settings, app, runtime, topics, Tables(app, settings),
+    return WorkerParts(settings, app, runtime, topics, Tables(app, settings),
                   DeadLetters(topics.dead_letters), sequence,
                   ConsumerWatch(app, settings.watchdog_stall_seconds))

@@ -93,12 +93,11 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def dlq_list(args: argparse.Namespace) -> int:
-    from streams.ops import dlq
+    from streams.dead_letters.replay import read_all, select
 
     settings = Settings.from_env()
-    entries = list(dlq.select(asyncio.run(dlq.read_all(settings.kafka_bootstrap,
-                                                       settings.dlq_topic)),
-                              agent=args.agent))
+    entries = list(select(asyncio.run(read_all(settings.kafka_bootstrap, settings.dlq_topic)),
+                          agent=args.agent))
     if args.limit is not None:
         entries = entries[-args.limit:] if args.limit > 0 else []
     for entry in entries:
@@ -116,15 +115,14 @@ def dlq_list(args: argparse.Namespace) -> int:
 
 
 def dlq_replay(args: argparse.Namespace) -> int:
-    from streams.ops import dlq
+    from streams.dead_letters.replay import read_all, replay, select
 
     if not args.refs and not args.all:
         print("error: name dead letters (PARTITION:OFFSET ...) or pass --all", file=sys.stderr)
         return 2
     settings = Settings.from_env()
-    entries = list(dlq.select(asyncio.run(dlq.read_all(settings.kafka_bootstrap,
-                                                       settings.dlq_topic)),
-                              agent=args.agent, refs=args.refs or None))
+    entries = list(select(asyncio.run(read_all(settings.kafka_bootstrap, settings.dlq_topic)),
+                          agent=args.agent, refs=args.refs or None))
     missing = set(args.refs) - {e.ref for e in entries}
     if missing:
         print(f"error: no dead letter {', '.join(sorted(missing))}", file=sys.stderr)
@@ -136,7 +134,7 @@ def dlq_replay(args: argparse.Namespace) -> int:
         print(f"{'would replay' if args.dry_run else 'replaying'} {entry.ref} -> {what}")
     if args.dry_run:
         return 0
-    sent = asyncio.run(dlq.replay(settings.kafka_bootstrap, messages)) if messages else 0
+    sent = asyncio.run(replay(settings.kafka_bootstrap, messages)) if messages else 0
     reset = _requeue_webhooks(settings, [e.body["event_id"] for e in webhooks])
     print(f"replayed {sent} message(s), re-queued {reset} webhook(s)")
     return 0

@@ -15,7 +15,7 @@ from psycopg import AsyncConnection
 
 from streams import metrics
 from streams.adapters.cdc import Change, decode_change
-from streams.dead_letters import DeadLetters
+from streams.dead_letters.sender import DeadLetters
 from streams.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,9 @@ budget). Double-charge guards, in order:
 Claims and write-backs of the objects in flight are coalesced: one round trip
 for everything ready at the same moment, not one transaction per object.
 Every object is its own task, so a slow answer never holds back another one.
+
+Stripe and the submissions store are ports (stripe_ports.py), so that these
+guards are unit-tested against in-memory fakes.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,20 +41,14 @@ from paystream.domain import (
 )
 from paystream.settings import Settings
 from streams import metrics
-from streams.adapters import postgres
 from streams.adapters.postgres import Claim, WriteBack
-from streams.adapters.stripe_gateway import (
-    BACKGROUND,
-    RATE_LIMIT_PATIENCE_SECONDS,
-    StripeGateway,
-    StripeObject,
-)
+from streams.adapters.stripe_gateway import RATE_LIMIT_PATIENCE_SECONDS, StripeObject
 from streams.coalesce import Coalescer
 from streams.errors import StripeRejected, StripeUnavailable
 from streams.handling import Stage
 from streams.resilience import CircuitState
 from streams.rows import PaymentRow, RefundRow
-from streams.runtime import Runtime
+from streams.stripe_ports import StripePort, Submissions
 
 log = logging.getLogger(__name__)
 Row = Mapping[str, Any]
@@ -75,9 +72,10 @@ class Kind:
     outcome: Callable[[StripeObject], tuple[PaymentStatus | RefundStatus | None,
                                             dict[str, Any]]]
     refused: Callable[[StripeRejected], tuple[PaymentStatus | RefundStatus, dict[str, Any]]]
-    retrieve: Callable[[StripeGateway, str, bool], Awaitable[StripeObject]]
-    find: Callable[[StripeGateway, Row, float, bool], Awaitable[StripeObject | None]]
-    create: Callable[[StripeGateway, Row, bool], Awaitable[StripeObject]]
+    # Each call: (gateway, ..., prepaid, background); see StripePort.
+    retrieve: Callable[[StripePort, str, bool, bool], Awaitable[StripeObject]]
+    find: Callable[[StripePort, Row, float, bool, bool], Awaitable[StripeObject | None]]
+    create: Callable[[StripePort, Row, bool, bool], Awaitable[StripeObject]]
     # A reason Stripe must not even be asked (e.g. a refund of an uncharged payment).
     precheck: Callable[[Row], StripeRejected | None]
 
@@ -130,11 +128,12 @@ PAYMENT = Kind(
     stripe_column="stripe_payment_intent_id",
     outcome=_payment_outcome,
     refused=_payment_refused,
-    retrieve=lambda gw, sid, prepaid: gw.retrieve_payment_intent(sid, prepaid=prepaid),
-    find=lambda gw, row, since, prepaid: gw.find_payment_intent(
-        row["id"], since=since - CLOCK_SKEW_SECONDS, prepaid=prepaid),
-    create=lambda gw, row, prepaid: gw.create_payment_intent(PaymentRow.parse(row),
-                                                             prepaid=prepaid),
+    retrieve=lambda gw, sid, prepaid, background: gw.retrieve_payment_intent(
+        sid, prepaid=prepaid, background=background),
+    find=lambda gw, row, since, prepaid, background: gw.find_payment_intent(
+        row["id"], since=since - CLOCK_SKEW_SECONDS, prepaid=prepaid, background=background),
+    create=lambda gw, row, prepaid, background: gw.create_payment_intent(
+        PaymentRow.parse(row), prepaid=prepaid, background=background),
     precheck=_payment_precheck,
 )
 REFUND = Kind(
@@ -142,11 +141,12 @@ REFUND = Kind(
     stripe_column="stripe_refund_id",
     outcome=_refund_outcome,
     refused=_refund_refused,
-    retrieve=lambda gw, sid, prepaid: gw.retrieve_refund(sid, prepaid=prepaid),
-    find=lambda gw, row, since, prepaid: gw.find_refund(row["id"], row["payment_intent"],
-                                                        prepaid=prepaid),
-    create=lambda gw, row, prepaid: gw.create_refund(RefundRow.parse(row), row["payment_intent"],
-                                                     prepaid=prepaid),
+    retrieve=lambda gw, sid, prepaid, background: gw.retrieve_refund(
+        sid, prepaid=prepaid, background=background),
+    find=lambda gw, row, since, prepaid, background: gw.find_refund(
+        row["id"], row["payment_intent"], prepaid=prepaid, background=background),
+    create=lambda gw, row, prepaid, background: gw.create_refund(
+        RefundRow.parse(row), row["payment_intent"], prepaid=prepaid, background=background),
     precheck=_refund_precheck,
 )
 
@@ -178,10 +178,21 @@ class Attempt:
 
 
 class StripeSequence:
-    """Runs the sequence for any number of objects at once, each independently."""
+    """Runs the sequence for any number of objects at once, each independently.
 
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    ``stripe`` gives the gateway (made on first use, inside the worker's loop);
+    ``clock`` and ``sleep`` time the waits through an outage.
+    """
+
+    def __init__(self, settings: Settings, stripe: Callable[[], StripePort],
+                 submissions: Submissions, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self._settings = settings
+        self._stripe = stripe
+        self._submissions = submissions
+        self._clock = clock
+        self._sleep = sleep
         self._active: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._window: asyncio.Semaphore | None = None
@@ -193,7 +204,7 @@ class StripeSequence:
         """Hand one object over and return as soon as it is under way; waits only while
         STRIPE_CONCURRENCY objects are already in the sequence (backpressure)."""
         if self._window is None:
-            self._window = asyncio.Semaphore(self._runtime.settings.stripe_concurrency)
+            self._window = asyncio.Semaphore(self._settings.stripe_concurrency)
         await self._window.acquire()
         slot = _Slot(self._window)
 
@@ -211,35 +222,39 @@ class StripeSequence:
     async def stop(self) -> None:
         """Let calls in flight finish for up to a Stripe timeout, then cancel the rest
         (their leases expire and the poller looks again)."""
-        grace = self._runtime.settings.stripe_timeout_seconds
+        grace = self._settings.stripe_timeout_seconds
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
         for task in set(self._tasks):
             task.cancel()
 
-    async def run(self, kind: Kind, row: Row, *, source: str,
+    async def run(self, kind: Kind, row: Row, *, source: str, background: bool = False,
                   slot: _Slot | None = None) -> Attempt:
         """The whole sequence for one loaded row: retrieve it if it has a Stripe id,
         else lease and create (after looking for an earlier attempt's) if it may be
-        sent, else look it up by metadata. ``slot``: the window slot start() took."""
+        sent, else look it up by metadata. ``background``: in the share of the budget
+        no new payment is waiting for, and tried once (the poller); in the foreground
+        an outage is waited out. ``slot``: the window slot start() took."""
         object_id = str(row["id"])
         if object_id in self._active:
             return Attempt("in_flight")
         self._active.add(object_id)
         try:
             if row[kind.stripe_column]:
-                return await self._refresh(kind, row, source,
-                                           lambda gw: kind.retrieve(gw, row[kind.stripe_column],
-                                                                    False))
+                return await self._refresh(
+                    kind, row, source,
+                    lambda gw: kind.retrieve(gw, row[kind.stripe_column], False, background))
             if row["status"] == "pending":
                 refusal = kind.precheck(row)
                 if refusal is not None:
                     return await self._record(kind, object_id, None, refusal, source,
                                               release=False)
+                if background:
+                    return await self._submit_once(kind, row, source, background=True)
                 return await self._submit(kind, row, source, slot)
             return await self._refresh(
                 kind, row, source,
-                lambda gw: kind.find(gw, row, row["created_at"].timestamp(), False))
+                lambda gw: kind.find(gw, row, row["created_at"].timestamp(), False, background))
         finally:
             self._active.discard(object_id)
 
@@ -254,49 +269,49 @@ class StripeSequence:
         background share of the budget, so once Stripe answers again a payment made
         after the outage is not queued behind the outage's backlog.
         """
-        if BACKGROUND.get():
-            return await self._submit_once(kind, row, source)
-        give_up_at = time.monotonic() + self._runtime.settings.stripe_outage_patience_seconds
+        give_up_at = self._clock() + self._settings.stripe_outage_patience_seconds
         tries = 0
+        background = False
         while True:
-            attempt = await self._submit_once(kind, row, source)
+            attempt = await self._submit_once(kind, row, source, background=background)
             if attempt.outcome != "stripe_unavailable":
                 return attempt
             tries += 1
-            wait = self._runtime.stripe.until_next_try(tries)
-            if time.monotonic() + wait > give_up_at:
+            wait = self._stripe().until_next_try(tries)
+            if self._clock() + wait > give_up_at:
                 return attempt  # the poller takes it from here
             if slot is not None:
                 slot.release()
-            await asyncio.sleep(wait)
+            await self._sleep(wait)
             if slot is not None:
                 await slot.take()
-            BACKGROUND.set(True)  # this task's own context: its later tries only
+            background = True
 
-    async def _submit_once(self, kind: Kind, row: Row, source: str) -> Attempt:
-        gateway = self._runtime.stripe
+    async def _submit_once(self, kind: Kind, row: Row, source: str, *,
+                           background: bool) -> Attempt:
+        gateway = self._stripe()
         if gateway.breaker.state is CircuitState.OPEN:
             # Known unavailable: not even a budget token, which a payment made once
             # Stripe is back would otherwise queue behind.
             return Attempt("stripe_unavailable", "circuit open")
         # Pay for the first request before taking the lease (see the module's docstring).
-        await gateway.budget.take(background=BACKGROUND.get())
+        await gateway.budget.take(background=background)
         claim = await self._claims[kind.name].put(str(row["id"]))
         if claim is None:
             return Attempt("busy")  # leased by another caller, or no longer claimable
         answer: StripeObject | None = None
         try:
             if claim.stripe_id:
-                answer = await kind.retrieve(gateway, claim.stripe_id, True)
+                answer = await kind.retrieve(gateway, claim.stripe_id, True, background)
             elif claim.may_have_created:
                 # An earlier attempt may have created one and died before writing back.
                 # (Without Stripe's search, as on localstripe, a look-up lists every
                 # charge since the first attempt: worth skipping when it cannot help.)
-                answer = await kind.find(gateway, row, claim.first_attempt_at, True)
+                answer = await kind.find(gateway, row, claim.first_attempt_at, True, background)
             if answer is None:
                 # The token taken above pays for the create unless a look-up used it.
                 prepaid = not claim.stripe_id and not claim.may_have_created
-                answer = await kind.create(gateway, row, prepaid)
+                answer = await kind.create(gateway, row, prepaid, background)
         except StripeRejected as rejected:
             return await self._record(kind, row["id"], None, rejected, source, release=True)
         except StripeUnavailable as err:
@@ -311,9 +326,9 @@ class StripeSequence:
         return await self._record(kind, row["id"], answer, None, source, release=True)
 
     async def _refresh(self, kind: Kind, row: Row, source: str,
-                       ask: Callable[[StripeGateway], Awaitable[StripeObject | None]]) -> Attempt:
+                       ask: Callable[[StripePort], Awaitable[StripeObject | None]]) -> Attempt:
         try:
-            answer = await ask(self._runtime.stripe)
+            answer = await ask(self._stripe())
         except StripeUnavailable as err:
             return Attempt("stripe_unavailable", str(err))
         except StripeRejected as err:
@@ -339,17 +354,15 @@ class StripeSequence:
             metrics.TRANSITIONS.labels(kind.name, target.value, source).inc()
         return Attempt("resolved" if moved else "unchanged")
 
-    def _claimer(self, object_type: str) -> Callable[[Any], Awaitable[list[Claim | None]]]:
-        async def claim(ids: Any) -> list[Claim | None]:
-            lease = lease_seconds(self._runtime.settings)
-            taken = await self._runtime.with_db(
-                lambda conn: postgres.claim_submissions(conn, object_type, ids, lease),
-                what=f"{object_type} claims")
+    def _claimer(self, object_type: str
+                 ) -> Callable[[Sequence[str]], Awaitable[list[Claim | None]]]:
+        async def claim(ids: Sequence[str]) -> list[Claim | None]:
+            taken = await self._submissions.claim(object_type, ids,
+                                                  lease_seconds(self._settings))
             return [taken.get(i) for i in ids]
 
         return claim
 
-    async def _write(self, items: Any) -> list[bool]:
-        return await self._runtime.with_db(lambda conn: postgres.write_back(conn, items),
-                                           what="write-back")
+    async def _write(self, items: Sequence[WriteBack]) -> list[bool]:
+        return await self._submissions.write_back(items)
 

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -28,8 +27,6 @@ T = TypeVar("T")
 # How long one call keeps retrying through 429s before the object is left for
 # the poller (it stays pending; the breaker is not touched).
 RATE_LIMIT_PATIENCE_SECONDS = 30.0
-# Set by the poller: its calls spend only the budget no new payment is waiting for.
-BACKGROUND: ContextVar[bool] = ContextVar("stripe_background", default=False)
 
 # Page size when looking up what an earlier attempt created (after a crash
 # between "create" and "write back" only).
@@ -117,15 +114,16 @@ class StripeGateway:
         return self.breaker.retry_in() + backoff_delay(tries, base=1.0, cap=8.0)
 
     async def _call(self, operation: str, fn: Callable[[], Awaitable[T]], *,
-                    prepaid: bool = False) -> T:
+                    prepaid: bool = False, background: bool = False) -> T:
         """fn's answer; a 429 is waited out (the whole budget pauses) and tried again
         for up to RATE_LIMIT_PATIENCE_SECONDS. ``prepaid``: the caller already took
-        this request's token from the budget."""
+        this request's token from the budget; ``background``: its tokens come from the
+        share no new payment is waiting for (the poller, a retry after an outage)."""
         give_up_at = time.monotonic() + RATE_LIMIT_PATIENCE_SECONDS
         refusals = 0
         while True:
             if not prepaid:
-                await self.budget.take(background=BACKGROUND.get())
+                await self.budget.take(background=background)
             prepaid = False
             try:
                 return await self._once(operation, fn)
@@ -186,17 +184,18 @@ class StripeGateway:
         metrics.CIRCUIT_STATE.set(0 if self.breaker.state == CircuitState.CLOSED else 1)
 
     async def _create(self, operation: str, create: Callable[..., Awaitable[Any]],
-                      params: dict[str, Any], idempotency_key: str, *, prepaid: bool) -> Any:
+                      params: dict[str, Any], idempotency_key: str, *, prepaid: bool,
+                      background: bool) -> Any:
         """One create, keyed by our object's id so that Stripe answers a retry with
         the object the first attempt made."""
         options = {"idempotency_key": idempotency_key}
         return await self._call(operation, lambda: create(params=params, options=options),
-                                prepaid=prepaid)
+                                prepaid=prepaid, background=background)
 
     # --- PaymentIntents ------------------------------------------------------------
 
-    async def create_payment_intent(self, payment: PaymentRow, *,
-                                    prepaid: bool = False) -> StripeObject:
+    async def create_payment_intent(self, payment: PaymentRow, *, prepaid: bool = False,
+                                    background: bool = False) -> StripeObject:
         """Create and confirm in one call, keyed by our payment id."""
         params: dict[str, Any] = {
             "amount": payment.amount,
@@ -212,19 +211,21 @@ class StripeGateway:
         pi = await self._create("payment_intent.create",
                                 self._client.v1.payment_intents.create_async, params,
                                 stripe_idempotency_key("payment_intent", payment.id),
-                                prepaid=prepaid)
+                                prepaid=prepaid, background=background)
         return _payment_intent(pi)
 
-    async def retrieve_payment_intent(self, pi_id: str, *, prepaid: bool = False) -> StripeObject:
+    async def retrieve_payment_intent(self, pi_id: str, *, prepaid: bool = False,
+                                      background: bool = False) -> StripeObject:
         pi = await self._call(
             "payment_intent.retrieve",
             lambda: self._client.v1.payment_intents.retrieve_async(pi_id),
-            prepaid=prepaid,
+            prepaid=prepaid, background=background,
         )
         return _payment_intent(pi)
 
     async def find_payment_intent(self, payment_id: str, *, since: float,
-                                  prepaid: bool = False) -> StripeObject | None:
+                                  prepaid: bool = False,
+                                  background: bool = False) -> StripeObject | None:
         """The PaymentIntent an earlier attempt made for payment_id, created after since."""
 
         async def lookup() -> StripeObject | None:
@@ -250,30 +251,34 @@ class StripeGateway:
                     return _payment_intent(expanded)
             return None
 
-        return await self._find("payment_intent.find", lookup, prepaid=prepaid)
+        return await self._find("payment_intent.find", lookup, prepaid=prepaid,
+                                background=background)
 
     # --- Refunds -------------------------------------------------------------------
 
     async def create_refund(self, refund: RefundRow, payment_intent_id: str, *,
-                            prepaid: bool = False) -> StripeObject:
+                            prepaid: bool = False, background: bool = False) -> StripeObject:
         params = {
             "payment_intent": payment_intent_id,
             "amount": refund.amount,
             "metadata": {"refund_id": refund.id, "payment_id": refund.payment_id},
         }
         obj = await self._create("refund.create", self._client.v1.refunds.create_async, params,
-                                 stripe_idempotency_key("refund", refund.id), prepaid=prepaid)
+                                 stripe_idempotency_key("refund", refund.id), prepaid=prepaid,
+                                 background=background)
         return _refund(obj)
 
-    async def retrieve_refund(self, refund_id: str, *, prepaid: bool = False) -> StripeObject:
+    async def retrieve_refund(self, refund_id: str, *, prepaid: bool = False,
+                              background: bool = False) -> StripeObject:
         obj = await self._call(
             "refund.retrieve", lambda: self._client.v1.refunds.retrieve_async(refund_id),
-            prepaid=prepaid,
+            prepaid=prepaid, background=background,
         )
         return _refund(obj)
 
     async def find_refund(self, refund_id: str, payment_intent_id: str, *,
-                          prepaid: bool = False) -> StripeObject | None:
+                          prepaid: bool = False,
+                          background: bool = False) -> StripeObject | None:
         """The Refund an earlier attempt created for refund_id, listed by its PaymentIntent."""
 
         async def scan() -> StripeObject | None:
@@ -285,7 +290,7 @@ class StripeGateway:
                     return _refund(obj)
             return None
 
-        return await self._find("refund.find", scan, prepaid=prepaid)
+        return await self._find("refund.find", scan, prepaid=prepaid, background=background)
 
     # --- Listing (reconciliation) --------------------------------------------------
 
@@ -323,11 +328,11 @@ class StripeGateway:
 
     async def _find(self, operation: str,
                     fn: Callable[[], Awaitable[StripeObject | None]], *,
-                    prepaid: bool) -> StripeObject | None:
+                    prepaid: bool, background: bool) -> StripeObject | None:
         # A look-up Stripe refuses says nothing about the payment: it must not fail
         # it, and without an answer creating again could charge twice. Retry later.
         try:
-            return await self._call(operation, fn, prepaid=prepaid)
+            return await self._call(operation, fn, prepaid=prepaid, background=background)
         except StripeRejected as err:
             raise StripeUnavailable(f"look-up refused: {err}", operation=operation,
                                     code=err.code) from None

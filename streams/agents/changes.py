@@ -27,7 +27,7 @@ from streams.agents.notify import Notify
 from streams.agents.pending import AGENT as PENDING
 from streams.agents.pending import Pending
 from streams.handling import Stage, change_of, install_batch_agent
-from streams.worker import Worker
+from streams.worker_parts import WorkerParts
 
 AGENT = "changes"
 Handler = Callable[[Sequence[tuple[EventT[Any], Change]]], Awaitable[None]]
@@ -37,7 +37,7 @@ class Changes:
     """The one subscription to both CDC topics, handing each decoded batch to fraud,
     ledger, notify and the pending table."""
 
-    def __init__(self, w: Worker, fraud: Fraud, ledger: Ledger, notify: Notify,
+    def __init__(self, w: WorkerParts, fraud: Fraud, ledger: Ledger, notify: Notify,
                  pending: Pending) -> None:
         self._stage = w.stage(AGENT)
         payments = w.settings.payments_topic

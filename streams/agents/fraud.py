@@ -25,7 +25,7 @@ from streams.handling import install_batch_agent, install_event_agent
 from streams.messages import FraudCheck
 from streams.rows import PaymentRow
 from streams.runtime import retry_db
-from streams.worker import Worker
+from streams.worker_parts import WorkerParts
 
 ROUTE = "fraud-route"
 CUSTOMER = "fraud-customer"
@@ -50,7 +50,7 @@ class Fraud:
     """The fraud route (a handler of the changes agent) and the two velocity stages,
     fraud-customer and fraud-method, on one worker."""
 
-    def __init__(self, w: Worker, submit: Submit) -> None:
+    def __init__(self, w: WorkerParts, submit: Submit) -> None:
         self._settings = w.settings
         self._runtime = w.runtime
         self._topics = w.topics

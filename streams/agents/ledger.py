@@ -26,7 +26,7 @@ from streams.adapters.tables import balance_amount, json_key
 from streams.handling import install_event_agent
 from streams.journals import journal_for_change
 from streams.messages import BalanceDelta
-from streams.worker import Worker
+from streams.worker_parts import WorkerParts
 
 log = logging.getLogger(__name__)
 AGENT = "ledger"
@@ -36,7 +36,7 @@ BALANCES = "balances"
 class Ledger:
     """Posts the journals of succeeded payments and refunds, and keeps the balances table."""
 
-    def __init__(self, w: Worker) -> None:
+    def __init__(self, w: WorkerParts) -> None:
         self._payments_topic = w.settings.payments_topic
         self._balance_deltas = w.topics.balance_deltas
         self._balances = w.tables.balances

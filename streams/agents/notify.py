@@ -23,15 +23,16 @@ from paystream.domain import PaymentStatus, RefundStatus, sign
 from paystream.domain.ids import notification_event_id
 from paystream.domain.signing import SIGNATURE_HEADER
 from paystream.settings import Settings
-from streams import dead_letter_format, metrics
+from streams import metrics
 from streams.adapters import postgres
 from streams.adapters.cdc import Change
-from streams.dead_letters import DeadLetters
+from streams.dead_letters.envelope import envelope
+from streams.dead_letters.sender import DeadLetters
 from streams.messages import Notification
 from streams.resilience import backoff_delay
 from streams.rows import PaymentRow, RefundRow
 from streams.runtime import Runtime
-from streams.worker import Worker
+from streams.worker_parts import WorkerParts
 
 log = logging.getLogger(__name__)
 AGENT = "notify"
@@ -80,7 +81,7 @@ def notification_for(change: Change | None, *, payment: bool) -> Notification | 
 class Notify:
     """The outbox writer of changes.py's notify handler, and the leader's sweeper."""
 
-    def __init__(self, w: Worker) -> None:
+    def __init__(self, w: WorkerParts) -> None:
         self._payments_topic = w.settings.payments_topic
         self._stage = w.stage(AGENT)
         self._deliverer = Deliverer(w.runtime, w.settings, w.dead_letters)
@@ -189,7 +190,7 @@ class Deliverer:
         )
         metrics.NOTIFICATIONS.labels(outcome).inc()
         if outcome == "failed":
-            body = dead_letter_format.envelope(
+            body = envelope(
                 topic=None, partition=None, offset=None, agent=AGENT,
                 error=f"webhook {row['event_id']} to merchant {row['merchant_id']} failed "
                       f"after {attempts} attempts: {error}",

@@ -21,7 +21,7 @@ from streams.adapters.tables import lookup, writing_for
 from streams.handling import install_event_agent
 from streams.messages import PendingCommand
 from streams.stripe_sequence import lease_seconds
-from streams.worker import Worker
+from streams.worker_parts import WorkerParts
 
 AGENT = "pending"
 COMMANDS = "pending-commands"
@@ -62,7 +62,7 @@ class Pending:
     """The pending table's writers: a handler of the changes agent for change events,
     and the pending agent for the poller's commands."""
 
-    def __init__(self, w: Worker) -> None:
+    def __init__(self, w: WorkerParts) -> None:
         self._settings = w.settings
         self._pending = w.tables.pending
         self._stage = w.stage(AGENT)

@@ -17,14 +17,13 @@ from paystream.settings import Settings
 from streams import metrics
 from streams.adapters import postgres
 from streams.adapters.cdc import id_key
-from streams.adapters.stripe_gateway import BACKGROUND
 from streams.agents.fraud import Fraud, check_for
 from streams.agents.submit import Submit
 from streams.messages import PendingCommand
 from streams.resilience import backoff_delay
 from streams.rows import PaymentRow
 from streams.stripe_sequence import PAYMENT, REFUND
-from streams.worker import Worker
+from streams.worker_parts import WorkerParts
 
 log = logging.getLogger(__name__)
 POLLER = "poller"
@@ -60,7 +59,7 @@ def poll_tick_seconds(settings: Settings) -> float:
 class Poller:
     """The poller of one worker, over the pending entries of the partitions it owns."""
 
-    def __init__(self, w: Worker, fraud: Fraud, submit: Submit) -> None:
+    def __init__(self, w: WorkerParts, fraud: Fraud, submit: Submit) -> None:
         self._w = w
         self._fraud = fraud
         self._submit = submit
@@ -117,8 +116,6 @@ class Poller:
         """Resolve one entry if Stripe knows more; when Stripe was asked, when to ask next."""
         attempts = int(entry["attempts"]) + 1
         error: str | None = None
-        # The poller spends only the Stripe budget no new payment or refund is waiting for.
-        BACKGROUND.set(True)
         try:
             if entry["kind"] == "payment":
                 outcome, error = await self._poll_payment(row, int(entry["partition"]))
@@ -166,7 +163,8 @@ class Poller:
             if row["approved"] is False:
                 await self._submit.block(row["id"], row["rules_hit"] or [])
                 return "blocked", None
-        attempt = await self._w.sequence.run(PAYMENT, row, source=POLLER)
+        # The poller spends only the Stripe budget no new payment or refund is waiting for.
+        attempt = await self._w.sequence.run(PAYMENT, row, source=POLLER, background=True)
         return attempt.outcome, attempt.error
 
     async def _poll_refund(self, row: dict[str, Any] | None) -> tuple[str, str | None]:
@@ -174,5 +172,5 @@ class Poller:
             return "missing", None
         if RefundStatus(row["status"]).is_terminal:
             return "already_terminal", None
-        attempt = await self._w.sequence.run(REFUND, row, source=POLLER)
+        attempt = await self._w.sequence.run(REFUND, row, source=POLLER, background=True)
         return attempt.outcome, attempt.error

@@ -23,7 +23,7 @@ from streams.adapters.cdc import Change
 from streams.handling import change_of, install_batch_agent
 from streams.rows import RefundRow
 from streams.stripe_sequence import REFUND
-from streams.worker import Worker
+from streams.worker_parts import WorkerParts
 
 log = logging.getLogger(__name__)
 AGENT = "refunds"
@@ -42,7 +42,7 @@ class Refunds:
     """The refunds agent: new pending refunds to the Stripe sequence, succeeded ones
     into their payment's ``amount_refunded``."""
 
-    def __init__(self, w: Worker) -> None:
+    def __init__(self, w: WorkerParts) -> None:
         self._stage = w.stage(AGENT)
         self._sequence = w.sequence
         install_batch_agent(w.app, w.topics.refunds, self._stage, self._handle, size=BATCH,

@@ -25,7 +25,7 @@ from streams.adapters import postgres
 from streams.handling import install_batch_agent
 from streams.messages import Verdict
 from streams.stripe_sequence import PAYMENT
-from streams.worker import Worker
+from streams.worker_parts import WorkerParts
 
 log = logging.getLogger(__name__)
 AGENT = "submit"
@@ -37,7 +37,7 @@ class Submit:
     """The submit agent: each verdict stored, the blocked blocked, the approved handed
     to the Stripe sequence."""
 
-    def __init__(self, w: Worker) -> None:
+    def __init__(self, w: WorkerParts) -> None:
         self._stage = w.stage(AGENT)
         self._sequence = w.sequence
         install_batch_agent(w.app, w.topics.verdicts, self._stage, self._apply_verdicts,

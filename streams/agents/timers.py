@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import logging
 
-from streams import metrics, watchdog
-from streams.adapters.stripe_gateway import BACKGROUND
+from streams import metrics, reconcile, watchdog
 from streams.agents.notify import Notify
 from streams.agents.poller import Poller, poll_tick_seconds
-from streams.ops import reconcile
-from streams.worker import Worker
+from streams.worker_parts import WorkerParts
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 1.0
@@ -19,7 +17,7 @@ SWEEP_SECONDS = 1.0
 class Timers:
     """The worker's periodic jobs, installed on its app."""
 
-    def __init__(self, w: Worker, poller: Poller, notify: Notify) -> None:
+    def __init__(self, w: WorkerParts, poller: Poller, notify: Notify) -> None:
         self._w = w
         self._poller = poller
         self._notify = notify
@@ -71,11 +69,10 @@ class Timers:
     async def reconcile_recent(self) -> None:
         """Drift found within minutes, not at month end: the leader reconciles what was
         created since its last successful run, and the next share of the window on a
-        rolling pass (streams.ops.reconcile.Incremental), in the background share of the
+        rolling pass (streams.reconcile.Incremental), in the background share of the
         Stripe budget, and exports the drift counts over the whole window."""
-        BACKGROUND.set(True)
         if self._lister is None:  # the gateway is made on first use, inside the loop
-            self._lister = reconcile.StripeLister(self._w.runtime.stripe)
+            self._lister = reconcile.StripeLister(self._w.runtime.stripe, background=True)
         try:
             pool = await self._w.runtime.pool()
             async with pool.connection() as conn:

@@ -1,1 +1,1 @@
-"""What operators run: CLI, dead letters, offsets, web views, reconcile, ledger rebuild."""
+"""What operators run: the books CLI, offsets, ledger rebuild, trace (no worker part imports it)."""

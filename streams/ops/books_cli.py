@@ -92,8 +92,8 @@ def _progress(quiet: bool) -> Any:
 def run_reconcile(args: argparse.Namespace) -> int:
     import psycopg
 
+    from streams import reconcile
     from streams.adapters.stripe_gateway import StripeGateway
-    from streams.ops import reconcile
     from streams.resilience import RequestBudget
 
     settings = Settings.from_env()

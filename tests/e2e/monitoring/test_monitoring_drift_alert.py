@@ -2,7 +2,7 @@
 and clears after `paystream reconcile --fix`.
 
 The stack's worker reconciles every 10 minutes, too slowly for a test, so the test
-runs the worker's own reconciliation (streams.ops.reconcile.Incremental, what the
+runs the worker's own reconciliation (streams.reconcile.Incremental, what the
 leader's timer runs) in-process every few seconds over its merchant alone, serves
 its metrics on a port of its own and adds that port to Prometheus' file-discovered
 targets (removed at the end). Only the worker that reconciled last counts in the
@@ -33,10 +33,9 @@ from prometheus_client import generate_latest
 from paystream.domain import new_id
 from paystream.domain.ledger import journal_for_payment
 from paystream.settings import Settings
-from streams import metrics
+from streams import metrics, reconcile
 from streams.adapters import postgres
-from streams.adapters.stripe_gateway import BACKGROUND, StripeGateway
-from streams.ops import reconcile
+from streams.adapters.stripe_gateway import StripeGateway
 from streams.resilience import RequestBudget
 from testkit.own_books import OwnBooks, own_books
 from testkit.ports import free_port
@@ -124,12 +123,11 @@ async def test_a_planted_drift_fires_the_alert_and_clears_after_fix(settings: Se
         pi_id = await charged_behind_our_back(settings, payment_id, merchant)
 
         gateway = StripeGateway(settings, budget=RequestBudget(5))
-        lister = reconcile.StripeLister(gateway)
+        lister = reconcile.StripeLister(gateway, background=True)
         # The worker's reconciliation of this merchant, over an hour, settled at once.
         worker = reconcile.Incremental(window_seconds=3600, interval_seconds=3600,
                                        merchant=merchant, settle_seconds=0,
                                        rolling_share=1.0)
-        BACKGROUND.set(True)
 
         async def reconciled() -> None:
             worker.schedule = reconcile.Schedule()  # the whole hour each time

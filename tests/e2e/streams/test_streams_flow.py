@@ -14,7 +14,7 @@ from paystream.domain.ids import notification_event_id
 from paystream.domain.signing import SIGNATURE_HEADER
 from paystream.settings import Settings
 from streams.adapters.cdc import id_key
-from streams.ops.dlq import read_all
+from streams.dead_letters.replay import read_all
 from testkit.waiting import eventually
 from testkit.webhooks import WebhookReceiver
 from testkit.workers import PAYSTREAM, ROOT

@@ -12,8 +12,8 @@ import pytest
 
 from paystream.settings import Settings, SettingsError
 from streams import deadline
-from streams.app import create_app
 from streams.deadline import DeadlineConsumer, Deadlines, Overdue
+from streams.faust_app import create_app
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -182,7 +182,8 @@ def test_deadline_settings_are_read_and_refused_by_name() -> None:
 
 
 def test_the_faust_timeouts_keep_their_order() -> None:
-    """session <= request < commit deadline < producer request timeout (see streams/app.py)."""
+    """session <= request < commit deadline < producer request timeout
+    (see streams/faust_app.py)."""
     settings = Settings()
     conf = create_app(dataclasses.replace(settings, faust_store="memory://",
                                           faust_app_id="deadline-order")).conf

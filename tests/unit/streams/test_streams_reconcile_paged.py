@@ -8,7 +8,7 @@ from typing import Any
 
 from paystream.domain.reconcile import StripeIntent, StripeRefund
 from streams.errors import StripeRejected
-from streams.ops.reconcile import Spool, StripeLister
+from streams.reconcile import Spool, StripeLister
 
 
 @dataclass
@@ -25,11 +25,13 @@ class FakeGateway:
     def __init__(self, objects: list[dict[str, Any]], *, filters: bool) -> None:
         self.objects, self.filters = objects, filters
         self.calls: list[dict[str, Any]] = []
+        self.lanes: list[bool] = []  # each request's budget share: background or not
         self._client = SimpleNamespace(v1=SimpleNamespace(
             payment_intents=SimpleNamespace(list_async=self.list_async),
             refunds=SimpleNamespace(list_async=self.list_async)))
 
-    async def _call(self, operation: str, fn: Any) -> Any:
+    async def _call(self, operation: str, fn: Any, *, background: bool = False) -> Any:
+        self.lanes.append(background)
         return await fn()
 
     async def list_async(self, params: dict[str, Any]) -> Any:
@@ -60,6 +62,14 @@ async def test_pages_of_a_hundred_one_request_each() -> None:
     assert [len(p) for p in pages] == [100, 100, 50]
     assert lister.requests == 3
     assert gateway.calls[1]["starting_after"] == "pi_99"
+    assert gateway.lanes == [False] * 3  # an operator's run: the foreground of its own budget
+
+
+async def test_the_leaders_timer_lists_in_the_budgets_background_share() -> None:
+    gateway = FakeGateway([pi(n, 1000 + n) for n in range(150)], filters=True)
+    lister = StripeLister(gateway, background=True)  # type: ignore[arg-type]
+    await listed(lister, created_gte=None, created_lt=None)
+    assert gateway.lanes == [True, True]
 
 
 async def test_a_peer_that_refuses_the_time_filter_is_filtered_here_from_then_on() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from streams.adapters.topic_reader import read_topic
-from streams.dead_letter_format import unpack
+from streams.dead_letters.envelope import unpack
 
 
 @dataclass(frozen=True, slots=True)

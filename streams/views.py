@@ -10,7 +10,7 @@ from faust.web import Request, Response, View
 
 from streams import metrics
 from streams.adapters.tables import balance_amount
-from streams.worker import Worker
+from streams.worker_parts import WorkerParts
 
 PAGE_DEFAULT = 50
 PAGE_MAX = 500
@@ -23,7 +23,7 @@ class Views:
     self, so each page is a class defined here, over the worker's parts it reads.
     """
 
-    def __init__(self, w: Worker) -> None:
+    def __init__(self, w: WorkerParts) -> None:
         self._w = w
         self._probes()
         self._pending_pages()

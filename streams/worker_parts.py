@@ -9,7 +9,7 @@ import faust
 from paystream.settings import Settings
 from streams.adapters.tables import Tables
 from streams.adapters.topics import Topics
-from streams.dead_letters import DeadLetters
+from streams.dead_letters.sender import DeadLetters
 from streams.handling import Stage
 from streams.runtime import Runtime
 from streams.stripe_sequence import StripeSequence
@@ -17,10 +17,10 @@ from streams.watchdog import ConsumerWatch
 
 
 @dataclass(frozen=True)
-class Worker:
-    """One worker's settings, Faust app, connections, topics, tables, Stripe sequence and
-    consumer watch,
-    made by bootstrap.build() and handed to each part it installs."""
+class WorkerParts:
+    """One worker's settings, Faust app, connections (``runtime``), topics, tables, dead
+    letters, Stripe sequence and consumer watch, made by bootstrap.build() and handed to
+    each agent, timer and view it installs."""
 
     settings: Settings
     app: faust.App

@@ -114,11 +114,12 @@ OnDrift = Callable[[Drift, float | None, bool], None]
 
 class StripeLister:
     """Stripe's PaymentIntents or Refunds created in a range, a page per request, through
-    the gateway (its budget, breaker and 429 handling): the caller's BACKGROUND context
-    decides which share of the budget pays. Counts the requests it made."""
+    the gateway (its budget, breaker and 429 handling), in the budget's background share
+    when ``background`` (the leader's timer). Counts the requests it made."""
 
-    def __init__(self, gateway: StripeGateway) -> None:
+    def __init__(self, gateway: StripeGateway, *, background: bool = False) -> None:
         self.gateway = gateway
+        self.background = background
         self.requests = 0
         # Listings the peer cannot filter by creation time (localstripe): filtered here.
         self._unfiltered: set[str] = set()
@@ -140,7 +141,8 @@ class StripeLister:
             try:
                 self.requests += 1
                 page = await self.gateway._call(
-                    f"{kind}.list", partial(lister, params=dict(params)))
+                    f"{kind}.list", partial(lister, params=dict(params)),
+                    background=self.background)
             except (StripeRejected, StripeUnavailable):
                 if "created" not in params or listed:
                     raise

@@ -13,7 +13,7 @@ from typing import Any
 from faust.types import EventT, TopicT
 
 from streams import metrics
-from streams.dead_letter_format import envelope
+from streams.dead_letters.envelope import envelope
 
 log = logging.getLogger(__name__)
 
