@@ -28,7 +28,7 @@ def components(cfg: Config) -> list[Component]:
     ]
     if (ROOT / "api" / "app.py").exists():
         stack.append(PaystreamProcess("api", cfg.api_port, cfg, args=["api"], health="/health"))
-    if (ROOT / "streams" / "app.py").exists():
+    if (ROOT / "streams" / "faust_app.py").exists():
         stack.append(PaystreamProcess("worker", cfg.faust_web_port, cfg, args=["worker"],
                                       health="/health/"))
     stack.append(Watchdog("watchdog", 0, cfg))
