@@ -92,12 +92,19 @@ class BalanceDelta(Message):
     balance: {journal id: signed amount}, each journal applied once.
 
     One message per account per batch, not one per entry: the balances agent's
-    deliveries and balance writes are per message.
+    deliveries and balance writes are per message. ``sources`` names where each
+    journal came from, {journal id: ["topic:partition", offset]}: the change event
+    that first posted it, as the ledger stored it. The balance keeps the highest
+    offset it applied per source partition, so a journal that comes again (its change
+    redelivered, or re-emitted at a new offset) is recognised without a marker per
+    journal. A journal without a source (posted before origins were stored, or sent
+    by an older worker) is recognised by its marker.
     """
 
     account: str
     currency: str
     amounts: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, list[Any]] = field(default_factory=dict)
 
     @classmethod
     def loads(cls, raw: bytes | str | Mapping[str, Any]) -> BalanceDelta:
@@ -110,4 +117,9 @@ class BalanceDelta(Message):
                 isinstance(k, str) and type(v) is int for k, v in delta.amounts.items()):
             raise DecodeError(f"amounts must map journal ids to integers: {delta.amounts!r}",
                               field="amounts")
+        if not isinstance(delta.sources, dict) or not all(
+                isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
+                and type(v[1]) is int and v[1] >= 0 for v in delta.sources.values()):
+            raise DecodeError("sources must map journal ids to [\"topic:partition\", offset]: "
+                              f"{delta.sources!r}", field="sources")
         return delta

@@ -307,13 +307,28 @@ async def sync_amount_refunded(conn: AsyncConnection[Any], payment_id: str) -> b
 # --- ledger ---------------------------------------------------------------------------
 
 
-async def post_journals(conn: AsyncConnection[Any], journals: Iterable[Journal]) -> list[str]:
-    """Insert journals and their entries in one statement; ids of the new ones.
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """A journal of a posting batch: new (this statement posted it) or posted before,
+    with the (partition, offset) of the change event that first posted it (None for
+    journals posted before origins were kept)."""
 
-    A journal already posted (same id, or same source) is skipped whole, so a
-    redelivered change event posts nothing. One statement for the whole batch
-    (the entries of the journals the first insert took), not two per journal:
-    it is the ledger's only round trip per batch.
+    journal_id: str
+    new: bool
+    origin: tuple[int, int] | None
+
+
+async def post_journals(conn: AsyncConnection[Any], journals: Iterable[Journal],
+                        origins: Mapping[str, tuple[int, int]] | None = None) -> list[Posted]:
+    """Insert journals and their entries in one statement; each journal, new or posted
+    before, with its origin.
+
+    origins: {journal id: (partition, offset)} of the change event each comes from,
+    stored with a new journal. A journal already posted (same id, or same source) is
+    skipped whole, so a redelivered change event posts nothing, and answers with the
+    origin stored when it was first posted. One statement for the whole batch (the
+    entries of the journals the first insert took), not two per journal: it is the
+    ledger's only round trip per batch.
     """
     unique: dict[str, Journal] = {}
     for j in journals:
@@ -321,18 +336,21 @@ async def post_journals(conn: AsyncConnection[Any], journals: Iterable[Journal])
         unique.setdefault(j.journal_id, j)
     if not unique:
         return []
+    origins = origins or {}
     journal_rows = [(j.journal_id, j.source_type, j.source_id, j.payment_id, j.merchant_id,
                      j.currency) for j in unique.values()]
     entries = [(j.journal_id, j.merchant_id, e.account, e.direction, e.amount, e.currency)
                for j in unique.values() for e in j.entries]
+    found = [origins.get(journal_id) for journal_id in unique]
     rows = await _all(
         conn,
         "WITH j AS ("
         "  INSERT INTO ledger_journals "
-        "  (id, source_type, source_id, payment_id, merchant_id, currency) "
+        "  (id, source_type, source_id, payment_id, merchant_id, currency, origin_partition, "
+        "   origin_offset) "
         "  SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
-        "                       %s::text[]) "
-        "  ON CONFLICT DO NOTHING RETURNING id), "
+        "                       %s::text[], %s::int[], %s::bigint[]) "
+        "  ON CONFLICT DO NOTHING RETURNING id, origin_partition, origin_offset), "
         "e AS ("
         "  INSERT INTO ledger_entries "
         "  (journal_id, merchant_id, account, direction, amount, currency) "
@@ -340,11 +358,20 @@ async def post_journals(conn: AsyncConnection[Any], journals: Iterable[Journal])
         "                       %s::text[]) AS e(journal_id, merchant_id, account, direction, "
         "                                        amount, currency) "
         "  WHERE e.journal_id IN (SELECT id FROM j)) "
-        "SELECT id FROM j",
-        # Column arrays for unnest: the journals' six, then the entries' six.
-        [list(column) for rows in (journal_rows, entries) for column in zip(*rows, strict=True)],
+        "SELECT id, true AS new, origin_partition, origin_offset FROM j "
+        # The statement's snapshot does not see what j inserts: these are the journals
+        # posted before it.
+        "UNION ALL SELECT id, false, origin_partition, origin_offset FROM ledger_journals "
+        "  WHERE id = ANY(%s::text[])",
+        # Column arrays for unnest: the journals' six and their origins, then the
+        # entries' six.
+        [*(list(column) for column in zip(*journal_rows, strict=True)),
+         [o[0] if o else None for o in found], [o[1] if o else None for o in found],
+         *(list(column) for column in zip(*entries, strict=True)),
+         list(unique)],
     )
-    return [r["id"] for r in rows]
+    return [Posted(r["id"], r["new"], None if r["origin_partition"] is None
+                   else (r["origin_partition"], r["origin_offset"])) for r in rows]
 
 
 # --- merchant notifications -----------------------------------------------------------

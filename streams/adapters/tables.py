@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -97,13 +98,14 @@ class Tables:
             "velocity-seen", default=None, partitions=partitions, schema=_JSON,
             help="Payments already counted in a velocity window",
         ).tumbling(window, expires=2 * window)
-        # Ledger balances per account (minor units, debit +, credit -), and the
-        # (journal, account) pairs already applied, so a redelivered entry adds nothing.
+        # Ledger balances per account, see Balance. Journals posted before their
+        # origin was stored are recognised by a marker per (journal, account) instead.
         self.balances = app.Table("balances", default=int, partitions=partitions,
                                   schema=_JSON, help="Balance per ledger account")
         self.balance_applied = app.Table("balance-applied", default=None,
                                          partitions=partitions, schema=_JSON,
-                                         help="Journal entries already in balances")
+                                         help="Journal entries in balances, for journals "
+                                              "posted without an origin")
 
     def local_pending_entries(self) -> list[dict[str, Any]]:
         """The pending entries of the partitions this worker owns (RocksDB iterates
@@ -163,12 +165,30 @@ class Tables:
         return count, amounts
 
 
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """A balances table value: an account's balance (minor units, debit +, credit -)
+    and, in the same value, the highest change-event offset applied per source
+    partition ({"topic:partition": offset}). Applying and recording are one table
+    write, so a crash can neither lose an amount nor keep a record of one it lost.
+    Older values are a bare integer."""
+
+    amount: int
+    applied: Mapping[str, int]
+
+    @classmethod
+    def of(cls, value: Any) -> Balance:
+        if isinstance(value, Mapping):
+            return cls(int(value["amount"]), dict(value.get("applied") or {}))
+        return cls(int(value or 0), {})
+
+    def value(self) -> dict[str, Any]:
+        return {"amount": self.amount, "applied": dict(self.applied)}
+
+
 def balance_amount(value: Any) -> int:
-    """A balances table value in minor units. Workers of one development build wrote
-    {"amount": n, "applied": {...}}; those values still read."""
-    if isinstance(value, dict):
-        return int(value["amount"])
-    return int(value or 0)
+    """A balances table value in minor units (a Balance, or a bare integer)."""
+    return Balance.of(value).amount
 
 
 def json_key(value: str) -> bytes:

@@ -2,9 +2,15 @@
 
 Journal ids derive from the source (``jrn_payment_<id>``), and posting is
 ``INSERT ... ON CONFLICT DO NOTHING``: a redelivered or replayed change posts
-nothing. Every journal's entries then go, keyed by account, to the balances
-agent (one message per account per batch), which skips (journal, account) pairs it
-has already applied.
+nothing. A new journal is stored with its origin, the partition and offset of the
+change event that posted it. Every journal's entries then go, keyed by account, to
+the balances agent (one message per account per batch) with that origin, also for
+journals posted before (the send may have died with a worker). A balance keeps,
+beside its amount and in the same table value, the highest origin offset it applied
+per source partition: one write per account per batch applies and records together,
+so a crash can neither lose nor repeat an amount, and a journal that comes again
+(at or below that mark) adds nothing, whether its change was redelivered at the
+same offset or re-emitted by Debezium at a new one.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from paystream.domain import Journal
 from streams import metrics
 from streams.adapters import postgres
 from streams.adapters.cdc import Change
-from streams.adapters.tables import balance_amount, json_key
+from streams.adapters.tables import Balance, json_key, lookup
 from streams.handling import install_event_agent
 from streams.journals import journal_for_change
 from streams.messages import BalanceDelta
@@ -38,6 +44,7 @@ class Ledger:
 
     def __init__(self, w: WorkerParts) -> None:
         self._payments_topic = w.settings.payments_topic
+        self._refunds_topic = w.settings.refunds_topic
         self._balance_deltas = w.topics.balance_deltas
         self._balances = w.tables.balances
         self._balance_applied = w.tables.balance_applied
@@ -63,9 +70,10 @@ class Ledger:
             await self._stage.isolate(event, parse)
         if not found:
             return
+        origins = {j.journal_id: (e.message.partition, e.message.offset) for e, j in found}
         try:
             posted = await self._stage.with_db(
-                lambda conn: postgres.post_journals(conn, [j for _, j in found]))
+                lambda conn: postgres.post_journals(conn, [j for _, j in found], origins))
             ok = found
         except psycopg.Error:
             # One bad journal (say, an unknown merchant) fails the batch's transaction:
@@ -74,35 +82,65 @@ class Ledger:
             for event, journal in found:
                 try:
                     posted += await self._stage.with_db(
-                        partial(postgres.post_journals, journals=[journal]))
+                        partial(postgres.post_journals, journals=[journal], origins=origins))
                     ok.append((event, journal))
                 except psycopg.Error as err:
                     await self._stage.dead_letter(event, err)
         now = time.time()
-        new = set(posted)
+        by_id = {p.journal_id: p for p in posted}
         # Sent for replays too (the balances agent drops what it already applied), one
         # message per account for the whole batch.
         deltas: dict[str, BalanceDelta] = {}
         for event, journal in ok:
-            if journal.journal_id in new:
+            result = by_id.get(journal.journal_id)
+            if result is None:
+                # Posted meanwhile by a worker that held this partition before a
+                # rebalance: that worker sends its entries.
+                continue
+            if result.new:
                 metrics.JOURNALS.labels(journal.source_type).inc()
-                change_ts = event.message.timestamp
-                metrics.LATENCY.labels(AGENT).observe(max(0.0, now - change_ts))
+                metrics.LATENCY.labels(AGENT).observe(max(0.0, now - event.message.timestamp))
+            source = None if result.origin is None else [
+                f"{self._topic_of(journal)}:{result.origin[0]}", result.origin[1]]
             for entry in journal.entries:
                 delta = deltas.setdefault(entry.account,
                                           BalanceDelta(entry.account, entry.currency))
                 delta.amounts[journal.journal_id] = (
                     delta.amounts.get(journal.journal_id, 0) + entry.signed_amount)
+                if source is not None:
+                    delta.sources[journal.journal_id] = source
         for account, delta in deltas.items():
             await self._balance_deltas.send(key=json_key(account), value=delta.dumps())
 
+    def _topic_of(self, journal: Journal) -> str:
+        """The change topic a journal's origin offset belongs to."""
+        return self._payments_topic if journal.source_type == "payment" else self._refunds_topic
+
     async def apply_delta(self, event: EventT[Any]) -> None:
         delta = BalanceDelta.loads(event.value)
+        before = Balance.of(lookup(self._balances, delta.account))
+        applied = dict(before.applied)
         total = 0
         for journal_id, amount in delta.amounts.items():
-            applied_key = f"{journal_id}|{delta.account}"
-            if not self._balance_applied.get(applied_key):
-                total += amount
-                self._balance_applied[applied_key] = True
-        if total:
-            self._balances[delta.account] = balance_amount(self._balances[delta.account]) + total
+            source = delta.sources.get(journal_id)
+            if source is not None:
+                partition, offset = source
+                if offset <= before.applied.get(partition, -1):
+                    continue  # applied already: its change came again
+                # A journal with an origin was posted by a worker that keeps offsets,
+                # so no marker of an older one can name it.
+                applied[partition] = max(applied.get(partition, -1), offset)
+            elif self._mark(journal_id, delta.account):
+                continue
+            total += amount
+        if total or applied != before.applied:
+            self._balances[delta.account] = Balance(before.amount + total, applied).value()
+
+    def _mark(self, journal_id: str, account: str) -> bool:
+        """For a journal without an origin (posted before origins were stored): whether
+        its marker says it was applied, marking it if not."""
+        key = f"{journal_id}|{account}"
+        if lookup(self._balance_applied, key):
+            return True
+        self._balance_applied[key] = True
+        return False

@@ -14,7 +14,7 @@ from faust.types import EventT, StreamT
 
 from paystream.settings import Settings
 from streams.adapters.cdc import decode_change, id_key
-from streams.adapters.tables import writing_for
+from streams.adapters.tables import balance_amount, writing_for
 from streams.agents.ledger import Ledger
 from streams.agents.pending import Pending
 from streams.agents.poller import FRAUD_STALL_SECONDS, Poller
@@ -134,7 +134,8 @@ async def test_balances_apply_each_journal_entry_once() -> None:
         # One entry per message, as workers before the batching sent them.
         await agent.put(json.dumps({"journal_id": "jrn_refund_re_z", "account": account,
                                     "amount": 5, "currency": "usd"}).encode())
-    assert tables.balances[account] == -1000
+    # Deltas without sources (journals posted before origins were stored): markers.
+    assert balance_amount(tables.balances[account]) == -1000
     assert tables.balance_applied.get("jrn_payment_pay_x|merchant_available:m:usd") is True
 
 
@@ -222,9 +223,50 @@ async def test_poller_resends_the_fraud_check_of_a_payment_stuck_undecided() -> 
         ("pay_stalled", 2, 700, "cus_x")]
 
 
-async def test_a_balance_a_development_build_wrote_as_a_dict_still_adds_up() -> None:
-    account = "merchant_available:m_dev:usd"
-    tables.balances.data[account] = {"amount": -100, "applied": {"t:0": 9}}
+async def test_a_journal_with_an_origin_is_applied_once_without_a_marker() -> None:
+    account = "merchant_available:m_origin:usd"
+    first = BalanceDelta(account, "usd", {"jrn_payment_pay_o1": -1000, "jrn_payment_pay_o2": -20},
+                         {"jrn_payment_pay_o1": ["t.payments:3", 40],
+                          "jrn_payment_pay_o2": ["t.payments:3", 41]})
     async with ledger.balance_agent.test_context() as agent:
-        await agent.put(BalanceDelta(account, "usd", {"jrn_payment_pay_dev": -5}).dumps())
-    assert tables.balances[account] == -105
+        await agent.put(first.dumps())
+        await agent.put(first.dumps())  # the delta redelivered
+        # The same journal again from a re-emitted change: the ledger found it posted
+        # and sends the origin it stored (41), not the new event's offset.
+        await agent.put(BalanceDelta(account, "usd", {"jrn_payment_pay_o2": -20},
+                                     {"jrn_payment_pay_o2": ["t.payments:3", 41]}).dumps())
+        # Marks are per source partition: a lower offset of another partition is new.
+        await agent.put(BalanceDelta(account, "usd", {"jrn_refund_re_o3": 300},
+                                     {"jrn_refund_re_o3": ["t.refunds:0", 5]}).dumps())
+        await agent.put(BalanceDelta(account, "usd", {"jrn_payment_pay_o4": -7},
+                                     {"jrn_payment_pay_o4": ["t.payments:1", 2]}).dumps())
+    assert tables.balances[account] == {
+        "amount": -727, "applied": {"t.payments:3": 41, "t.refunds:0": 5, "t.payments:1": 2}}
+    # Recorded in the balance's own value: no marker per journal and account.
+    assert not [k for k in tables.balance_applied.data.keys() if "_o" in k.split("|")[0]]
+
+
+async def test_a_journal_without_an_origin_beside_one_with_each_applies_once() -> None:
+    account = "merchant_available:m_mixed:usd"
+    delta = BalanceDelta(account, "usd", {"jrn_payment_pay_old": -5, "jrn_payment_pay_new": -6},
+                         {"jrn_payment_pay_new": ["t.payments:0", 9]})
+    async with ledger.balance_agent.test_context() as agent:
+        await agent.put(delta.dumps())
+        await agent.put(delta.dumps())
+    assert tables.balances[account] == {"amount": -11, "applied": {"t.payments:0": 9}}
+    assert tables.balance_applied.get(f"jrn_payment_pay_old|{account}") is True
+
+
+def test_a_delta_with_a_malformed_source_is_refused() -> None:
+    with pytest.raises(DecodeError, match="sources"):
+        BalanceDelta.loads(json.dumps({"account": "a", "currency": "usd",
+                                       "amounts": {"j": 1}, "sources": {"j": ["p:0", -1]}}))
+
+
+async def test_a_balance_an_older_worker_wrote_as_an_integer_still_adds_up() -> None:
+    account = "merchant_available:m_dev:usd"
+    tables.balances.data[account] = -100
+    async with ledger.balance_agent.test_context() as agent:
+        await agent.put(BalanceDelta(account, "usd", {"jrn_payment_pay_dev": -5},
+                                     {"jrn_payment_pay_dev": ["t:0", 3]}).dumps())
+    assert tables.balances[account] == {"amount": -105, "applied": {"t:0": 3}}
