@@ -16,6 +16,11 @@ WORKER_ENV = {"FRAUD_MAX_PAYMENTS_PER_PAYMENT_METHOD": "100000000"}
 RESTARTED_WITH_WORKER_ENV = ("worker", "watchdog")
 
 
+def restarted_with_worker_env(names: list[str]) -> list[str]:
+    """RESTARTED_WITH_WORKER_ENV and, in the ha topology, the other workers (worker-2)."""
+    return [n for n in names if n in RESTARTED_WITH_WORKER_ENV or n.startswith("worker-")]
+
+
 def log(message: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
