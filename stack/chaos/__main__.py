@@ -27,7 +27,7 @@ async def run(args: argparse.Namespace) -> int:
         log(f"the ha profile needs STACK_TOPOLOGY=ha; this stack runs {topology}")
         return 2
     log("restarting the stack's workers and watchdog with the load's fraud setting")
-    stack.run_stack("stop", *restarted_with_worker_env(list(stack.components())))
+    stack.run_stack("stop", *restarted_with_worker_env(topology))
     rc, _, output = await asyncio.to_thread(make_up)
     if rc != 0:
         log(f"the stack is not up:\n{output[-2000:]}")
