@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from stack import cdc_watchdog, monitoring
 from stack.after_start import AFTER_START, demo_merchant, demo_operator
@@ -38,6 +39,31 @@ def everything(cfg: Config) -> list[Component]:
     return components(dataclasses.replace(cfg, topology="ha"))
 
 
+def cluster_folders(cfg: Config) -> list[Path]:
+    """What belongs to the topology's own Kafka cluster: its logs (Connect's stored
+    offsets among them) and the Faust tables recovered from it."""
+    if cfg.ha:
+        return [cfg.dir / "kafka-ha", cfg.dir / "faust-ha"]
+    return [cfg.dir / "kafka", cfg.dir / "faust"]
+
+
+def start_cluster_afresh(cfg: Config) -> None:
+    """Empties the Kafka cluster of the topology being switched to.
+
+    Both clusters stream from the one replication slot: while the other ran, the
+    slot moved past the offsets this cluster's Connect stored, and Debezium refuses
+    to resume from a position the slot no longer has (seen switching ha, small, ha).
+    Empty, the cluster has no offsets: Debezium snapshots the tables again
+    (consumers are idempotent) and streams on from the slot. Postgres is the
+    source of truth; nothing of the money is in these folders alone.
+    """
+    for folder in cluster_folders(cfg):
+        if folder.exists():
+            print(f"  switching to {cfg.topology}: emptying {folder} (its offsets are behind "
+                  f"the replication slot)", flush=True)
+            shutil.rmtree(folder)
+
+
 def up(cfg: Config, names: list[str]) -> int:
     started = time.monotonic()
     recorded = recorded_topology(cfg)
@@ -46,6 +72,8 @@ def up(cfg: Config, names: list[str]) -> int:
               f"({', '.join(running(cfg))} running); `make down` first to switch to "
               f"{cfg.topology}", file=sys.stderr)
         return 1
+    if recorded not in (None, cfg.topology):
+        start_cluster_afresh(cfg)
     cfg.dir.mkdir(parents=True, exist_ok=True)
     (cfg.dir / "topology").write_text(cfg.topology + "\n")
     print(f"topology {cfg.topology}", flush=True)

@@ -88,3 +88,16 @@ def test_compose_ha_scrapes_what_the_ha_topology_runs() -> None:
     counts = {t["labels"]["job"]: len(t["targets"]) for t in ha}
     assert counts == {"prometheus": 1, "api": 2, "worker": 2, "connect": 2, "kafka": 3,
                       "postgres": 1, "redis": 1}
+
+
+def test_a_switch_empties_only_the_cluster_being_switched_to(
+        folder: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from stack import commands
+
+    for name in ("kafka-ha/1", "faust-ha/worker", "kafka/data", "faust/x", "pg/keep"):
+        (folder / name).mkdir(parents=True)
+    monkeypatch.setenv("STACK_TOPOLOGY", "ha")
+    commands.start_cluster_afresh(Config())
+    assert sorted(p.name for p in folder.iterdir()) == ["faust", "kafka", "pg"]
+    assert "behind the replication slot" in capsys.readouterr().out
