@@ -48,6 +48,11 @@ def _request(method: str, url: str, body: dict[str, Any] | None = None) -> tuple
             return err.code, json.loads(payload)
         except ValueError:
             return err.code, payload.decode(errors="replace")
+    except TimeoutError:
+        # Connect holds a request until its worker has joined the group (up to
+        # 90 s); a fresh three-broker cluster can take longer than this one
+        # request's 10 s (seen on STACK_TOPOLOGY=ha's first start). Callers retry.
+        return 0, "timed out"
 
 
 def wait_for_connect(connect_url: str, deadline: float) -> None:
@@ -91,11 +96,12 @@ def register_config(connect_url: str, name: str, config: dict[str, Any], *, time
     # Connect restarts a connector on every PUT, even an identical one; skipping
     # it keeps a second registration from disturbing a running connector.
     while not (status == 200 and current == {**config, "name": name}):
-        # Connect answers 409 while its group rebalances; retry until the deadline.
+        # Connect answers 409 while its group rebalances, and may hold a request
+        # past our timeout (0) while it joins: retry until the deadline.
         status, body = _request("PUT", f"{connect_url}/connectors/{name}/config", config)
         if status in (200, 201):
             break
-        if status != 409 or time.monotonic() > deadline:
+        if status not in (0, 409) or time.monotonic() > deadline:
             raise RegistrationError(f"PUT {name} config: HTTP {status}: {body}")
         time.sleep(0.5)
     while True:

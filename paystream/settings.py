@@ -106,6 +106,10 @@ class Settings:
     faust_store: str = "rocksdb://"
     faust_app_id: str = "paystream"
     topic_partitions: int = 4
+    # Copies of each topic the worker creates (its own, Faust's changelogs and
+    # the CDC topics it may make first): 1 on one broker; 3 on a cluster of
+    # three, where the brokers' min.insync.replicas=2 lets one of them die.
+    topic_replication_factor: int = 1
     # Faust's standby copies of each table on other workers (its default, 1): a
     # partition that moves finds its tables ready, at the cost of every changelog
     # message being read and stored once more per copy.
@@ -152,7 +156,10 @@ class Settings:
 
     @property
     def broker_url(self) -> str:
-        return f"kafka://{self.kafka_bootstrap}"
+        # Faust takes several brokers as URLs separated by ";" (KAFKA_BOOTSTRAP
+        # lists them as host:port separated by ",", as Kafka's clients do).
+        return ";".join(f"kafka://{server.strip()}"
+                        for server in self.kafka_bootstrap.split(",") if server.strip())
 
     @property
     def payments_topic(self) -> str:
@@ -167,12 +174,14 @@ class Settings:
         env = os.environ if env is None else env
         d = cls()
         secrets = env.get("STRIPE_WEBHOOK_SECRET", ",".join(d.stripe_webhook_secrets))
-        bootstrap = env.get("KAFKA_BOOTSTRAP") or env.get("BROKER_URL", d.kafka_bootstrap)
+        bootstrap = env.get("KAFKA_BOOTSTRAP") or ",".join(
+            url.strip().removeprefix("kafka://")
+            for url in env.get("BROKER_URL", d.kafka_bootstrap).split(";"))
         settings = cls(
             database_url=env.get("DATABASE_URL", d.database_url),
             database_read_url=env.get("DATABASE_READ_URL", d.database_read_url),
             redis_url=env.get("REDIS_URL", d.redis_url),
-            kafka_bootstrap=bootstrap.removeprefix("kafka://"),
+            kafka_bootstrap=bootstrap,
             stripe_api_base=env.get("STRIPE_API_BASE", d.stripe_api_base).rstrip("/"),
             stripe_api_key=env.get("STRIPE_API_KEY", d.stripe_api_key),
             stripe_webhook_secrets=tuple(s.strip() for s in secrets.split(",") if s.strip()),
@@ -185,6 +194,8 @@ class Settings:
             faust_store=env.get("FAUST_STORE", d.faust_store),
             faust_app_id=env.get("FAUST_APP_ID", d.faust_app_id),
             topic_partitions=_int(env, "TOPIC_PARTITIONS", d.topic_partitions, minimum=1),
+            topic_replication_factor=_int(env, "TOPIC_REPLICATION_FACTOR",
+                                          d.topic_replication_factor, minimum=1),
             table_standby_replicas=_int(env, "TABLE_STANDBY_REPLICAS",
                                         d.table_standby_replicas, minimum=0),
             cdc_topic_prefix=env.get("CDC_TOPIC_PREFIX", d.cdc_topic_prefix),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
+import urllib.request
 from collections.abc import Callable
 
 from connectors import register
@@ -38,8 +39,23 @@ def cdc_connectors() -> list[cdc.Connector]:
     return found
 
 
-def cdc_watch(cfg: Config) -> list[tuple[Callable[[], cdc.State], cdc.Repairer]]:
-    """For each connector, a way to look at its CDC and a repairer."""
-    url, sql = f"http://127.0.0.1:{cfg.connect_port}", primary_sql(cfg)
+def live_connect_url(cfg: Config) -> str:
+    """The REST API of the first Connect worker that answers (the first one when none does):
+    in the ha topology any worker speaks for the group."""
+    urls = [f"http://127.0.0.1:{rest}" for rest, _ in cfg.connect_workers()]
+    for url in urls:
+        try:
+            with urllib.request.urlopen(f"{url}/connectors", timeout=2):
+                return url
+        except OSError:
+            continue
+    return urls[0]
+
+
+def cdc_watch(cfg: Config, *, connect_url: str | None = None,
+              ) -> list[tuple[Callable[[], cdc.State], cdc.Repairer]]:
+    """For each connector, a way to look at its CDC and a repairer, through `connect_url`
+    (by default the first Connect worker that answers)."""
+    url, sql = connect_url or live_connect_url(cfg), primary_sql(cfg)
     return [(functools.partial(cdc.read, conn, connect_url=url, sql=sql),
              cdc.Repairer(conn, connect_url=url, sql=sql)) for conn in cdc_connectors()]

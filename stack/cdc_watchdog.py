@@ -38,20 +38,31 @@ def fresh(path: Path, max_age: float, *, pid: int | None) -> bool:
         return False
 
 
-def run(watched: Sequence[tuple[Callable[[], cdc.State], cdc.Repairer]], *,
+Watched = Sequence[tuple[Callable[[], cdc.State], cdc.Repairer]]
+
+
+def run(watching: Watched | Callable[[], Watched], *,
         kafka_up: Callable[[], bool], state_file: Path, interval: float = INTERVAL_S,
         rounds: int | None = None,
         also: Sequence[Callable[[bool], list[str]]] = ()) -> None:
     """Checks and repairs every `interval` seconds, forever unless `rounds` is given.
 
-    `also`: more checks run each round with whether Kafka answers (restarting an
-    exited worker); each returns what it did, logged as is.
+    `watching`: what to look at, or a function that says so afresh each round
+    (the ha topology's Connect worker that answers may change). `also`: more
+    checks run each round with whether Kafka answers (restarting an exited
+    worker); each returns what it did, logged as is.
     """
+    watched = watching() if callable(watching) else watching
     log(f"watching {', '.join(r.conn.name for _, r in watched)} every {interval:.0f}s")
     last: dict[str, str | None] = {}
     done = 0
     while rounds is None or done < rounds:
         started = time.monotonic()
+        if done and callable(watching):
+            try:
+                watched = watching()
+            except Exception as err:  # one bad round must not end the watchdog
+                log(f"listing what to watch failed: {err!r}")
         up = kafka_up()
         verdicts: dict[str, str | None] = {}
         for look, repair in watched:

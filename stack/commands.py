@@ -2,25 +2,81 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from stack import cdc_watchdog, monitoring
 from stack.after_start import AFTER_START, demo_merchant, demo_operator
 from stack.cdc_watch import cdc_watch
-from stack.component import HEALTH_TIMEOUT, STARTUP_TIMEOUT
-from stack.components import components, select
+from stack.component import HEALTH_TIMEOUT, STARTUP_TIMEOUT, Component
+from stack.components import components, select, workers
 from stack.config import Config
 from stack.errors import StackError
-from stack.probes import kafka_answers
+from stack.kafka import kafka_up
 from stack.watchdog import Watchdog, restart_if_exited
+
+
+def recorded_topology(cfg: Config) -> str | None:
+    try:
+        return (cfg.dir / "topology").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def running(cfg: Config) -> list[str]:
+    """The components of either topology that run now."""
+    return [c.name for c in everything(cfg) if c.pid() is not None]
+
+
+def everything(cfg: Config) -> list[Component]:
+    """The components of both topologies (the ha one's names include the small one's, whose
+    pid files are the same), so that `down` stops whichever runs."""
+    return components(dataclasses.replace(cfg, topology="ha"))
+
+
+def cluster_folders(cfg: Config) -> list[Path]:
+    """What belongs to the topology's own Kafka cluster: its logs (Connect's stored
+    offsets among them) and the Faust tables recovered from it."""
+    if cfg.ha:
+        return [cfg.dir / "kafka-ha", cfg.dir / "faust-ha"]
+    return [cfg.dir / "kafka", cfg.dir / "faust"]
+
+
+def start_cluster_afresh(cfg: Config) -> None:
+    """Empties the Kafka cluster of the topology being switched to.
+
+    Both clusters stream from the one replication slot: while the other ran, the
+    slot moved past the offsets this cluster's Connect stored, and Debezium refuses
+    to resume from a position the slot no longer has (seen switching ha, small, ha).
+    Empty, the cluster has no offsets: Debezium snapshots the tables again
+    (consumers are idempotent) and streams on from the slot. Postgres is the
+    source of truth; nothing of the money is in these folders alone.
+    """
+    for folder in cluster_folders(cfg):
+        if folder.exists():
+            print(f"  switching to {cfg.topology}: emptying {folder} (its offsets are behind "
+                  f"the replication slot)", flush=True)
+            shutil.rmtree(folder)
 
 
 def up(cfg: Config, names: list[str]) -> int:
     started = time.monotonic()
+    recorded = recorded_topology(cfg)
+    if recorded not in (None, cfg.topology) and running(cfg):
+        print(f"the stack in {cfg.dir} runs the {recorded} topology "
+              f"({', '.join(running(cfg))} running); `make down` first to switch to "
+              f"{cfg.topology}", file=sys.stderr)
+        return 1
+    if recorded not in (None, cfg.topology):
+        start_cluster_afresh(cfg)
+    cfg.dir.mkdir(parents=True, exist_ok=True)
+    (cfg.dir / "topology").write_text(cfg.topology + "\n")
+    print(f"topology {cfg.topology}", flush=True)
     for comp in select(components(cfg), names):
         t0 = time.monotonic()
         try:
@@ -54,7 +110,7 @@ def up(cfg: Config, names: list[str]) -> int:
 
 def down(cfg: Config, names: list[str]) -> int:
     # Reverse order: consumers before what they consume from.
-    for comp in reversed(select(components(cfg), names)):
+    for comp in reversed(select(everything(cfg), names)):
         print(f"  {comp.name:<18} {comp.stop()}", flush=True)
     return 0
 
@@ -75,10 +131,10 @@ def status(cfg: Config) -> int:
 
 def run_watchdog(cfg: Config) -> int:
     cfg.run.mkdir(parents=True, exist_ok=True)
-    workers = [c for c in components(cfg) if c.name == "worker"]
-    cdc_watchdog.run(cdc_watch(cfg), kafka_up=lambda: kafka_answers(cfg.kafka_port),
+    # Through whichever Connect worker answers this round (ha: either may be dead).
+    cdc_watchdog.run(lambda: cdc_watch(cfg), kafka_up=lambda: kafka_up(cfg),
                      state_file=Watchdog("watchdog", 0, cfg).state_file,
-                     also=[restart_if_exited(w) for w in workers])
+                     also=[restart_if_exited(w) for w in workers(components(cfg))])
     return 0
 
 

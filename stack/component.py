@@ -17,12 +17,13 @@ from stack.errors import StackError
 from stack.probes import port_open, wait_until
 
 # How long `up` waits for a component's process to answer after starting it.
-STARTUP_TIMEOUT = {"kafka": 90.0, "connect": 180.0, "worker": 120.0}
+STARTUP_TIMEOUT = {"kafka": 90.0, "kafka-2": 90.0, "kafka-3": 90.0, "connect": 180.0,
+                   "connect-2": 180.0, "worker": 120.0, "worker-2": 120.0}
 # How long `up` waits for a started (or already running) component to be healthy.
 # Connect's is generous: a Connect that abandoned a task is restarted (Connect.
 # restart_if_abandoned) rather than waited for, but a task may still retry the
 # slot for up to slot.max.retries x slot.retry.delay.ms (60 s) after a restart.
-HEALTH_TIMEOUT = {"connect": 240.0}
+HEALTH_TIMEOUT = {"connect": 240.0, "connect-2": 240.0}
 
 
 def render(template: Path, target: Path, values: dict[str, object]) -> Path:

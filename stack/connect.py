@@ -13,8 +13,7 @@ from stack import cdc, monitoring
 from stack.cdc_watch import cdc_watch
 from stack.component import STARTUP_TIMEOUT, Component, render
 from stack.config import ROOT, Config
-from stack.kafka import java
-from stack.probes import kafka_answers
+from stack.kafka import java, kafka_up
 
 # What Connect logs when it gives up stopping a task (after
 # task.shutdown.graceful.timeout.ms, e.g. with the broker down for longer than
@@ -55,8 +54,10 @@ class LogScan:
 class Connect(Component):
     """Kafka Connect, distributed mode, with the Debezium PostgreSQL plugin."""
 
-    def __init__(self, name: str, port: int, cfg: Config) -> None:
+    def __init__(self, name: str, port: int, cfg: Config, *,
+                 metrics_port: int | None = None) -> None:
         super().__init__(name, port, cfg)
+        self.metrics_port = cfg.connect_metrics_port if metrics_port is None else metrics_port
         self.abandoned = LogScan(self.log, ABANDONED_TASK)
 
     def start(self, timeout: float) -> str:
@@ -83,11 +84,13 @@ class Connect(Component):
 
     def command(self) -> list[str]:
         props = render(ROOT / "stack" / "connect.properties",
-                       self.cfg.dir / "connect" / "connect.properties",
-                       {"KAFKA_PORT": self.cfg.kafka_port, "CONNECT_PORT": self.port,
+                       self.cfg.dir / "connect" / f"{self.name}.properties",
+                       {"KAFKA_BOOTSTRAP": self.cfg.kafka_bootstrap, "CONNECT_PORT": self.port,
+                        "CONNECT_REPLICATION_FACTOR": min(3, len(self.cfg.kafka_nodes())),
                         "CONNECT_PLUGIN_PATH": self.cfg.cache / "java" / "plugins"})
         return java(self.cfg, "org.apache.kafka.connect.cli.ConnectDistributed", str(props),
-                    options=monitoring.jmx_agent(self.cfg, self.cfg.connect_metrics_port,
+                    heap="384m" if self.cfg.ha else "512m",
+                    options=monitoring.jmx_agent(self.cfg, self.metrics_port,
                                                  "jmx-connect.yml"))
 
     def env(self) -> dict[str, str]:
@@ -118,14 +121,16 @@ class Connect(Component):
         reason = super().health()
         if reason is not None:
             return "DOWN", reason
-        kafka_up = kafka_answers(self.cfg.kafka_port)
+        # Through this worker's own REST API: it answers for the group's connector
+        # only while it is a member of the group.
+        kafka = kafka_up(self.cfg)
         notes = []
-        for look, _ in cdc_watch(self.cfg):
+        for look, _ in cdc_watch(self.cfg, connect_url=self.url):
             state = look()
             if cdc.on_purpose(state):
                 notes.append(cdc.held_note(state, connect_url=self.url))
                 continue
-            reason = cdc.verdict(state, kafka_up=kafka_up)
+            reason = cdc.verdict(state, kafka_up=kafka)
             if reason is not None:
                 return "DOWN", reason
         return ("paused", "; ".join(notes)) if notes else ("up", None)
@@ -137,10 +142,10 @@ class Connect(Component):
     def settle(self, timeout: float) -> str | None:
         """Waits until CDC streams, ending a stale slot holder or restarting a failed task."""
         deadline = time.monotonic() + timeout
-        for look, repair in cdc_watch(self.cfg):
+        for look, repair in cdc_watch(self.cfg, connect_url=self.url):
             # A task may be abandoned while we wait (a broker back just before
             # Connect's graceful-stop timeout ran out): restart then too.
-            reason = cdc.heal(look, repair, kafka_up=lambda: kafka_answers(self.cfg.kafka_port),
+            reason = cdc.heal(look, repair, kafka_up=lambda: kafka_up(self.cfg),
                               timeout=max(0.0, deadline - time.monotonic()),
                               say=lambda message: print(f"  connect: {message}", flush=True),
                               each_round=lambda: self.restart_if_abandoned(

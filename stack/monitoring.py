@@ -18,17 +18,19 @@ MONITORING = ROOT / "monitoring"
 
 def scrape_targets(cfg: Config) -> list[dict[str, Any]]:
     """Prometheus file_sd target groups: where each component serves /metrics here."""
+    # Each process of a job its own target (ha runs several): one that is down
+    # shows as up == 0 for its instance while the job goes on.
     jobs = {
-        "prometheus": cfg.prometheus_port,
-        "api": cfg.api_port,
-        "worker": cfg.faust_web_port,
-        "connect": cfg.connect_metrics_port,
-        "kafka": cfg.kafka_metrics_port,
-        "postgres": cfg.postgres_exporter_port,
-        "redis": cfg.redis_exporter_port,
+        "prometheus": [cfg.prometheus_port],
+        "api": cfg.api_ports(),
+        "worker": cfg.faust_web_ports(),
+        "connect": [metrics for _, metrics in cfg.connect_workers()],
+        "kafka": [metrics for _, _, metrics in cfg.kafka_nodes()],
+        "postgres": [cfg.postgres_exporter_port],
+        "redis": [cfg.redis_exporter_port],
     }
-    return [{"targets": [f"127.0.0.1:{port}"], "labels": {"job": job}}
-            for job, port in jobs.items()]
+    return [{"targets": [f"127.0.0.1:{port}" for port in ports], "labels": {"job": job}}
+            for job, ports in jobs.items()]
 
 
 class Prometheus(Component):

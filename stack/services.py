@@ -17,6 +17,12 @@ from stack.probes import http_ok, wait_until
 class Nginx(Component):
     """NGINX's stream module balancing PostgreSQL reads across the replicas."""
 
+    template = "nginx.conf.template"
+
+    @property
+    def conf(self) -> Path:
+        return self.cfg.dir / self.name / "nginx.conf"
+
     def conf_values(self) -> dict[str, object]:
         module = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
         return {
@@ -29,8 +35,7 @@ class Nginx(Component):
         }
 
     def command(self) -> list[str]:
-        conf = render(ROOT / "nginx" / "nginx.conf.template", self.cfg.dir / "nginx" / "nginx.conf",
-                      self.conf_values())
+        conf = render(ROOT / "nginx" / self.template, self.conf, self.conf_values())
         # nginx daemonises and writes its own pid file (the master's pid).
         return ["nginx", "-p", str(conf.parent), "-c", str(conf), "-e", str(self.log)]
 
@@ -43,11 +48,32 @@ class Nginx(Component):
     def owns(self, pid: int) -> bool:
         # nginx turns its command line (and the environment after it) into a title
         # that keeps the arguments: "nginx: master process nginx -p ... -c <conf> ...".
-        return f" -c {self.cfg.dir / 'nginx' / 'nginx.conf'} " in f"{procs.title(pid)} "
+        return f" -c {self.conf} " in f"{procs.title(pid)} "
 
     def forked_by_us(self, pid: int) -> bool:
         # Workers outlive a killed master and keep serving our port.
         return procs.title(pid).startswith("nginx: worker process")
+
+
+class NginxApi(Nginx):
+    """NGINX's HTTP balancer in front of the API processes (the ha topology): clients keep
+    one address, and a request refused by a dead process goes to the other at once."""
+
+    template = "api.conf.template"
+
+    def conf_values(self) -> dict[str, object]:
+        return {
+            "NGINX_PID_FILE": self.pidfile,
+            "NGINX_ERROR_LOG": self.log,
+            "API_UPSTREAMS": " ".join(f"server 127.0.0.1:{port} max_fails=1 fail_timeout=5s;"
+                                      for port in self.cfg.api_ports()),
+            "API_LISTEN": f"127.0.0.1:{self.port}",
+            "DOLLAR": "$",
+        }
+
+    def ready(self) -> bool:
+        # Through the balancer to an API process: NGINX alone answers 502.
+        return http_ok(f"http://127.0.0.1:{self.port}/health")
 
 
 class Redis(Component):
@@ -115,13 +141,25 @@ class LocalStripe(Component):
 class PaystreamProcess(Component):
     """Our own API or worker, run from .venv through the paystream console script."""
 
-    def __init__(self, name: str, port: int, cfg: Config, *, args: list[str], health: str):
+    def __init__(self, name: str, port: int, cfg: Config, *, args: list[str], health: str,
+                 env: dict[str, str] | None = None):
         super().__init__(name, port, cfg)
         self.args = args
         self.health_path = health
+        self.own_env = env or {}
 
     def command(self) -> list[str]:
         return [str(ROOT / ".venv" / "bin" / "paystream"), *self.args]
+
+    def env(self) -> dict[str, str]:
+        # One of several (ha): its own port, its own table store.
+        return self.own_env
+
+    def prepare(self) -> None:
+        # Faust makes its data folder but not the folders above it.
+        data = self.own_env.get("FAUST_DATA_DIR")
+        if data:
+            Path(data).mkdir(parents=True, exist_ok=True)
 
     def ready(self) -> bool:
         return http_ok(f"http://127.0.0.1:{self.port}{self.health_path}")

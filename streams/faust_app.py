@@ -20,6 +20,13 @@ def create_app(conf: Settings) -> faust.App:
         autodiscover=False,
         topic_partitions=conf.topic_partitions,
         table_standby_replicas=conf.table_standby_replicas,
+        # Internal topics and table changelogs, as many copies as the cluster
+        # keeps (TOPIC_REPLICATION_FACTOR: 3 in the ha topology).
+        topic_replication_factor=conf.topic_replication_factor,
+        # Every send waits for all in-sync replicas (Faust's default, said
+        # here because it is what makes min.insync.replicas=2 mean something:
+        # an acknowledged changelog write or stage hop survives its leader).
+        producer_acks=-1,
         # A partition with no committed offset is read from its beginning: an
         # internal topic must never skip what was sent before a crash.
         consumer_auto_offset_reset="earliest",

@@ -94,15 +94,23 @@ def admin_url() -> str:
     return url
 
 
+def worker_names() -> list[str]:
+    """The stack's Faust workers: "worker", and in the ha topology "worker-2" too."""
+    return [name for name in components() if name == "worker" or name.startswith("worker-")]
+
+
 def stop_worker() -> None:
-    done = run_stack("stop", "worker", timeout=120)
+    """Stop every worker of the stack (in ha a second one would go on consuming)."""
+    names = worker_names() or ["worker"]
+    done = run_stack("stop", *names, timeout=120)
     if done.returncode != 0:
-        raise RuntimeError(f"python3 -m stack stop worker failed: {done.stdout}{done.stderr}")
+        raise RuntimeError(f"python3 -m stack stop {' '.join(names)} failed: "
+                           f"{done.stdout}{done.stderr}")
 
 
 def start_worker() -> None:
-    """Start the stack's worker in its own environment: none of a run's worker settings."""
-    run_stack("start", "worker", timeout=300,
+    """Start the stack's workers in their own environment: none of a run's worker settings."""
+    run_stack("start", *(worker_names() or ["worker"]), timeout=300,
               env={k: v for k, v in os.environ.items() if k not in WORKER_OVERRIDES})
 
 
@@ -123,7 +131,7 @@ class StackPaused:
         self.connector_paused = False
 
     def __enter__(self) -> StackPaused:
-        if is_up("worker"):
+        if any(is_up(name) for name in worker_names()):
             stop_worker()
             self.worker_stopped = True
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from stack.config import HA_FAUST_WORKERS
 from testkit import stack
 
 # The worker must not block the load as a card-testing attack (one test card).
@@ -14,6 +15,14 @@ WORKER_ENV = {"FRAUD_MAX_PAYMENTS_PER_PAYMENT_METHOD": "100000000"}
 # worker blocks the load (seen: 133 of 173 payments, the probe too, after a kill -9
 # of the worker that the watchdog answered 3 s later, before `make up`).
 RESTARTED_WITH_WORKER_ENV = ("worker", "watchdog")
+
+
+def restarted_with_worker_env(topology: str) -> tuple[str, ...]:
+    """RESTARTED_WITH_WORKER_ENV and, in the ha topology, the other workers (worker-2)."""
+    if topology != "ha":
+        return RESTARTED_WITH_WORKER_ENV
+    return RESTARTED_WITH_WORKER_ENV + tuple(f"worker-{n}"
+                                             for n in range(2, HA_FAUST_WORKERS + 1))
 
 
 def log(message: str) -> None:

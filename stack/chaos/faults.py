@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from stack.chaos.driving import log, make_up
+from stack.chaos.ha import HA_FAULTS
 from stack.chaos.load import Load, probe_payment
 from testkit import stack
 
@@ -16,6 +17,9 @@ PROFILES = {
     "short": ["worker", "api", "redis", "postgres-replica1"],
     "full": ["worker", "connect", "kafka", "postgres-replica1", "postgres-replica2", "redis",
              "api", "postgres-primary", "localstripe"],
+    # STACK_TOPOLOGY=ha only: one process of each replicated kind killed in turn with
+    # no `make up` between the kills, then one `make up` (stack/chaos/ha.py).
+    "ha": HA_FAULTS,
 }
 
 
@@ -51,7 +55,7 @@ async def inject(fault: str, load: Load, settle: float) -> FaultResult:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    else:
+    elif fault != "make-up":  # the ha profile's closing `make up`, after kills of its own
         log(f"{fault} was not running")
     # Let the load run into the hole for a moment, as it would before anyone noticed.
     await asyncio.sleep(settle)

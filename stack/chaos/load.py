@@ -27,6 +27,7 @@ class Order:
     payment_id: str | None = None
     refund_id: str | None = None
     failed_for_good: str | None = None
+    placed_at: float | None = None  # wall clock, to match the database's timestamps
 
 
 @dataclass
@@ -127,7 +128,8 @@ class Load:
             declined = random.random() < self.declines
             refund = random.randint(1, amount) if not declined and \
                 random.random() < self.refunds else 0
-            order = Order(f"chaos-{run_id}-{n}", amount, declined, refund)
+            order = Order(f"chaos-{run_id}-{n}", amount, declined, refund,
+                          placed_at=time.time())
             self.orders.append(order)
             self.tasks.append(asyncio.create_task(
                 place(self.client, order, f"chaos-{run_id}-{n}", self.patience)))

@@ -65,7 +65,8 @@ class Topics:
             created = []
             for name in [n for n in names if n not in existing]:
                 try:
-                    await admin.create_topics([NewTopic(name, settings.topic_partitions, 1)])
+                    await admin.create_topics([NewTopic(
+                        name, settings.topic_partitions, settings.topic_replication_factor)])
                     created.append(name)
                 except TopicAlreadyExistsError:
                     pass  # another worker made it meanwhile

@@ -50,10 +50,10 @@ def test_paused_or_stopped_through_rest_is_on_purpose_and_says_how_to_resume() -
 def connect_looking_at(cfg: Any, monkeypatch: pytest.MonkeyPatch, *states: Any) -> Any:
     """A Connect whose process answers and whose connectors look like `states`."""
     monkeypatch.setattr(Component, "health", lambda self: None)
-    monkeypatch.setattr("stack.connect.kafka_answers", lambda port: True)
+    monkeypatch.setattr("stack.connect.kafka_up", lambda cfg: True)
     monkeypatch.setattr("stack.connect.cdc_watch",
-                        lambda cfg: [(lambda s=s: s, None) for s in states])
-    return Connect("connect", 8083, cfg)
+                        lambda cfg, connect_url=None: [(lambda s=s: s, None) for s in states])
+    return Connect("connect", 8083, cfg, metrics_port=9405)
 
 
 def test_a_paused_connector_is_shown_paused_not_down(cfg: Any,
@@ -98,7 +98,8 @@ def test_up_leaves_a_paused_connector_paused_and_succeeds(
         cfg: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     connect = connect_looking_at(cfg, monkeypatch, PAUSED)
     repair = cdc.Repairer(CONN, connect_url="http://x", sql=lambda sql: "0/1388\n")
-    monkeypatch.setattr("stack.connect.cdc_watch", lambda cfg: [(lambda: PAUSED, repair)])
+    monkeypatch.setattr("stack.connect.cdc_watch",
+                        lambda cfg, connect_url=None: [(lambda: PAUSED, repair)])
     posted: list[str] = []
     monkeypatch.setattr(cdc, "_rest", lambda method, url, timeout=3.0: posted.append(url))
     assert connect.settle(5) is None
@@ -106,7 +107,8 @@ def test_up_leaves_a_paused_connector_paused_and_succeeds(
     assert "paused on purpose" in capsys.readouterr().out
     # A connector that is down for a reason nobody chose still fails `up`.
     failed = replace(STREAMING, connector_state="UNASSIGNED")
-    monkeypatch.setattr("stack.connect.cdc_watch", lambda cfg: [(lambda: failed, repair)])
+    monkeypatch.setattr("stack.connect.cdc_watch",
+                        lambda cfg, connect_url=None: [(lambda: failed, repair)])
     assert connect.settle(0) == "connector paystream-payments UNASSIGNED"
 
 
