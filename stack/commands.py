@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -146,9 +147,16 @@ def print_json(cfg: Config) -> int:
 
 
 def print_env(cfg: Config) -> int:
-    for name, value in cfg.endpoints().items():
-        print(f"export {name}={value}")
+    print(env_lines(cfg))
     return 0
+
+
+def env_lines(cfg: Config) -> str:
+    """`export NAME=value` lines for `eval`, each value quoted for the shell: ha's
+    BROKER_URL holds ';' between brokers, which unquoted would end the export after
+    the first broker and run the rest as commands."""
+    return "\n".join(f"export {name}={shlex.quote(value)}"
+                     for name, value in cfg.endpoints().items())
 
 
 def clean(cfg: Config) -> int:

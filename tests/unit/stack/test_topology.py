@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
 
 from paystream.settings import Settings
 from stack import monitoring
+from stack.commands import env_lines
 from stack.components import components
 from stack.config import Config
 
@@ -60,6 +62,21 @@ def test_ha_ports_follow_the_shifted_settings(folder: Path,
     targets = {t["labels"]["job"]: t["targets"] for t in monitoring.scrape_targets(cfg)}
     assert targets["kafka"] == ["127.0.0.1:9604", "127.0.0.1:9614", "127.0.0.1:9624"]
     assert targets["worker"] == ["127.0.0.1:6266", "127.0.0.1:6267"]
+
+
+def test_the_env_lines_survive_the_shell_with_every_broker(folder: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STACK_TOPOLOGY", "ha")
+    cfg = Config()
+    exported = {}
+    for line in env_lines(cfg).splitlines():
+        # What `eval` in the Makefile makes of each line: one word after export.
+        words = shlex.split(line)
+        assert words[0] == "export" and len(words) == 2, line
+        name, _, value = words[1].partition("=")
+        exported[name] = value
+    assert exported == cfg.endpoints()
+    assert exported["BROKER_URL"].count("kafka://") == 3
 
 
 def test_colliding_derived_ports_are_refused(folder: Path,
