@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from streams.current_acks import CurrentGenerationConsumer
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,9 @@ def _holds(condition: Callable[[], bool]) -> bool:
         return False
 
 
-class DeadlineConsumer(AIOKafkaConsumer):
-    """Faust's aiokafka consumer with its commits (and its wait for acks) under deadlines.
+class DeadlineConsumer(CurrentGenerationConsumer):
+    """The worker's consumer (current_acks.py) with its commits (and its wait for acks)
+    under deadlines.
 
     install() makes a subclass per app with the Deadlines and the limits set.
     """

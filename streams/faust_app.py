@@ -7,11 +7,12 @@ import logging
 import faust
 
 from paystream.settings import Settings
+from streams import current_acks
 
 
 def create_app(conf: Settings) -> faust.App:
     """The worker's Faust app for these settings; streams/bootstrap.py attaches the agents."""
-    return faust.App(
+    app = faust.App(
         conf.faust_app_id,
         broker=conf.broker_url,
         store=conf.faust_store,
@@ -73,6 +74,9 @@ def create_app(conf: Settings) -> faust.App:
         # redelivered, and a shutdown blocked on a slow agent never ends.
         stream_wait_empty=False,
     )
+    # Acks from before a rebalance must not move its commits (current_acks.py).
+    current_acks.install(app)
+    return app
 
 
 def keep_log_level(app: faust.App, level: int) -> None:

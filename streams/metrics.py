@@ -22,6 +22,10 @@ DEAD_LETTERS = Counter("paystream_dead_letters", "Messages sent to the dead-lett
 CDC_LAG = Gauge("paystream_cdc_lag_seconds",
                 "now - source.ts_ms of the last change event each agent saw",
                 ["agent"], registry=REGISTRY)
+STALE_ACKS = Counter("paystream_stale_acks_refused",
+                     "Acks refused (the event is redelivered): the worker was stopping, "
+                     "a rebalance was in progress, or the event was fetched before it",
+                     registry=REGISTRY)
 STRIPE_CALLS = Counter("paystream_stripe_calls", "Stripe calls by operation and outcome",
                        ["operation", "outcome"], registry=REGISTRY)
 CIRCUIT_STATE = Gauge("paystream_stripe_circuit_open",
