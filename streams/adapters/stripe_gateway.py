@@ -28,6 +28,12 @@ T = TypeVar("T")
 # the poller (it stays pending; the breaker is not touched).
 RATE_LIMIT_PATIENCE_SECONDS = 30.0
 
+# The SDK's telemetry: each request carries the previous one's id and latency in a
+# JSON header, and its user agent the platform and an id the SDK keeps in a file of
+# the user's config directory, all for Stripe's own statistics. Nothing of ours reads
+# them; building them is CPU on every call. (The SDK's setting, for the whole process.)
+stripe.enable_telemetry = False
+
 # Page size when looking up what an earlier attempt created (after a crash
 # between "create" and "write back" only).
 _LIST_PAGE = 100

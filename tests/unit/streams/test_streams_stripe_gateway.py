@@ -5,6 +5,7 @@ service sends, and the answer's fields and errors read as before."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -89,7 +90,9 @@ async def recorder() -> AsyncIterator[Recorder]:
     async def handle(request: web.Request) -> web.Response:
         found.sent.append((request.method, request.path_qs, dict(request.headers),
                            await request.read()))
-        return web.json_response(found.body, status=found.status)
+        # Named like Stripe's answers: the SDK's telemetry keys on it.
+        return web.json_response(found.body, status=found.status,
+                                 headers={"Request-Id": f"req_{len(found.sent)}"})
 
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app, access_log=None)
@@ -152,6 +155,17 @@ async def test_a_payment_intent_create_sends_what_the_sdk_service_sends(
     form = parse_qs(body.decode())
     assert form["metadata[payment_id]"] == ["pay_1"] and form["confirm"] == ["true"]
     assert ("customer" in form) is customer.startswith("cus_")
+
+
+async def test_no_telemetry_goes_to_stripe(recorder: Recorder,
+                                           on_recorder: StripeGateway) -> None:
+    recorder.body = pi_answer("succeeded")
+    for _ in range(2):
+        await on_recorder.create_payment_intent(payment())
+    for _, _, headers, _ in recorder.sent:
+        assert "X-Stripe-Client-Telemetry" not in headers
+        agent = json.loads(headers["X-Stripe-Client-User-Agent"])
+        assert "telemetry_id" not in agent and "platform" not in agent
 
 
 async def test_a_refund_create_sends_what_the_sdk_service_sends(
