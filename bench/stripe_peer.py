@@ -24,6 +24,7 @@ SDK) with that shape:
 - --rate-limit N: an account-wide token bucket of N requests/s holding at most
   N tokens (a 1 s burst). Over it, 429 at once with Stripe's rate_limit error
   body and a Retry-After header (whole seconds until a token is back, >= 1).
+- Every answer names itself in a Request-Id header, as Stripe's do.
 - GET /_stats: counts (requests by route and status, 429s, PaymentIntents,
   duplicates, processing ones, most requests in flight). Not rate-limited.
 
@@ -185,6 +186,13 @@ class StripePeer:
         counts = self.requests[route]
 
         async def handle(request: web.Request) -> web.Response:
+            response = await answer(request)
+            # Stripe names every answer; the SDK keeps its latency for the next request's
+            # telemetry header, as it would against Stripe.
+            response.headers["Request-Id"] = "req_" + secrets.token_hex(7)
+            return response
+
+        async def answer(request: web.Request) -> web.Response:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             try:
