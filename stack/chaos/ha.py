@@ -42,9 +42,8 @@ class HaResult:
     double_charged: int = 0
     ledger_exact: bool = True
     longest_gap_s: float = 0.0
-    # Payments and refunds created in the window and not terminal after the drain.
-    # Reported, not yet a miss: seen twice for refunds created while partitions
-    # moved between the two workers (README.md, "Topologies": known gaps).
+    # Payments and refunds created in the window and not terminal after the drain
+    # (the invariants name each one: which fault's window it fell in).
     stuck: int = 0
 
 

@@ -4,7 +4,6 @@ with no make up between the kills; payments go on, then one make up, and the boo
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,19 +34,6 @@ def test_ha_chaos_profile_keeps_paying_through_each_kill_and_keeps_the_books() -
     # The per-fault table and the invariants' verdict, whatever the outcome.
     print(report)
     assert "MISSED" not in report, report[-4000:]
-    broken = re.findall(r"^\s*BROKEN: (.*)$", report, re.M)
-    stuck = [b for b in broken if _STUCK.fullmatch(b)]
-    if broken and stuck == broken:
-        # The known gap of the ha topology: a change event that arrives while the two
-        # workers move partitions between them can be acknowledged without being
-        # handled, and its payment or refund stays pending, never sent to Stripe and
-        # not in the pending table (seen for payments made in the seconds after both
-        # workers restart). No money moved for them; every other invariant held. It
-        # is reported here as the expected failure it is, not hidden, until fixed.
-        pytest.xfail(f"known gap, {len(stuck)} left pending across a rebalance: "
-                     + "; ".join(stuck[:10]))
     assert "invariants: all hold" in report, report[-4000:]
     assert done.returncode == 0, report[-4000:]
 
-
-_STUCK = re.compile(r"(payment|refund) \S+ is still pending")
