@@ -1,4 +1,4 @@
-"""Acks count only for what the worker handled in the consumer group's current generation.
+"""What the worker's consumer commits: only what it handled in the group's current generation.
 
 Faust acks events that were never handled:
 - one it skips: fetched before a rebalance and read after it (its generation is
@@ -7,19 +7,17 @@ Faust acks events that were never handled:
   because the worker is stopping and cancelled its agents in the middle of the
   batch (Faust's agents stop by cancellation, "which forces the stream to ack"),
   and also after a rebalance that happened while the batch was handled.
-
-A stopping worker then commits those acks: the batch it was cut off from is
-never redelivered.
+And its commit tolerates one missing offset at the head of what was acked: an
+event at the committed offset that was never acked is committed past.
 
 After a revocation Faust forgets the partition's acks and refetches it from the
-committed offset. An ack from before then lands in the new generation's list,
-where it marks done an offset this generation has not handled yet; the next
-commit moves past it. If the partition moves again before the refetched copy
-is handled, no worker ever handles that change event. Seen with two workers
-restarted one after the other under load: a payment left pending, a succeeded
-payment with no journal, balances short by its amount.
+committed offset; an ack from before lands in the new generation's list. Either
+way a commit moves past a change event no worker handled. Seen with two workers
+restarted one after the other under load: a payment left pending (never sent to
+fraud), a succeeded payment with no journal, balances short by its amount.
 
-Refusing those acks costs a redelivery at most, and every handler is idempotent.
+Refusing those acks and holding those commits costs a redelivery at most, and
+every handler is idempotent.
 """
 
 from __future__ import annotations
@@ -33,7 +31,8 @@ from streams import metrics
 
 class CurrentGenerationConsumer(AIOKafkaConsumer):
     """Faust's aiokafka consumer, refusing acks while the app stops or flow control is
-    suspended, and of events from an earlier generation (see the module's docstring)."""
+    suspended and of events from an earlier generation, and committing no further
+    than the first offset not acked (see the module's docstring)."""
 
     def ack(self, message: Any) -> bool:
         app = self.app
@@ -44,6 +43,25 @@ class CurrentGenerationConsumer(AIOKafkaConsumer):
             metrics.STALE_ACKS.inc()
             return False
         return bool(super().ack(message))
+
+
+    def _new_offset(self, tp: Any) -> int | None:
+        # Faust lets the acked offsets start one past the committed offset (its
+        # check is `min(acked) - committed > 1`), so an event at the committed
+        # offset that was never acked is committed past: seen after a rebalance,
+        # an event never handed to the agent, its successors acked, the commit
+        # moved over it. Our acking topics have no holes in their offsets (no
+        # compaction, no transaction markers), so the commit waits for that event
+        # instead; if it never comes, the worker's stall watchdog restarts the
+        # worker, which reads it again.
+        acked = self._acked[tp]
+        committed = self._committed_offset[tp]
+        if (acked and committed is not None and min(acked) > committed
+                and not self._gap[tp].overlaps(committed)):
+            metrics.COMMITS_HELD.inc()
+            return None
+        offset: int | None = super()._new_offset(tp)
+        return offset
 
 
 def install(app: Any) -> None:

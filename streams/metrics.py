@@ -26,6 +26,9 @@ STALE_ACKS = Counter("paystream_stale_acks_refused",
                      "Acks refused (the event is redelivered): the worker was stopping, "
                      "a rebalance was in progress, or the event was fetched before it",
                      registry=REGISTRY)
+COMMITS_HELD = Counter("paystream_commits_held",
+                       "Commits of a partition held back: the event at its committed "
+                       "offset is not acked yet while later ones are", registry=REGISTRY)
 STRIPE_CALLS = Counter("paystream_stripe_calls", "Stripe calls by operation and outcome",
                        ["operation", "outcome"], registry=REGISTRY)
 CIRCUIT_STATE = Gauge("paystream_stripe_circuit_open",

@@ -94,5 +94,17 @@ async def test_topics_without_acks_are_left_to_faust(tmp_path: Path) -> None:
     assert refused() == before
 
 
+async def test_a_commit_waits_for_the_event_at_the_committed_offset(tmp_path: Path) -> None:
+    """Faust would commit 8 here, past offset 5 that nothing acked."""
+    app = app_in_generation(tmp_path, generation=1)
+    consumer = app.consumer
+    consumer._committed_offset[PARTITION] = 5  # what a commit (or a seek) leaves
+    assert consumer.ack(fetched(6, generation=1))
+    assert consumer.ack(fetched(7, generation=1))
+    assert consumer._new_offset(PARTITION) is None
+    assert consumer.ack(fetched(5, generation=1))
+    assert consumer._new_offset(PARTITION) == 8
+
+
 def test_the_deadline_consumer_keeps_the_guard() -> None:
     assert issubclass(deadline.DeadlineConsumer, CurrentGenerationConsumer)
