@@ -20,10 +20,13 @@ from __future__ import annotations
 import os
 import re
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
+
+from stack.config import Config
 
 # The tables a payment's path writes or reads, and the ones the benches query.
 WATCHED_TABLES = ("payments", "refunds", "fraud_decisions", "stripe_submissions",
@@ -123,36 +126,51 @@ def _per_payment(before: dict[str, float], after: dict[str, float], payments: in
 
 
 class KafkaMessages:
-    """Messages the broker took in per topic, and requests it served per kind, between
-    start() and per_payment(), from its JMX exporter: what each payment costs in
+    """Messages the brokers took in per topic, and requests they served per kind, between
+    start() and per_payment(), from their JMX exporters: what each payment costs in
     produced messages, and in the requests that carried them (each request costs the
-    client and the broker CPU of its own, however many messages it holds). Empty when
-    the exporter is not reachable."""
+    client and the broker CPU of its own, however many messages it holds). A broker
+    counts the messages of the partitions it leads, so every node of the stack's
+    cluster is read and the counts summed (3 in the ha topology). Empty when no
+    exporter is reachable."""
 
-    def __init__(self, metrics_url: str | None = None) -> None:
-        port = os.environ.get("KAFKA_METRICS_PORT", "9404")
-        self._url = metrics_url or f"http://127.0.0.1:{port}/metrics"
-        self._before = ""
-        self._after = ""
+    def __init__(self, metrics_urls: list[str] | None = None) -> None:
+        self._urls = metrics_urls or [f"http://127.0.0.1:{port}/metrics"
+                                      for _, _, port in Config().kafka_nodes()]
+        self._before: list[str] = []
+        self._after: list[str] = []
 
-    def _page(self) -> str:
-        try:
-            with urllib.request.urlopen(self._url, timeout=5) as resp:
-                return str(resp.read().decode())
-        except OSError:
-            return ""
+    def _pages(self) -> list[str]:
+        pages = []
+        for url in self._urls:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    pages.append(str(resp.read().decode()))
+            except OSError:
+                pages.append("")
+        return pages
 
     def start(self) -> None:
-        self._before = self._page()
+        self._before = self._pages()
 
     def per_payment(self, payments: int, *, strip: str = "") -> dict[str, float]:
         """{topic: messages per payment} for topics that took any, plus "total"; strip
         is a prefix taken off topic names (a bench worker's app id) to keep them short.
         Also marks the end of the measurement for requests_per_payment()."""
-        self._after = self._page()
-        return _per_payment(messages_in(self._before), messages_in(self._after), payments,
-                            strip)
+        self._after = self._pages()
+        return _per_payment(_summed(messages_in, self._before),
+                            _summed(messages_in, self._after), payments, strip)
 
     def requests_per_payment(self, payments: int) -> dict[str, float]:
         """{request kind: requests per payment}, plus "total", up to per_payment()'s end."""
-        return _per_payment(requests_in(self._before), requests_in(self._after), payments)
+        return _per_payment(_summed(requests_in, self._before),
+                            _summed(requests_in, self._after), payments)
+
+
+def _summed(counts: Callable[[str], dict[str, float]], pages: list[str]) -> dict[str, float]:
+    """counts() of each broker's exporter page, added up name by name."""
+    total: dict[str, float] = {}
+    for page in pages:
+        for name, n in counts(page).items():
+            total[name] = total.get(name, 0.0) + n
+    return total

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 from bench import shape, worker_profile
 from testkit import cdc_feed
 
@@ -62,3 +65,45 @@ def test_a_feed_for_a_database_of_its_own_points_its_connector_and_admin_there()
     assert cdc_feed.with_dbname("postgresql://u:p@127.0.0.1:5432/paystream", "other") \
         == "postgresql://u:p@127.0.0.1:5432/other"
     assert "dbname=other" in cdc_feed.with_dbname("host=h user=u dbname=paystream", "other")
+
+
+def test_kafka_messages_add_up_every_broker_of_the_cluster() -> None:
+    """Each broker counts the partitions it leads: with 3 nodes, one page is a third."""
+    pages: list[list[str]] = [[], []]
+
+    def broker(index: int) -> ThreadingHTTPServer:
+        class Page(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = pages[index][-1].encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    def page(messages: float, produce: float) -> str:
+        return (f'kafka_server_brokertopicmetrics_messagesinpersec_total{{topic="t"}} '
+                f'{messages}\nkafka_network_requests_total{{request="Produce",version="9"}} '
+                f'{produce}\n')
+
+    servers = [broker(0), broker(1)]
+    try:
+        counter = shape.KafkaMessages([f"http://127.0.0.1:{s.server_address[1]}/metrics"
+                                       for s in servers])
+        pages[0].append(page(10, 1))
+        pages[1].append(page(20, 2))
+        counter.start()
+        pages[0].append(page(30, 3))  # +20 messages, +2 requests
+        pages[1].append(page(60, 4))  # +40 messages, +2 requests
+        assert counter.per_payment(10) == {"t": 6.0, "total": 6.0}
+        assert counter.requests_per_payment(10) == {"Produce": 0.4, "total": 0.4}
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
