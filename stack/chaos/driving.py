@@ -3,6 +3,8 @@ log line; its endpoints, pids and a merchant of the run's own come from testkit.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 from stack.config import HA_FAUST_WORKERS
@@ -34,3 +36,16 @@ def make_up() -> tuple[int, float, str]:
     started = time.monotonic()
     done = stack.make("up", env=WORKER_ENV)
     return done.returncode, time.monotonic() - started, done.stdout + done.stderr
+
+
+def kill_now(name: str, why: str = "") -> bool:
+    """kill -9 the stack's process called name, logged; False when it was not running."""
+    pid = stack.pids().get(name)
+    if not pid:
+        return False
+    log(f"kill -9 {name} (pid {pid}){why}")
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
 from dataclasses import dataclass
 
-from stack.chaos.driving import log, make_up
+from stack.chaos.driving import kill_now, log, make_up
 from stack.chaos.ha import HA_FAULTS
 from stack.chaos.load import Load, probe_payment
-from testkit import stack
 
 PROFILES = {
     "short": ["worker", "api", "redis", "postgres-replica1"],
@@ -45,17 +42,11 @@ def back_to_2xx(attempts: list[tuple[float, bool]], since: float, until: float) 
 
 
 async def inject(fault: str, load: Load, settle: float) -> FaultResult:
-    pid = stack.pids().get(fault)
     transient_before = load.client.transient
     failed_before = sum(1 for o in load.orders if o.failed_for_good)
     killed_at = time.monotonic()
-    if pid:
-        log(f"kill -9 {fault} (pid {pid})")
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    elif fault != "make-up":  # the ha profile's closing `make up`, after kills of its own
+    # "make-up": the ha profile's closing `make up`, after kills of its own.
+    if not kill_now(fault) and fault != "make-up":
         log(f"{fault} was not running")
     # Let the load run into the hole for a moment, as it would before anyone noticed.
     await asyncio.sleep(settle)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from stack.chaos.driving import log
+from stack.chaos.driving import kill_now, log
 from stack.chaos.load import TERMINAL, Load, probe_payment
 from testkit import stack
 
@@ -94,16 +92,9 @@ async def kill_each(faults: list[str], load: Load, env: dict[str, str],
     results: list[HaResult] = []
     for fault in faults:
         name = await target(fault, env)
-        pid = stack.pids().get(name)
         result = HaResult(fault, name, time.time())
         started = time.monotonic()
-        if pid:
-            log(f"kill -9 {name} (pid {pid}) for fault {fault}")
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        else:
+        if not kill_now(name, f" for fault {fault}"):
             log(f"{name} was not running")
         result.probe_s, result.probe_status = await probe_payment(load.client, timeout=90)
         log(f"{fault}: a payment created right after the kill: {result.probe_status} "
