@@ -53,11 +53,14 @@ class CurrentGenerationConsumer(AIOKafkaConsumer):
         # moved over it. Our acking topics have no holes in their offsets (no
         # compaction, no transaction markers), so the commit waits for that event
         # instead; if it never comes, the worker's stall watchdog restarts the
-        # worker, which reads it again.
+        # worker, which reads it again. Offsets the log no longer holds (a reset
+        # past deleted segments) are Faust's gap, which it records from one past
+        # the committed offset: that one is let through as Faust does.
         acked = self._acked[tp]
         committed = self._committed_offset[tp]
+        gaps = self._gap[tp]
         if (acked and committed is not None and min(acked) > committed
-                and not self._gap[tp].overlaps(committed)):
+                and not gaps.overlaps(committed) and not gaps.overlaps(committed + 1)):
             metrics.COMMITS_HELD.inc()
             return None
         offset: int | None = super()._new_offset(tp)

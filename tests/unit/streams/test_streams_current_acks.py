@@ -106,5 +106,16 @@ async def test_a_commit_waits_for_the_event_at_the_committed_offset(tmp_path: Pa
     assert consumer._new_offset(PARTITION) == 8
 
 
+async def test_a_commit_goes_past_offsets_the_log_no_longer_holds(tmp_path: Path) -> None:
+    """Committed 5, the log now starts at 9: Faust records the gap from 6 (one past the
+    committed offset, its own convention) and the commit moves on as before."""
+    app = app_in_generation(tmp_path, generation=1)
+    consumer = app.consumer
+    consumer._committed_offset[PARTITION] = 5
+    await consumer._add_gap(PARTITION, 6, 9)  # what reading 9 after 5 records
+    assert consumer.ack(fetched(9, generation=1))
+    assert consumer._new_offset(PARTITION) == 10
+
+
 def test_the_deadline_consumer_keeps_the_guard() -> None:
     assert issubclass(deadline.DeadlineConsumer, CurrentGenerationConsumer)
