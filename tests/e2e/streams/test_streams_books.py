@@ -339,8 +339,14 @@ async def test_rebuild_reports_a_faust_balance_that_moved_without_a_journal(
     # here), so it lands on the partition that holds the account's balance.
     await produce(settings, f"{pipeline.app_id}-balance-deltas", json.dumps(account).encode(),
                   stray.dumps())
-    await eventually(lambda: _faust_balance_is(pipeline, account, before - 7),
-                     timeout=60, what="the stray delta applied")
+    try:
+        await eventually(lambda: _faust_balance_is(pipeline, account, before - 7),
+                         timeout=60, what="the stray delta applied")
+    except AssertionError as err:
+        # Say which way it went: not applied (before), or applied twice (before - 14).
+        now = (await ledger_rebuild.faust_balances(settings, pipeline.app_id)).get(account)
+        raise AssertionError(f"{err}; the Faust balance is {now}, {before} before the "
+                             f"stray delta of -7") from err
     rc, out = rebuild(pipeline, merchant, "--json")
     report = json.loads(out.strip().splitlines()[-1])
     assert rc == 1, out
