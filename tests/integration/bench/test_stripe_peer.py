@@ -124,7 +124,9 @@ async def test_a_burst_over_the_limit_gets_rate_limit_errors_with_retry_after(
 
 
 async def test_every_answer_waits_the_latency_but_a_429_does_not(client: Client) -> None:
-    config = PeerConfig(latency_ms=200, jitter_ms=50, rate_limit=5)
+    # A latency well above what a busy 2-core machine adds to a local answer (a 429
+    # once took 0.24 s in CI under a 200 ms latency), so the two stay apart.
+    config = PeerConfig(latency_ms=1000, jitter_ms=50, rate_limit=5)
     async with peer_module.serving(config) as running:
         sdk = await client(running.url)
 
@@ -141,9 +143,9 @@ async def test_every_answer_waits_the_latency_but_a_429_does_not(client: Client)
         answered = [t for t, err in results if err is None]
         refused = [t for t, err in results if err is not None]
         assert len(answered) == 5 and len(refused) == 1
-        # Loose bounds: at least latency - jitter, and nowhere near seconds.
-        assert all(0.15 <= t < 2.0 for t in answered), answered
-        assert refused[0] < 0.15
+        # Loose bounds: at least latency - jitter, and nowhere near several seconds.
+        assert all(0.95 <= t < 4.0 for t in answered), answered
+        assert refused[0] < 0.5
 
 
 async def test_a_create_whose_client_timed_out_still_exists(client: Client) -> None:
