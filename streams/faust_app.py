@@ -8,6 +8,7 @@ import faust
 
 from paystream.settings import Settings
 from streams import current_acks
+from streams.adapters.tables import CheckedTable
 
 
 def create_app(conf: Settings) -> faust.App:
@@ -19,6 +20,8 @@ def create_app(conf: Settings) -> faust.App:
         datadir=conf.faust_data_dir,
         # Nothing registers itself on import: bootstrap.build() installs every agent.
         autodiscover=False,
+        # app.Table makes these (see CheckedTable).
+        Table=CheckedTable,
         topic_partitions=conf.topic_partitions,
         table_standby_replicas=conf.table_standby_replicas,
         # Internal topics and table changelogs, as many copies as the cluster

@@ -27,6 +27,7 @@ from paystream.domain import new_id
 from paystream.domain.ledger import journal_for_payment, journal_for_refund
 from paystream.settings import Settings
 from streams.adapters import postgres
+from streams.dead_letters.replay import read_all
 from streams.messages import BalanceDelta
 from streams.ops import ledger_rebuild
 from testkit.own_books import OwnBooks
@@ -337,16 +338,21 @@ async def test_rebuild_reports_a_faust_balance_that_moved_without_a_journal(
     stray = BalanceDelta(account, "usd", {f"jrn_stray_{secrets.token_hex(4)}": -7})
     # Keyed like the ledger agent's (tables.json_key; importing it would build a Faust app
     # here), so it lands on the partition that holds the account's balance.
-    await produce(settings, f"{pipeline.app_id}-balance-deltas", json.dumps(account).encode(),
-                  stray.dumps())
+    topic = f"{pipeline.app_id}-balance-deltas"
+    partition, offset = await produce(settings, topic, json.dumps(account).encode(),
+                                      stray.dumps())
     try:
         await eventually(lambda: _faust_balance_is(pipeline, account, before - 7),
                          timeout=60, what="the stray delta applied")
     except AssertionError as err:
         # Say which way it went: not applied (before), or applied twice (before - 14).
         now = (await ledger_rebuild.faust_balances(settings, pipeline.app_id)).get(account)
+        letters = [e.body for e in await read_all(settings.kafka_bootstrap,
+                                                  pipeline.settings.dlq_topic)
+                   if (e.body.get("topic"), e.body.get("partition"), e.body.get("offset"))
+                   == (topic, partition, offset)]
         raise AssertionError(f"{err}; the Faust balance is {now}, {before} before the "
-                             f"stray delta of -7") from err
+                             f"stray delta of -7; its dead letters: {letters}") from err
     rc, out = rebuild(pipeline, merchant, "--json")
     report = json.loads(out.strip().splitlines()[-1])
     assert rc == 1, out
