@@ -17,22 +17,42 @@ restarted one after the other under load: a payment left pending (never sent to
 fraud), a succeeded payment with no journal, balances short by its amount.
 
 Refusing those acks and holding those commits costs a redelivery at most, and
-every handler is idempotent.
+every handler is idempotent. A commit held past Faust's livelock soft timeout
+means the event at its head will not come by itself: Faust drops a fetched record
+below the offset it last read (a record of an earlier fetch delivered after a
+seek), and a record whose delivery a revocation cancelled is marked read. So the
+partition is sought back to its committed offset, which refetches it (and
+redelivers what came after it); seen after a kill -9 under load, where the hold
+alone stalled the worker until its watchdog ended it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 
 from streams import metrics
 
+log = logging.getLogger(__name__)
+
 
 class CurrentGenerationConsumer(AIOKafkaConsumer):
     """Faust's aiokafka consumer, refusing acks while the app stops or flow control is
     suspended and of events from an earlier generation, and committing no further
-    than the first offset not acked (see the module's docstring)."""
+    than the first offset not acked, refetching it when it does not come (see the
+    module's docstring)."""
+
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held_since: dict[Any, float] = {}
+        self._refetches: set[asyncio.Task[None]] = set()
 
     def ack(self, message: Any) -> bool:
         app = self.app
@@ -62,9 +82,30 @@ class CurrentGenerationConsumer(AIOKafkaConsumer):
         if (acked and committed is not None and min(acked) > committed
                 and not gaps.overlaps(committed) and not gaps.overlaps(committed + 1)):
             metrics.COMMITS_HELD.inc()
+            self._refetch_if_held_too_long(tp, committed)
             return None
+        self._held_since.pop(tp, None)
         offset: int | None = super()._new_offset(tp)
         return offset
+
+    def _refetch_if_held_too_long(self, tp: Any, committed: int) -> None:
+        now = self.clock()
+        since = self._held_since.setdefault(tp, now)
+        if now - since < self.app.conf.broker_commit_livelock_soft_timeout:
+            return
+        self._held_since[tp] = now  # one refetch per period while it lasts
+        metrics.HEAD_REFETCHES.inc()
+        log.warning("%s: offset %d not handled for %.0fs while later ones were: "
+                    "refetching from it", tp, committed, now - since)
+        task = asyncio.ensure_future(self._refetch(tp, committed))
+        self._refetches.add(task)
+        task.add_done_callback(self._refetches.discard)
+
+    async def _refetch(self, tp: Any, offset: int) -> None:
+        try:
+            await self.seek(tp, offset)
+        except Exception as err:  # revoked meanwhile: its new owner reads from there
+            log.warning("%s: refetch from %d failed: %r", tp, offset, err)
 
 
 def install(app: Any) -> None:

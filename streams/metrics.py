@@ -29,6 +29,10 @@ STALE_ACKS = Counter("paystream_stale_acks_refused",
 COMMITS_HELD = Counter("paystream_commits_held",
                        "Commits of a partition held back: the event at its committed "
                        "offset is not acked yet while later ones are", registry=REGISTRY)
+HEAD_REFETCHES = Counter("paystream_commit_head_refetches",
+                         "Partitions sought back to their committed offset: a commit held "
+                         "so long that the event at its head was never delivered",
+                         registry=REGISTRY)
 STRIPE_CALLS = Counter("paystream_stripe_calls", "Stripe calls by operation and outcome",
                        ["operation", "outcome"], registry=REGISTRY)
 CIRCUIT_STATE = Gauge("paystream_stripe_circuit_open",

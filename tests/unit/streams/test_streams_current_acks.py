@@ -3,6 +3,7 @@ on Faust's own consumer and its commit arithmetic."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,36 @@ async def test_a_commit_goes_past_offsets_the_log_no_longer_holds(tmp_path: Path
 
 def test_the_deadline_consumer_keeps_the_guard() -> None:
     assert issubclass(deadline.DeadlineConsumer, CurrentGenerationConsumer)
+
+
+async def test_a_head_that_does_not_come_is_refetched(tmp_path: Path) -> None:
+    """Held past the livelock soft timeout, the partition is sought back to the committed
+    offset (Faust marks the offset read from there), once per period."""
+    app = app_in_generation(tmp_path, generation=1)
+    consumer = app.consumer
+    now = [100.0]
+    consumer.clock = lambda: now[0]
+    sought: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+
+    consumer.seek = seek
+    consumer._committed_offset[PARTITION] = 5
+    assert consumer.ack(fetched(6, generation=1))
+    patience = app.conf.broker_commit_livelock_soft_timeout
+    assert consumer._new_offset(PARTITION) is None
+    now[0] += patience - 1
+    assert consumer._new_offset(PARTITION) is None
+    await asyncio.sleep(0)
+    assert sought == []
+    now[0] += 1
+    assert consumer._new_offset(PARTITION) is None
+    await asyncio.sleep(0)
+    assert sought == [(PARTITION, 5)]
+    now[0] += 1
+    assert consumer._new_offset(PARTITION) is None  # the next refetch a period later
+    await asyncio.sleep(0)
+    assert sought == [(PARTITION, 5)]
+    assert consumer.ack(fetched(5, generation=1))  # refetched and handled
+    assert consumer._new_offset(PARTITION) == 7
