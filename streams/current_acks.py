@@ -17,8 +17,10 @@ restarted one after the other under load: a payment left pending (never sent to
 fraud), a succeeded payment with no journal, balances short by its amount.
 
 Refusing those acks and holding those commits costs a redelivery at most, and
-every handler is idempotent. A commit held past Faust's livelock soft timeout
-means the event at its head will not come by itself: Faust drops a fetched record
+every handler is idempotent. A commit held for REFETCH_AFTER_SECONDS means the
+event at its head will not come by itself (every agent handles a partition's
+events in order, concurrency 1, so a later event acked first means that one was
+skipped, not that it is slow): Faust drops a fetched record
 below the offset it last read (a record of an earlier fetch delivered after a
 seek), and a record whose delivery a revocation cancelled is marked read. So the
 partition is sought back to its committed offset, which refetches it (and
@@ -39,6 +41,10 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from streams import metrics
 
 log = logging.getLogger(__name__)
+
+# Commits run every second; this leaves a refetch already under way (a seek, then a
+# fetch: well under a second) time to arrive before another one is asked for.
+REFETCH_AFTER_SECONDS = 3.0
 
 
 class CurrentGenerationConsumer(AIOKafkaConsumer):
@@ -72,8 +78,8 @@ class CurrentGenerationConsumer(AIOKafkaConsumer):
         # an event never handed to the agent, its successors acked, the commit
         # moved over it. Our acking topics have no holes in their offsets (no
         # compaction, no transaction markers), so the commit waits for that event
-        # instead; if it never comes, the worker's stall watchdog restarts the
-        # worker, which reads it again. Offsets the log no longer holds (a reset
+        # instead, and refetches it when it does not come (the stall watchdog
+        # stays the last resort: it restarts the worker, which reads it again). Offsets the log no longer holds (a reset
         # past deleted segments) are Faust's gap, which it records from one past
         # the committed offset: that one is let through as Faust does.
         acked = self._acked[tp]
@@ -91,7 +97,7 @@ class CurrentGenerationConsumer(AIOKafkaConsumer):
     def _refetch_if_held_too_long(self, tp: Any, committed: int) -> None:
         now = self.clock()
         since = self._held_since.setdefault(tp, now)
-        if now - since < self.app.conf.broker_commit_livelock_soft_timeout:
+        if now - since < REFETCH_AFTER_SECONDS:
             return
         self._held_since[tp] = now  # one refetch per period while it lasts
         metrics.HEAD_REFETCHES.inc()

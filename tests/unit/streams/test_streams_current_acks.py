@@ -12,7 +12,7 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
 from paystream.settings import Settings
-from streams import deadline, metrics
+from streams import current_acks, deadline, metrics
 from streams.current_acks import CurrentGenerationConsumer
 from streams.faust_app import create_app
 from tests.unit.streams.test_streams_deadline import close_thread_loop
@@ -123,7 +123,7 @@ def test_the_deadline_consumer_keeps_the_guard() -> None:
 
 
 async def test_a_head_that_does_not_come_is_refetched(tmp_path: Path) -> None:
-    """Held past the livelock soft timeout, the partition is sought back to the committed
+    """Held for REFETCH_AFTER_SECONDS, the partition is sought back to the committed
     offset (Faust marks the offset read from there), once per period."""
     app = app_in_generation(tmp_path, generation=1)
     consumer = app.consumer
@@ -137,7 +137,7 @@ async def test_a_head_that_does_not_come_is_refetched(tmp_path: Path) -> None:
     consumer.seek = seek
     consumer._committed_offset[PARTITION] = 5
     assert consumer.ack(fetched(6, generation=1))
-    patience = app.conf.broker_commit_livelock_soft_timeout
+    patience = current_acks.REFETCH_AFTER_SECONDS
     assert consumer._new_offset(PARTITION) is None
     now[0] += patience - 1
     assert consumer._new_offset(PARTITION) is None
