@@ -11,7 +11,7 @@ import aiohttp
 import psycopg
 
 from stack import chaos
-from stack.chaos import ha
+from stack.chaos import ha, restarts
 from stack.chaos.driving import log, make_up, restarted_with_worker_env
 from stack.chaos.faults import PROFILES, FaultResult, inject, print_table
 from stack.chaos.invariants import check_invariants, wait_terminal
@@ -23,8 +23,8 @@ async def run(args: argparse.Namespace) -> int:
     env = stack.env()
     faults = args.faults.split(",") if args.faults else PROFILES[args.profile]
     topology = env.get("STACK_TOPOLOGY", "small")
-    if args.profile == "ha" and topology != "ha":
-        log(f"the ha profile needs STACK_TOPOLOGY=ha; this stack runs {topology}")
+    if args.profile in ("ha", "restarts") and topology != "ha":
+        log(f"the {args.profile} profile needs STACK_TOPOLOGY=ha; this stack runs {topology}")
         return 2
     log("restarting the stack's workers and watchdog with the load's fraud setting")
     stack.run_stack("stop", *restarted_with_worker_env(topology))
@@ -47,6 +47,10 @@ async def run(args: argparse.Namespace) -> int:
         if args.profile == "ha":
             ha_results = await ha.kill_each(faults, load, env, args.dwell)
             # Then one `make up` for all of them, measured like any fault's.
+            results.append(await inject("make-up", load, 0.0))
+        elif args.profile == "restarts":
+            done = await restarts.cycle(faults, args.rounds, args.interval)
+            log(f"{len(done)} rounds: {', '.join(done)}")
             results.append(await inject("make-up", load, 0.0))
         else:
             for fault in faults:
@@ -106,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between a kill and make up (default 3)")
     parser.add_argument("--dwell", type=float, default=40.0,
                         help="ha profile: seconds from one kill to the next (default 40)")
+    parser.add_argument("--rounds", type=int, default=12,
+                        help="restarts profile: workers taken down, each in turn, each way "
+                             "in turn: restart, kill -9, freeze for 20 s (default 12)")
+    parser.add_argument("--interval", type=float, default=5.0,
+                        help="restarts profile: seconds between two rounds (default 5)")
     parser.add_argument("--patience", type=float, default=180.0,
                         help="how long a client keeps retrying one request (default 180)")
     parser.add_argument("--drain", type=float, default=300.0,

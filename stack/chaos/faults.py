@@ -17,6 +17,9 @@ PROFILES = {
     # STACK_TOPOLOGY=ha only: one process of each replicated kind killed in turn with
     # no `make up` between the kills, then one `make up` (stack/chaos/ha.py).
     "ha": HA_FAULTS,
+    # STACK_TOPOLOGY=ha only: the workers restarted, killed and frozen in turn, no
+    # `make up` between (stack/chaos/restarts.py).
+    "restarts": ["worker", "worker-2"],
 }
 
 

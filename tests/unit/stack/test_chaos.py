@@ -73,3 +73,17 @@ async def test_the_watchdog_is_restarted_with_the_worker(monkeypatch: Any) -> No
     assert await chaos_main.run(args) == 2  # stops there: make up failed
     [stop] = stopped
     assert stop == ("stop", "worker", "watchdog")
+
+
+async def test_the_restarts_profile_takes_each_worker_down_each_way_in_turn(
+        monkeypatch: Any) -> None:
+    from stack.chaos import restarts
+
+    taken: list[tuple[str, str]] = []
+    monkeypatch.setattr(restarts, "_take_down_and_back",
+                        lambda name, way: taken.append((way, name)))
+    done = await restarts.cycle(["worker", "worker-2"], 7, 0.0)
+    assert taken == [("restart", "worker"), ("restart", "worker-2"), ("kill", "worker"),
+                     ("kill", "worker-2"), ("freeze", "worker"), ("freeze", "worker-2"),
+                     ("restart", "worker")]
+    assert done[2] == "kill worker"
