@@ -73,6 +73,7 @@ def test_jmx_exporter_rules_read_only_named_mbeans(name: str) -> None:
 def test_prometheus_keeps_its_data_in_the_stack_folder(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PAYSTREAM_STACK_DIR", str(tmp_path))
+    monkeypatch.delenv("STACK_TOPOLOGY", raising=False)  # the small one, whatever runs here
     cfg = Config()
     prometheus = next(c for c in components(cfg) if c.name == "prometheus")
     prometheus.prepare()
