@@ -79,9 +79,10 @@ class CurrentGenerationConsumer(AIOKafkaConsumer):
         # moved over it. Our acking topics have no holes in their offsets (no
         # compaction, no transaction markers), so the commit waits for that event
         # instead, and refetches it when it does not come (the stall watchdog
-        # stays the last resort: it restarts the worker, which reads it again). Offsets the log no longer holds (a reset
-        # past deleted segments) are Faust's gap, which it records from one past
-        # the committed offset: that one is let through as Faust does.
+        # stays the last resort: it restarts the worker, which reads it again).
+        # Offsets the log no longer holds (a reset past deleted segments) are
+        # Faust's gap, which it records from one past the committed offset: that
+        # one is let through as Faust does.
         acked = self._acked[tp]
         committed = self._committed_offset[tp]
         gaps = self._gap[tp]
