@@ -117,7 +117,13 @@ class CurrentGenerationConsumer(AIOKafkaConsumer):
 
 def install(app: Any) -> None:
     """Make the app's consumer a CurrentGenerationConsumer (before the consumer exists)."""
+    use_consumer_class(app, CurrentGenerationConsumer, "current_acks.install()")
+
+
+def use_consumer_class(app: Any, consumer_class: type, caller: str) -> None:
+    """Make the app's consumer one of consumer_class: Faust makes it from the transport's
+    Consumer class when first used, so only before that."""
     if getattr(app, "_consumer", None) is not None:
-        raise RuntimeError("current_acks.install() must run before the app's consumer exists")
+        raise RuntimeError(f"{caller} must run before the app's consumer exists")
     # The instance attribute shadows the class's, for this app's transport only.
-    app.transport.Consumer = CurrentGenerationConsumer
+    app.transport.Consumer = consumer_class

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from streams.current_acks import CurrentGenerationConsumer
+from streams.current_acks import CurrentGenerationConsumer, use_consumer_class
 
 log = logging.getLogger(__name__)
 
@@ -224,14 +224,10 @@ def install(app: Any, *, commit_seconds: float, stop_seconds: float,
     Call before the worker starts: the consumer is made from the transport's
     Consumer class when first used.
     """
-    if getattr(app, "_consumer", None) is not None:
-        raise RuntimeError("deadline.install() must run before the app's consumer exists")
     deadlines = deadlines or Deadlines()
-    transport = app.transport
-    # The instance attribute shadows the class's, for this app's transport only.
-    transport.Consumer = type("DeadlineConsumer", (DeadlineConsumer,), {
+    use_consumer_class(app, type("DeadlineConsumer", (DeadlineConsumer,), {
         "deadlines": deadlines, "commit_seconds": commit_seconds,
-        "stop_seconds": stop_seconds})
+        "stop_seconds": stop_seconds}), "deadline.install()")
     # Stopping (SIGTERM, the stall watchdog, a crashed service) must end too: the
     # stop commits, closes the connections and flushes the producer, any of which
     # can wait on a broker that does not answer.
