@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, TypeVar
 
 import aiohttp
@@ -105,8 +104,6 @@ class StripeGateway:
         self.budget = budget
         self._slots = asyncio.Semaphore(settings.stripe_concurrency)
         self.in_flight = 0
-        # Listings the peer cannot filter by creation time (localstripe).
-        self._unfiltered: set[str] = set()
         self.breaker = breaker or CircuitBreaker(
             settings.circuit_failure_threshold, settings.circuit_reset_seconds
         )
@@ -306,40 +303,6 @@ class StripeGateway:
             return None
 
         return await self._find("refund.find", scan, prepaid=prepaid, background=background)
-
-    # --- Listing (reconciliation) --------------------------------------------------
-
-    async def list_all(self, kind: str, *, created_gte: int | None,
-                       on_page: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
-        """Every PaymentIntent or Refund (``kind``) created since created_gte, a request per
-        page, each paid for from the budget. Falls back to an unfiltered listing where the
-        peer does not filter by creation time (localstripe), filtering here instead."""
-        lister: Callable[..., Awaitable[Any]] = (
-            self._client.v1.payment_intents.list_async if kind == "payment_intents"
-            else self._client.v1.refunds.list_async)
-        params: dict[str, Any] = {"limit": _LIST_PAGE}
-        if created_gte is not None and kind not in self._unfiltered:
-            params["created"] = {"gte": created_gte}
-        found: list[dict[str, Any]] = []
-        while True:
-            try:
-                page = await self._call(f"{kind}.list", partial(lister, params=dict(params)))
-            except (StripeRejected, StripeUnavailable):
-                if "created" not in params or found:
-                    raise
-                # localstripe refuses (400) or fails on (500) the filter: list it all,
-                # and do not ask with the filter again.
-                self._unfiltered.add(kind)
-                del params["created"]
-                continue
-            items = [obj.to_dict() for obj in page.data]
-            found += [o for o in items
-                      if created_gte is None or int(o.get("created") or 0) >= created_gte]
-            if on_page is not None:
-                on_page(len(found))
-            if not page.has_more or not items:
-                return found
-            params["starting_after"] = items[-1]["id"]
 
     async def _find(self, operation: str,
                     fn: Callable[[], Awaitable[StripeObject | None]], *,
