@@ -53,6 +53,9 @@ class CheckedTable(faust.Table[Any, Any]):
     """
 
     def _verify_source_topic_partitions(self, source_topic: str) -> None:
+        # Faust calls this on every table write: once checked, return before any lookup.
+        if source_topic in self._verified_source_topics_for_partitions:
+            return
         counts = self.app.consumer.topic_partitions
         if counts(source_topic) == 0 or counts(self.changelog_topic_name) == 0:
             return
